@@ -1,0 +1,108 @@
+"""The event contract of Fashion.AI's Personalization API, as pydantic models.
+
+Source: shared/seed/fashionai-personalization-api.txt. One event per POST::
+
+    {"userId": "90", "sessionId": "sess456", "eventType": "productView",
+     "data": {"id": "id789"}}
+
+`userId` is optional and left out of the body when absent (never null);
+`sessionId` is required and non-empty; `data.id` is required, non-empty for
+productView/categoryView/shopTheLook and exactly "" for customShelf.
+Validation is strict: no type coercion, no unknown fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from producers.errors import InvalidEvent
+
+EventType = Literal["productView", "categoryView", "shopTheLook", "customShelf"]
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class EventData(BaseModel):
+    model_config = _STRICT
+
+    id: str = Field(max_length=512)
+
+
+class Event(BaseModel):
+    """One storefront event, exactly as the upstream receives it."""
+
+    model_config = _STRICT
+
+    userId: str | None = Field(default=None, min_length=1, max_length=512)  # noqa: N815
+    sessionId: str = Field(min_length=1, max_length=512)  # noqa: N815
+    eventType: EventType  # noqa: N815
+    data: EventData
+
+    @model_validator(mode="after")
+    def _check_data_id(self) -> Event:
+        if self.eventType == "customShelf":
+            if self.data.id != "":
+                raise ValueError('data.id: must be "" for customShelf')
+        elif self.data.id == "":
+            raise ValueError(f"data.id: must be a non-empty id for {self.eventType}")
+        return self
+
+    def body(self) -> dict[str, Any]:
+        """The upstream JSON body in the seed's key order, userId left out when absent."""
+        body: dict[str, Any] = {}
+        if self.userId is not None:
+            body["userId"] = self.userId
+        body["sessionId"] = self.sessionId
+        body["eventType"] = self.eventType
+        body["data"] = {"id": self.data.id}
+        return body
+
+
+def parse_event(raw: Mapping[str, Any] | Event) -> Event:
+    """Validate `raw` against the contract.
+
+    Raises InvalidEvent naming the first bad field ("sessionId", "data.id", ...).
+    Pure and idempotent; an Event passes through unchanged.
+    """
+    if isinstance(raw, Event):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise InvalidEvent("body", f"must be a JSON object, not {type(raw).__name__}")
+    if raw.get("userId", "") is None:
+        raise InvalidEvent("userId", "must be left out when absent, not null")
+    try:
+        return Event.model_validate(raw)
+    except ValidationError as exc:
+        raise _to_invalid(exc) from None
+
+
+def make_event(
+    event_type: str, session_id: str, item_id: str = "", user_id: str | None = None
+) -> Event:
+    """Build and validate an event from its parts (typed helpers build on this)."""
+    raw: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
+    if user_id is not None:
+        raw["userId"] = user_id
+    return parse_event(raw)
+
+
+def _to_invalid(exc: ValidationError) -> InvalidEvent:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    message = err["msg"]
+    if err["type"] == "value_error":
+        # Our own validator already wrote "field: rule"; pydantic prefixes "Value error, ".
+        message = message.removeprefix("Value error, ")
+        field, _, rule = message.partition(": ")
+        return InvalidEvent(field, rule)
+    if err["type"] == "extra_forbidden":
+        return InvalidEvent(loc, "unknown field")
+    if err["type"] == "missing":
+        return InvalidEvent(loc, "required")
+    if err["type"] == "literal_error":
+        return InvalidEvent(loc, "must be one of " + ", ".join(EVENT_TYPES))
+    return InvalidEvent(loc or "body", message[:1].lower() + message[1:])

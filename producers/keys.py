@@ -1,0 +1,83 @@
+"""Every Redis key the project uses, with its owner and TTL.
+
+Key parts are escaped so that an id containing ':' cannot collide with another
+key ('%' -> '%25', ':' -> '%3A'). Everything lives under `fashionai:{tenant}:`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "fashionai"
+
+
+def _esc(part: str) -> str:
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def ranking(tenant: str, event_type: str, item_id: str, session_id: str, user_id: str | None) -> str:
+    """The cached ranking for one (type, id, shopper).
+
+    Owner: the worker writes it (SET with PX = ranking_ttl, newer-wins script);
+    storefront readers GET it. The shopper is the user id when present, else the
+    session id, so a logged-in shopper's ranking follows them across sessions.
+    Value: JSON array `[enqueued_at_ms, "p1", "p2", ...]`; `[ts]` alone means
+    "not enough data yet".
+    """
+    who = f"u:{_esc(user_id)}" if user_id is not None else f"s:{_esc(session_id)}"
+    return f"{PREFIX}:{_esc(tenant)}:rank:{event_type}:{_esc(item_id)}:{who}"
+
+
+def stats(tenant: str) -> str:
+    """HASH of counters (delivered, cached, empty, retried, dead, coalesced...).
+
+    Owner: workers HINCRBY it per batch; the demo, CLI and status pages read it.
+    No TTL: counters since the key was last deleted.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:stats"
+
+
+def latency(tenant: str) -> str:
+    """LIST of recent enqueue->cache latencies in ms (capped at 10,000 by LTRIM).
+
+    Owner: workers LPUSH per batch; the demo reads it for p50/p99. No TTL.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:latency"
+
+
+def rate_limit(tenant: str) -> str:
+    """GCRA theoretical arrival time, ms (STRING). Owner: limiter script. TTL: the burst window."""
+    return f"{PREFIX}:{_esc(tenant)}:ratelimit"
+
+
+def cooldown(tenant: str) -> str:
+    """Set by a 429's Retry-After or a 401; every worker waits while it exists.
+
+    Owner: limiter script (only ever lengthened). TTL: the pause itself (PX).
+    Value: the reason, e.g. "429" or "401".
+    """
+    return f"{PREFIX}:{_esc(tenant)}:cooldown"
+
+
+def retry(tenant: str) -> str:
+    """ZSET of scheduled retries: member = wire message (JSON), score = due time (s).
+
+    Owner: workers add on a retryable failure and claim when due. No TTL: durable.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:retry"
+
+
+def retry_lease(tenant: str) -> str:
+    """ZSET of claimed retries: member = wire message, score = lease expiry (s).
+
+    A worker that dies holding a lease loses it; any worker moves expired leases
+    back into `retry`. No TTL.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:retry:lease"
+
+
+def dead_letters() -> str:
+    """STREAM of dead letters, all tenants (each entry names its tenant).
+
+    Owner: workers XADD; `fashionai-pipeline dlq` reads, replays and purges.
+    No TTL: dead letters wait for a person.
+    """
+    return f"{PREFIX}:dlq"

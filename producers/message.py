@@ -1,0 +1,89 @@
+"""The wire format of an event on the broker queue.
+
+A plain JSON object, not a Celery task message: the worker consumes the queue
+with its own kombu consumer, so the envelope carries only what delivery needs::
+
+    {"v": 1, "id": "9f1c...", "tenant": "default", "ts": 1764240000.123,
+     "attempt": 0, "event": {"sessionId": "s1", "eventType": "productView",
+                             "data": {"id": "p1"}}}
+
+- `id`: unique per published event (uuid4 hex); dead letters and logs name it.
+- `ts`: enqueue time (producer's clock, seconds). It orders cache writes
+  (a late, older ranking never overwrites a newer one) and bounds retry age.
+- `attempt`: upstream attempts already made (0 when published).
+- `event`: the upstream body, exactly the seed's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from producers.errors import FashionAIError, InvalidEvent
+from producers.event import Event, parse_event
+
+VERSION = 1
+CONTENT_TYPE = "application/json"
+
+
+class InvalidMessage(FashionAIError):
+    """A message on the queue that cannot be decoded; it goes to the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    tenant: str
+    ts: float
+    attempt: int
+    event: Event
+
+    def encode(self) -> bytes:
+        return encode(self.id, self.tenant, self.ts, self.event.body(), self.attempt)
+
+    def next_attempt(self) -> Envelope:
+        return replace(self, attempt=self.attempt + 1)
+
+
+def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> bytes:
+    """Serialise one envelope. `body` must already be a validated event body."""
+    return json.dumps(
+        {"v": VERSION, "id": msg_id, "tenant": tenant, "ts": ts, "attempt": attempt, "event": body},
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode(raw: bytes | str) -> Envelope:
+    """Parse and validate one message body. Raises InvalidMessage with a readable reason."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage(f"envelope: must be a JSON object, not {type(obj).__name__}")
+    if obj.get("v") != VERSION:
+        raise InvalidMessage(f"v: unsupported envelope version {obj.get('v')!r}")
+    try:
+        msg_id, tenant, ts, attempt = obj["id"], obj["tenant"], obj["ts"], obj["attempt"]
+    except KeyError as exc:
+        raise InvalidMessage(f"{exc.args[0]}: required") from None
+    if not isinstance(msg_id, str) or not isinstance(tenant, str):
+        raise InvalidMessage("id/tenant: must be strings")
+    if not isinstance(ts, int | float) or not isinstance(attempt, int):
+        raise InvalidMessage("ts/attempt: must be numbers")
+    try:
+        event = parse_event(obj.get("event"))  # type: ignore[arg-type]
+    except InvalidEvent as exc:
+        raise InvalidMessage(f"event.{exc}") from None
+    return Envelope(msg_id, tenant, float(ts), attempt, event)
+
+
+def peek(raw: bytes | str) -> dict[str, Any]:
+    """Best-effort view of an undecodable message for a dead letter (never raises)."""
+    try:
+        obj = json.loads(raw)
+        return obj if isinstance(obj, dict) else {"raw": obj}
+    except (ValueError, UnicodeDecodeError):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return {"raw": text[:2000]}

@@ -1,0 +1,75 @@
+"""Configuration: one pydantic-settings object, env prefix FASHIONAI_.
+
+Build it once at the entry point (`Settings()`) and pass it down; nothing else in
+the project reads the environment. Importing this module connects to nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEED_API_URL = "https://catalog.api.fashionai.dev/api/v1/products/protected/recommendation"
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Times are seconds unless the name says ms."""
+
+    model_config = SettingsConfigDict(env_prefix="FASHIONAI_", extra="ignore", frozen=True)
+
+    # Upstream
+    api_url: str = SEED_API_URL
+    app_token: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=2.0, gt=0)
+    request_timeout: float = Field(default=5.0, gt=0)
+
+    # Broker and cache. The cache defaults to its own database: the broker's Redis
+    # must run with noeviction, the cache may evict (RESEARCH.md).
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/1"
+    queue: str = Field(default="fashionai.events", min_length=1)
+    tenant: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    # Producer side
+    publish_timeout: float = Field(default=0.5, gt=0)
+    on_broker_down: Literal["raise", "drop"] = "raise"
+    amqp_confirm_publish: bool = True
+
+    # Worker side
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    batch_interval_ms: int = Field(default=50, ge=1)
+    concurrency: int = Field(default=100, ge=1, le=2_000)
+    visibility_timeout: int = Field(default=60, ge=10)
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+
+    # Cache
+    ranking_ttl: int = Field(default=1800, ge=1)
+
+    # Delivery under pressure (issue 3): 0 means no global limit.
+    rate_limit: float = Field(default=0.0, ge=0)
+    rate_burst: int = Field(default=10, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+    max_age: float = Field(default=900.0, gt=0)
+    retry_base: float = Field(default=0.5, gt=0)
+    retry_cap: float = Field(default=60.0, gt=0)
+    coalesce_window_ms: int = Field(default=0, ge=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by '***', for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,108 @@
+"""The Celery app whose workers run the pumps.
+
+The event queue is not a Celery task queue: each pump consumes it with its own
+kombu consumer (worker.pump), so a message costs no task-protocol overhead and
+batches can be acked as one. Celery supplies the process model around it:
+the worker command line, prefork children (one pump each, restarted when a
+child dies), signals, logging and remote control.
+
+- prefork pool (default): every child starts a pump on `worker_process_init`
+  and stops it on `worker_process_shutdown`;
+- solo or threads pool: one pump in the worker's main process, started and
+  stopped by a worker bootstep.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, bootsteps, signals
+
+from producers.broker import transport_options
+from producers.settings import Settings
+from worker.logs import install_redaction
+from worker.pump import Pump
+
+log = logging.getLogger("fashionai.worker")
+
+_state: dict[str, Any] = {"settings": None, "pump": None, "connected": False}
+
+
+def create_app(settings: Settings) -> Celery:
+    """Build the app. Connects to nothing; one app per process is expected."""
+    app = Celery("fashionai", broker=settings.broker_url, set_as_current=True)
+    app.conf.update(
+        broker_transport_options=transport_options(settings, timeout=10.0),
+        broker_connection_retry_on_startup=True,
+        task_default_queue=f"{settings.queue}.control",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_redirect_stdouts=False,
+        worker_log_format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+        worker_soft_shutdown_timeout=settings.shutdown_timeout,
+    )
+    _state["settings"] = settings
+    app.steps["worker"].add(PumpStep)
+    _connect_signals()
+    return app
+
+
+class PumpStep(bootsteps.StartStopStep):
+    """Runs a pump in the main process unless prefork children run their own."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.pump: Pump | None = None
+
+    def start(self, parent: Any) -> None:
+        from celery.concurrency.prefork import TaskPool
+
+        settings: Settings = _state["settings"]
+        install_redaction([settings.app_token.get_secret_value()])
+        if isinstance(parent.pool, TaskPool):
+            return
+        self.pump = Pump(settings)
+        self.pump.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.pump is not None:
+            self.pump.stop()
+            self.pump = None
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+
+
+def _connect_signals() -> None:
+    if _state["connected"]:
+        return
+    _state["connected"] = True
+    signals.worker_process_init.connect(_child_started, weak=False)
+    signals.worker_process_shutdown.connect(_child_stopping, weak=False)
+    signals.after_setup_logger.connect(_logging_ready, weak=False)
+
+
+def _child_started(**_: Any) -> None:
+    settings: Settings | None = _state["settings"]
+    if settings is None:
+        return
+    install_redaction([settings.app_token.get_secret_value()])
+    pump = Pump(settings)
+    pump.start()
+    _state["pump"] = pump
+
+
+def _child_stopping(**_: Any) -> None:
+    pump: Pump | None = _state.pop("pump", None)
+    if pump is not None:
+        pump.stop()
+
+
+def _logging_ready(logger: logging.Logger, **_: Any) -> None:
+    settings: Settings | None = _state["settings"]
+    if settings is not None:
+        install_redaction([settings.app_token.get_secret_value()], logger)

@@ -1,0 +1,221 @@
+"""One batch: decode, coalesce, deliver concurrently, record every outcome.
+
+`BatchProcessor.process(raws)` is the unit the pump acks by. It returns True
+only once every message's outcome is recorded in Redis in one MULTI/EXEC:
+
+- a ranking cached (newer-wins; an empty list cached as "not enough data yet"),
+- a retry scheduled in the durable retry set (backoff, Retry-After honoured),
+- or a dead letter written with its reason.
+
+When recording fails it returns False and the pump must not ack: the broker
+redelivers, so the worst case is a duplicate upstream call, never a lost event.
+Undecodable messages are dead-lettered, never raised: one bad message cannot
+reject its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from producers import keys
+from producers.message import Envelope, InvalidMessage, decode
+from producers.settings import Settings
+from worker import scripts
+from worker.deadletter import encode_entry, entry_for
+from worker.delivery import Delivered, Failed, Outcome
+from worker.retry import RetryPolicy
+
+log = logging.getLogger("fashionai.worker")
+
+LATENCY_SAMPLES = 10_000
+
+
+class Sender(Protocol):
+    async def send(self, body: dict[str, Any]) -> Outcome: ...
+
+
+class Limiter(Protocol):
+    async def acquire(self, tenant: str) -> None: ...
+    async def pause(self, tenant: str, seconds: float, reason: str) -> None: ...
+
+
+@dataclass
+class BatchResult:
+    """What one batch did; counters add up across batches (pump, demo, metrics)."""
+
+    received: int = 0
+    calls: int = 0
+    cached: int = 0
+    empty: int = 0
+    stale: int = 0
+    retried: int = 0
+    dead: int = 0
+    invalid: int = 0
+    coalesced: int = 0
+    auth_failures: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def as_counts(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int) and v}
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        sender: Sender,
+        client: aioredis.Redis,
+        *,
+        limiter: Limiter | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._sender = sender
+        self._redis = client
+        self._limiter = limiter
+        self._policy = policy or RetryPolicy.from_settings(settings)
+        self._clock = clock
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._write = client.register_script(scripts.WRITE_RANKINGS)
+        self._schedule = client.register_script(scripts.SCHEDULE_RETRIES)
+
+    async def process(
+        self, raws: Sequence[bytes | str], *, lease_members: Sequence[bytes | str] = ()
+    ) -> BatchResult | None:
+        """Deliver and record a batch. None means "not recorded: do not ack".
+
+        `lease_members` are retry-set members claimed for this batch; they are
+        released in the same transaction that records the outcomes.
+        """
+        result = BatchResult(received=len(raws))
+        dead: list[dict[str, Any]] = []
+        groups: dict[str, list[Envelope]] = {}
+        for raw in raws:
+            try:
+                env = decode(raw)
+            except InvalidMessage as exc:
+                dead.append(entry_for("undecodable", f"undecodable message: {exc}", raw=raw))
+                result.invalid += 1
+                continue
+            ident = json.dumps([env.tenant, env.event.body()], separators=(",", ":"))
+            groups.setdefault(ident, []).append(env)
+        result.coalesced = sum(len(g) - 1 for g in groups.values())
+
+        leaders = [max(g, key=lambda e: e.ts) for g in groups.values()]
+        outcomes = await asyncio.gather(*(self._deliver(env) for env in leaders))
+        result.calls = len(leaders)
+
+        now = self._clock()
+        rankings: list[tuple[str, int, str]] = []
+        retries: list[tuple[str, float, bytes]] = []
+        pauses: list[tuple[str, float, str]] = []
+        for group, leader, outcome in zip(groups.values(), leaders, outcomes, strict=True):
+            if isinstance(outcome, Delivered):
+                ev = leader.event
+                key = keys.ranking(leader.tenant, ev.eventType, ev.data.id, ev.sessionId, ev.userId)
+                ts_ms = int(leader.ts * 1000)
+                value = json.dumps([ts_ms, *outcome.products], separators=(",", ":"))
+                rankings.append((key, ts_ms, value))
+                result.cached += len(group)
+                result.empty += len(group) if not outcome.products else 0
+                result.latencies_ms.extend((now - e.ts) * 1000 for e in group)
+                continue
+            self._on_failure(leader, group, outcome, now, result, dead, retries, pauses)
+
+        for tenant, seconds, reason in pauses:
+            if self._limiter is not None:
+                await self._limiter.pause(tenant, seconds, reason)
+        if not await self._record(rankings, retries, dead, lease_members, result):
+            return None
+        return result
+
+    async def _deliver(self, env: Envelope) -> Outcome:
+        async with self._slots:
+            if self._limiter is not None:
+                await self._limiter.acquire(env.tenant)
+            return await self._sender.send(env.event.body())
+
+    def _on_failure(
+        self,
+        leader: Envelope,
+        group: list[Envelope],
+        outcome: Failed,
+        now: float,
+        result: BatchResult,
+        dead: list[dict[str, Any]],
+        retries: list[tuple[str, float, bytes]],
+        pauses: list[tuple[str, float, str]],
+    ) -> None:
+        if outcome.auth:
+            result.auth_failures += 1
+            log.error(
+                "CONFIGURATION ERROR: Fashion.AI refused the app token (HTTP 401) for tenant %s;"
+                " sending is paused and events are kept for retry. Fix FASHIONAI_APP_TOKEN.",
+                leader.tenant,
+            )
+            pauses.append((leader.tenant, 30.0, "401"))
+        elif outcome.retry_after is not None and outcome.status == 429:
+            pauses.append((leader.tenant, outcome.retry_after, "429"))
+        attempts = leader.attempt + (0 if outcome.auth else 1)
+        for env in group:
+            why = None if not outcome.retryable else self._policy.give_up(attempts, now - env.ts)
+            if not outcome.retryable or why is not None:
+                kind = "refused" if not outcome.retryable else "exhausted"
+                reason = outcome.reason if why is None else f"{why}; last: {outcome.reason}"
+                dead.append(
+                    entry_for(kind, reason, envelope=env, status=outcome.status,
+                              response=outcome.body, attempts=attempts)
+                )
+                result.dead += 1
+                continue
+            delay = self._policy.delay(max(attempts, 1), outcome.retry_after)
+            nxt = Envelope(env.id, env.tenant, env.ts, attempts, env.event)
+            retries.append((env.tenant, delay, nxt.encode()))
+            result.retried += 1
+
+    async def _record(
+        self,
+        rankings: list[tuple[str, int, str]],
+        retries: list[tuple[str, float, bytes]],
+        dead: list[dict[str, Any]],
+        lease_members: Sequence[bytes | str],
+        result: BatchResult,
+    ) -> bool:
+        tenant = self.settings.tenant
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if rankings:
+                    argv: list[Any] = [self.settings.ranking_ttl * 1000]
+                    for _, ts_ms, value in rankings:
+                        argv += [ts_ms, value]
+                    await self._write(keys=[k for k, _, _ in rankings], args=argv, client=pipe)
+                by_tenant: dict[str, list[Any]] = {}
+                for owner, delay, member in retries:
+                    by_tenant.setdefault(owner, []).extend((delay, member))
+                for owner, flat in by_tenant.items():
+                    await self._schedule(keys=[keys.retry(owner)], args=flat, client=pipe)
+                for entry in dead:
+                    pipe.xadd(keys.dead_letters(), encode_entry(entry))
+                if lease_members:
+                    pipe.zrem(keys.retry_lease(tenant), *lease_members)
+                for name, n in result.as_counts().items():
+                    pipe.hincrby(keys.stats(tenant), name, n)
+                if result.latencies_ms:
+                    pipe.lpush(keys.latency(tenant), *(round(x, 2) for x in result.latencies_ms))
+                    pipe.ltrim(keys.latency(tenant), 0, LATENCY_SAMPLES - 1)
+                replies = await pipe.execute()
+        except Exception:
+            log.exception("could not record a batch of %d outcomes; leaving it unacked", result.received)
+            return False
+        if rankings:
+            result.stale = int(replies[0])
+        return True

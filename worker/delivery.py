@@ -1,0 +1,140 @@
+"""One upstream call per event: POST the seed's body, classify the answer.
+
+`Deliverer.send` never raises for an upstream problem; it returns an Outcome:
+
+- Delivered(products)            2xx with a valid {"products": [...]}
+- Failed(retryable=True, ...)    timeout, connection error, 408, 429, 5xx
+- Failed(retryable=False, ...)   400, 403, 404, 422, other 4xx, a 2xx with a bad body
+- Failed(auth=True, ...)         401: the deployment's token is wrong (not the event)
+
+The token is set once as a default header on the client; it is never part of an
+Outcome, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import httpx
+
+from producers.settings import Settings
+
+USER_AGENT = "fashionai-pipeline/0.1"
+_BODY_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    products: list[str]
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+    retryable: bool
+    status: int | None = None
+    body: str = ""
+    retry_after: float | None = None
+    auth: bool = False
+
+
+Outcome = Delivered | Failed
+
+_PERMANENT = {400, 403, 404, 405, 409, 410, 413, 415, 422}
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(status: int, content: bytes, retry_after: str | None) -> Outcome:
+    """Turn an HTTP answer into an Outcome (pure; unit-tested without a server)."""
+    text = content[:_BODY_LIMIT].decode("utf-8", "replace")
+    if 200 <= status < 300:
+        try:
+            products = json.loads(content)["products"]
+        except (ValueError, KeyError, TypeError):
+            return Failed("unexpected response body: no products list", False, status, text)
+        if not isinstance(products, list) or not all(isinstance(p, str) for p in products):
+            return Failed("unexpected response body: products is not a list of ids", False, status, text)
+        return Delivered(products, status)
+    if status == 401:
+        return Failed("upstream refused the app token (HTTP 401)", True, status, text, auth=True)
+    if status == 429:
+        return Failed("rate limited (HTTP 429)", True, status, text, parse_retry_after(retry_after))
+    if status >= 500 or status == 408:
+        return Failed(f"upstream error (HTTP {status})", True, status, text, parse_retry_after(retry_after))
+    if status in _PERMANENT or 400 <= status < 500:
+        return Failed(f"refused by upstream (HTTP {status})", False, status, text)
+    return Failed(f"unexpected status (HTTP {status})", True, status, text)
+
+
+TransportName = Literal["aiohttp", "httpcore"]
+
+
+class Deliverer:
+    """Owns one httpx.AsyncClient; create and close it on the same event loop.
+
+    `transport="aiohttp"` (default) keeps the httpx API over the httpx-aiohttp
+    transport, because httpcore's pool degrades above ~20 concurrent requests
+    (RESEARCH.md, encode/httpx#3215); "httpcore" is httpx's own transport.
+    """
+
+    def __init__(self, settings: Settings, *, transport: TransportName = "aiohttp") -> None:
+        self.settings = settings
+        self.url = settings.api_url
+        self._timeout = settings.request_timeout + settings.connect_timeout
+        limit = settings.concurrency
+        headers = {
+            "Content-Type": "application/json",
+            "X-FashionAI-APP-Token": settings.app_token.get_secret_value(),
+            "User-Agent": USER_AGENT,
+        }
+        timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        if transport == "aiohttp":
+            from httpx_aiohttp import AiohttpTransport
+
+            connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=30)
+            session = aiohttp.ClientSession(connector=connector)
+            self._client = httpx.AsyncClient(
+                transport=AiohttpTransport(client=session), headers=headers, timeout=timeout
+            )
+        else:
+            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
+
+    def __repr__(self) -> str:
+        return f"<Deliverer url={self.url}>"
+
+    async def send(self, body: dict[str, Any]) -> Outcome:
+        """POST one event body. Never raises for upstream or network trouble."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(self.url, content=payload)
+                content = await response.aread()
+        except (TimeoutError, httpx.TimeoutException):
+            return Failed(f"timeout after {self._timeout:g}s", True)
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            return Failed(f"connection error: {type(exc).__name__}", True)
+        return classify(response.status_code, content, response.headers.get("retry-after"))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,43 @@
+"""Retry policy: exponential backoff with full jitter, a cap, and limits.
+
+delay(n) = uniform(0, min(cap, base * 2**(n-1))), never shorter than the
+upstream's Retry-After. An event is given up (dead-lettered) once it has made
+`max_attempts` attempts or is older than `max_age` seconds. A 401 does not
+count as an attempt (the event is not at fault) but age still applies, so an
+unfixed token ends in dead letters after `max_age`, not in an endless loop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from producers.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: float
+    cap: float
+    max_attempts: int
+    max_age: float
+    rand: Callable[[float, float], float] = random.uniform
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry_base, settings.retry_cap, settings.max_attempts, settings.max_age)
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before the next try, after `attempts` failed attempts (>= 1)."""
+        ceiling = min(self.cap, self.base * 2 ** (max(attempts, 1) - 1))
+        jittered = self.rand(0.0, ceiling)
+        return max(jittered, retry_after or 0.0)
+
+    def give_up(self, attempts: int, age: float) -> str | None:
+        """Why the event must stop being retried, or None to retry it."""
+        if attempts >= self.max_attempts:
+            return f"gave up after {attempts} attempts"
+        if age >= self.max_age:
+            return f"gave up: older than {self.max_age:g}s"
+        return None
