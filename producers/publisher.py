@@ -118,8 +118,15 @@ class Publisher:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
+        """Close the broker connection (a later publish opens a new one)."""
         with self._lock:
             self._discard()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _ensure(self) -> Producer:
         if self._producer is None:

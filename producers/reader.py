@@ -110,6 +110,12 @@ class RankingReader:
     def close(self) -> None:
         self._redis.close()
 
+    def __enter__(self) -> RankingReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncRankingReader:
     """asyncio twin of RankingReader (FastAPI, aiohttp)."""

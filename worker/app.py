@@ -63,6 +63,7 @@ class PumpStep(bootsteps.StartStopStep):
 
         settings: Settings = _state["settings"]
         install_redaction([settings.app_token.get_secret_value()])
+        _quiet_per_request_loggers(settings)
         if isinstance(parent.pool, TaskPool):
             return
         self.pump = Pump(settings)
@@ -86,11 +87,18 @@ def _connect_signals() -> None:
     signals.after_setup_logger.connect(_logging_ready, weak=False)
 
 
+def _quiet_per_request_loggers(settings: Settings) -> None:
+    # httpx logs every request at INFO: thousands of lines a second under load.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _child_started(**_: Any) -> None:
     settings: Settings | None = _state["settings"]
     if settings is None:
         return
     install_redaction([settings.app_token.get_secret_value()])
+    _quiet_per_request_loggers(settings)
     pump = Pump(settings)
     pump.start()
     _state["pump"] = pump

@@ -53,6 +53,7 @@ class BatchResult:
 
     received: int = 0
     calls: int = 0
+    delivered: int = 0
     cached: int = 0
     empty: int = 0
     stale: int = 0
@@ -125,6 +126,7 @@ class BatchProcessor:
                 ts_ms = int(leader.ts * 1000)
                 value = json.dumps([ts_ms, *outcome.products], separators=(",", ":"))
                 rankings.append((key, ts_ms, value))
+                result.delivered += 1
                 result.cached += len(group)
                 result.empty += len(group) if not outcome.products else 0
                 result.latencies_ms.extend((now - e.ts) * 1000 for e in group)

@@ -1,0 +1,96 @@
+"""Shared fixtures. Integration tests use the real Redis, the real brokers, real
+worker processes and the real sandbox on loopback; nothing here is a mock."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from producers.settings import Settings
+from sandbox import SandboxConfig, SandboxServer
+from worker.local import Proc, scratch_dir, start_worker
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+BROKERS = {"redis": f"{REDIS_URL}/14", "amqp": AMQP_URL}
+CACHE_URL = f"{REDIS_URL}/15"
+TOKEN = "tok-" + "9f8e7d6c5b4a39281706"  # long and unique, so a leak is easy to find
+
+
+@pytest.fixture
+def cache() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(CACHE_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(token=TOKEN, seed=1)) as server:
+        yield server
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    return BROKERS[request.param]
+
+
+def make_settings(broker_url: str, api_url: str, **overrides: object) -> Settings:
+    """Settings isolated to this test: its own queue and tenant."""
+    run = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "broker_url": broker_url,
+        "redis_url": CACHE_URL,
+        "api_url": api_url,
+        "app_token": TOKEN,
+        "queue": f"test.events.{run}",
+        "tenant": f"t{run}",
+        "batch_size": 50,
+        "batch_interval_ms": 20,
+        "concurrency": 50,
+        "retry_base": 0.05,
+        "retry_cap": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(broker_url: str, sandbox: SandboxServer) -> Settings:
+    return make_settings(broker_url, sandbox.url)
+
+
+@pytest.fixture
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proc]]:
+    """Start worker processes; every one is stopped at the end of the test."""
+    started: list[Proc] = []
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+
+    def start(settings: Settings, *args: str) -> Proc:
+        proc = start_worker(settings, log_dir=log_dir, args=args or ("-c", "2"))
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=30)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def delivered_bodies(server: SandboxServer) -> list[dict[str, object]]:
+    return [r["body"] for r in server.requests() if r["status"] == 200]  # type: ignore[misc]
+
+
+__all__ = ["make_settings", "scratch_dir", "wait_until", "delivered_bodies"]

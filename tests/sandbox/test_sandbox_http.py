@@ -1,0 +1,254 @@
+"""The recommendation endpoint over real HTTP on loopback: answers, auth, refusals, log."""
+
+# ruff: noqa: S105, S106 - these tests pass made-up tokens on purpose
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from sandbox import SandboxServer
+from sandbox.ranking import Catalog
+
+MakeEvent = Callable[..., dict[str, object]]
+Post = Callable[..., httpx.Response]
+CATALOG = Catalog.synthetic()
+
+
+@pytest.mark.parametrize("user", [None, "90"])
+@pytest.mark.parametrize(
+    ("event_type", "item_id"),
+    [
+        ("productView", "p0010"),
+        ("categoryView", "c04"),
+        ("shopTheLook", "p0020"),
+        ("customShelf", ""),
+    ],
+)
+def test_each_event_type_answers_a_list_of_product_ids(
+    post: Post, make_event: MakeEvent, event_type: str, item_id: str, user: str | None
+) -> None:
+    for pid in ("p0001", "p0002"):  # two earlier events, so customShelf has data too
+        assert post(make_event("productView", pid, "s1", user)).status_code == 200
+    response = post(make_event(event_type, item_id, "s1", user))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    products = response.json()["products"]
+    assert list(response.json()) == ["products"]
+    assert 0 < len(products) <= 12
+    assert all(isinstance(p, str) and p in CATALOG.product_category for p in products)
+
+
+def test_product_view_excludes_the_viewed_product(post: Post, make_event: MakeEvent) -> None:
+    products = post(make_event("productView", "p0123")).json()["products"]
+    assert "p0123" not in products
+    assert {CATALOG.product_category[p] for p in products} == {CATALOG.product_category["p0123"]}
+
+
+def test_custom_shelf_is_empty_until_two_earlier_events(post: Post, make_event: MakeEvent) -> None:
+    shelf = make_event("customShelf", "", "fresh")
+    assert post(shelf).json() == {"products": []}  # no earlier events
+    assert post(make_event("productView", "p0050", "fresh")).status_code == 200
+    # one productView + one customShelf earlier: now two recorded events
+    assert post(shelf).json()["products"] != []
+    assert post(make_event("customShelf", "", "another")).json() == {"products": []}
+
+
+def test_same_request_same_ranking_and_personal_per_user(post: Post, make_event: MakeEvent) -> None:
+    first = post(make_event("categoryView", "c09", "s", "alice")).json()
+    again = post(make_event("categoryView", "c09", "s", "alice")).json()
+    bob = post(make_event("categoryView", "c09", "s", "bob")).json()
+    assert first == again
+    assert first != bob
+
+
+@pytest.mark.parametrize("sent", [None, "wrong-Zq9-token", ""])
+def test_missing_or_wrong_token_is_401_without_echo(
+    post: Post,
+    server: SandboxServer,
+    client: httpx.Client,
+    token: str,
+    sent: str | None,
+) -> None:
+    body = {"sessionId": "s", "eventType": "productView", "data": {"id": "p0001"}}
+    response = post(body, token=sent)
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid or missing X-FashionAI-APP-Token"}
+    log_text = client.get(f"{server.base_url}/_sandbox/requests").text
+    config_text = client.get(f"{server.base_url}/_sandbox/config").text
+    for secret in filter(None, (token, sent)):
+        assert secret not in response.text
+        assert secret not in log_text
+        assert secret not in config_text
+    assert server.requests()[-1]["headers"] == {
+        "content-type": "application/json",
+        "token_ok": False,
+    }
+
+
+def test_right_token_never_reaches_the_log(
+    post: Post, make_event: MakeEvent, server: SandboxServer, token: str
+) -> None:
+    assert post(make_event("productView", "p0001")).status_code == 200
+    assert token not in json.dumps(server.requests())
+    assert token not in repr(server.config)
+
+
+def _body(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "userId": "90",
+        "sessionId": "s",
+        "eventType": "productView",
+        "data": {"id": "p0001"},
+    }
+    for key, value in changes.items():
+        if value is KeyError:
+            del body[key]
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_body(sessionId=KeyError), "sessionId: required"),
+        (_body(sessionId=""), "sessionId: must be a non-empty string"),
+        (_body(sessionId=123), "sessionId: must be a non-empty string"),
+        (_body(userId=None), "userId: must be a non-empty string, not null"),
+        (
+            _body(eventType="pageView"),
+            "eventType: must be one of productView, categoryView, shopTheLook, customShelf",
+        ),
+        (_body(data={"id": ""}), "data.id: must be a non-empty string for productView"),
+        (
+            _body(eventType="customShelf", data={"id": "p0001"}),
+            'data.id: must be "" for customShelf',
+        ),
+        (_body(timestamp=1), "timestamp: unknown field"),
+        (_body(data={"id": "p0001", "qty": 1}), "data.qty: unknown field"),
+        (_body(data=KeyError), "data: required"),
+    ],
+)
+def test_contract_breaks_are_400_naming_the_field(post: Post, body: object, reason: str) -> None:
+    response = post(body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(reason)
+
+
+def test_invalid_json_is_400_and_logged_as_raw_text(post: Post, server: SandboxServer) -> None:
+    response = post(content=b'{"sessionId": "s",')
+    assert response.status_code == 400
+    assert response.json() == {"error": "body: not valid JSON"}
+    assert server.requests()[-1]["body"] == '{"sessionId": "s",'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
+def test_wrong_content_type_is_415(post: Post, make_event: MakeEvent, content_type: str) -> None:
+    response = post(make_event("productView", "p0001"), headers={"Content-Type": content_type})
+    assert response.status_code == 415
+    assert response.json()["error"].startswith("Content-Type:")
+
+
+def test_json_with_utf8_charset_is_accepted(post: Post, make_event: MakeEvent) -> None:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert post(make_event("productView", "p0001"), headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_are_405(client: httpx.Client, server: SandboxServer, method: str) -> None:
+    response = client.request(method, server.url)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert server.requests()[-1]["status"] == 405
+
+
+def test_request_log_records_what_was_sent_and_answered(
+    post: Post, make_event: MakeEvent, server: SandboxServer, client: httpx.Client
+) -> None:
+    before = time.time()
+    ok = post(make_event("shopTheLook", "p0300", "s9", "u1"))
+    refused = post(make_event("shopTheLook", "", "s9"))
+    after = time.time()
+    listing = client.get(f"{server.base_url}/_sandbox/requests").json()
+    assert listing["count"] == 2
+    first, second = listing["requests"]
+    assert before <= first["t"] <= second["t"] <= after
+    assert first["status"] == 200
+    assert first["body"] == make_event("shopTheLook", "p0300", "s9", "u1")
+    assert first["headers"] == {"content-type": "application/json", "token_ok": True}
+    assert first["products"] == ok.json()["products"]
+    assert second["status"] == refused.status_code == 400
+    assert "products" not in second
+
+    since = client.get(f"{server.base_url}/_sandbox/requests", params={"since": 1}).json()
+    assert since["count"] == 2
+    assert [entry["index"] for entry in since["requests"]] == [1]
+    assert client.get(f"{server.base_url}/_sandbox/requests?since=-1").status_code == 400
+
+    assert client.delete(f"{server.base_url}/_sandbox/requests").status_code == 200
+    assert client.get(f"{server.base_url}/_sandbox/requests").json() == {"count": 0, "requests": []}
+
+
+def test_request_log_is_bounded_by_log_limit(
+    post: Post, make_event: MakeEvent, server: SandboxServer
+) -> None:
+    server.configure(log_limit=3)
+    for n in range(5):
+        post(make_event("productView", f"p000{n + 1}"))
+    kept = server.requests()
+    assert [entry["index"] for entry in kept] == [2, 3, 4]
+    assert kept[-1]["body"] == make_event("productView", "p0005")
+
+
+def test_health(client: httpx.Client, server: SandboxServer) -> None:
+    response = client.get(f"{server.base_url}/_sandbox/health")
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+
+
+def test_config_patch_applies_at_runtime(
+    post: Post, make_event: MakeEvent, client: httpx.Client, server: SandboxServer, token: str
+) -> None:
+    response = client.patch(f"{server.base_url}/_sandbox/config", json={"token": "rotated"})
+    assert response.status_code == 200
+    assert response.json()["token"] == "<redacted>"
+    assert post(make_event("productView", "p0001")).status_code == 401
+    assert post(make_event("productView", "p0001"), token="rotated").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"rate_429": 0.5, "no_such_knob": 1}, "no_such_knob"),
+        ({"rate_429": 2}, "rate_429"),
+        ({"latency_ms": "fast"}, "latency_ms"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
+def test_config_patch_refuses_bad_knobs_and_changes_nothing(
+    client: httpx.Client, server: SandboxServer, changes: dict[str, object], named: str
+) -> None:
+    before = client.get(f"{server.base_url}/_sandbox/config").json()
+    response = client.patch(f"{server.base_url}/_sandbox/config", json=changes)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(f"{named}:")
+    assert client.get(f"{server.base_url}/_sandbox/config").json() == before
+
+
+def test_clearing_sessions_forgets_history(
+    post: Post, make_event: MakeEvent, client: httpx.Client, server: SandboxServer
+) -> None:
+    for pid in ("p0001", "p0002"):
+        post(make_event("productView", pid, "h"))
+    assert client.delete(f"{server.base_url}/_sandbox/sessions").json() == {
+        "ok": True,
+        "cleared": 1,
+    }
+    assert post(make_event("customShelf", "", "h")).json() == {"products": []}

@@ -1,0 +1,136 @@
+"""``python -m sandbox`` as a separate process: the listening line, determinism, flags."""
+
+from __future__ import annotations
+
+import re
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from sandbox.server import RECOMMENDATION_PATH, TOKEN_HEADER
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"^sandbox listening on http://127\.0\.0\.1:(\d+)$")
+
+
+@contextmanager
+def sandbox_process(
+    *flags: str, hash_seed: str = "0"
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Start ``python -m sandbox --port 0 ...`` and yield (process, announced port)."""
+    # A minimal environment: PYTHONHASHSEED varies to prove rankings avoid hash().
+    with subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", *flags],
+        cwd=REPO,
+        env={"PYTHONHASHSEED": hash_seed},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 15)
+            assert ready, "sandbox did not announce its port within 15 s"
+            line = proc.stdout.readline().rstrip("\n")
+            match = LISTENING.match(line)
+            assert match, f"unexpected first line: {line!r}"
+            yield proc, int(match.group(1))
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(15)
+
+
+def test_announces_the_real_port_and_stops_cleanly_on_sigterm() -> None:
+    with sandbox_process() as (proc, port):
+        assert port > 0
+        response = httpx.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=5)
+        assert response.json() == {"ok": True}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def _rankings(port: int, token: str) -> list[list[str]]:
+    url = f"http://127.0.0.1:{port}{RECOMMENDATION_PATH}"
+    bodies = [
+        {"sessionId": "s1", "eventType": "productView", "data": {"id": "p0077"}},
+        {"userId": "90", "sessionId": "s1", "eventType": "categoryView", "data": {"id": "c03"}},
+        {"sessionId": "s1", "eventType": "shopTheLook", "data": {"id": "unknown-sku"}},
+        {"sessionId": "s1", "eventType": "customShelf", "data": {"id": ""}},
+    ]
+    with httpx.Client(headers={TOKEN_HEADER: token}, timeout=5) as client:
+        answers = [client.post(url, json=body) for body in bodies]
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    return [a.json()["products"] for a in answers]
+
+
+def test_rankings_are_identical_across_processes() -> None:
+    with (
+        sandbox_process("--token", "t1", hash_seed="1") as (_, port_a),
+        sandbox_process("--token", "t2", hash_seed="4242") as (_, port_b),
+    ):
+        first, second = _rankings(port_a, "t1"), _rankings(port_b, "t2")
+    assert first == second
+    assert all(first)  # the customShelf follows two earlier events, so it is not empty
+
+
+def test_flags_reach_the_config() -> None:
+    with sandbox_process("--token", "cli-token", "--rate-429", "1", "--retry-after", "9") as (
+        _,
+        port,
+    ):
+        config = httpx.get(f"http://127.0.0.1:{port}/_sandbox/config", timeout=5).json()
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}{RECOMMENDATION_PATH}",
+            json={"sessionId": "s", "eventType": "customShelf", "data": {"id": ""}},
+            headers={TOKEN_HEADER: "cli-token"},
+            timeout=5,
+        )
+    assert (config["rate_429"], config["retry_after"]) == (1.0, 9)
+    assert (answer.status_code, answer.headers["retry-after"]) == (429, "9")
+
+
+def test_help_lists_every_knob() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0
+    for flag in (
+        "--port",
+        "--token",
+        "--latency-ms",
+        "--latency-jitter-ms",
+        "--rate-429",
+        "--retry-after",
+        "--retry-after-http-date",
+        "--rate-5xx",
+        "--rate-timeout",
+        "--timeout-sleep-s",
+        "--seed",
+        "--log-limit",
+    ):
+        assert flag in done.stdout
+
+
+def test_a_bad_flag_value_exits_2_naming_the_knob() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--rate-5xx", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "rate_5xx" in done.stderr

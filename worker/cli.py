@@ -1,0 +1,278 @@
+"""The `fashionai-pipeline` command line.
+
+    fashionai-pipeline worker [celery worker options]
+    fashionai-pipeline sandbox [--port P] [knobs]
+    fashionai-pipeline publish (--event-type T --id I --session S [--user U] | --file F)
+    fashionai-pipeline rankings get --event-type T --id I --session S [--user U]
+    fashionai-pipeline dlq (list | show ID | replay [--reason R] [--since T] | purge)
+    fashionai-pipeline stats
+    fashionai-pipeline demo
+
+Configuration comes from FASHIONAI_* environment variables (producers.settings).
+Exit codes: 0 success; 1 the command ran but something was refused or missing;
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import IO, Any
+
+import redis
+
+from producers.errors import FashionAIError, InvalidEvent
+from producers.event import EVENT_TYPES, make_event, parse_event
+from producers.publisher import Publisher
+from producers.reader import RankingReader
+from producers.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if args_list and args_list[0] in ("worker", "sandbox"):
+        # Everything after the command belongs to Celery / the sandbox parser.
+        command, rest = args_list[0], args_list[1:]
+        return _worker(rest) if command == "worker" else _sandbox(rest)
+    args = parser.parse_args(args_list)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args, Settings()))
+    except FashionAIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashionai-pipeline",
+        description="Storefront events to Fashion.AI through Celery workers; rankings into Redis.",
+        epilog="Configuration: FASHIONAI_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(title="commands")
+    sub.add_parser("worker", help="run a Celery worker of the project's app (celery worker options follow)",
+                   add_help=False)
+    sub.add_parser("sandbox", help="run the Fashion.AI-compatible sandbox server", add_help=False)
+
+    pub = sub.add_parser("publish", help="publish one event from flags, or many from a JSON Lines file")
+    pub.add_argument("--event-type", choices=EVENT_TYPES)
+    pub.add_argument("--id", default="", help='data.id (product or category id; "" for customShelf)')
+    pub.add_argument("--session", help="sessionId")
+    pub.add_argument("--user", help="userId (optional)")
+    pub.add_argument("--file", help="JSON Lines of seed-format bodies; '-' for stdin")
+    pub.set_defaults(func=_publish)
+
+    rankings = sub.add_parser("rankings", help="read cached rankings")
+    rsub = rankings.add_subparsers(title="rankings commands")
+    get = rsub.add_parser("get", help="print the cached ranking as JSON")
+    get.add_argument("--event-type", required=True, choices=EVENT_TYPES)
+    get.add_argument("--id", default="")
+    get.add_argument("--session", required=True)
+    get.add_argument("--user")
+    get.set_defaults(func=_rankings_get)
+
+    dlq = sub.add_parser("dlq", help="inspect, replay and purge dead letters")
+    dsub = dlq.add_subparsers(title="dlq commands")
+    dl = dsub.add_parser("list", help="list dead letters, oldest first")
+    dl.add_argument("--reason", help="only entries whose reason contains this text")
+    dl.add_argument("--since", help="only entries dead since this time (ISO 8601 or unix seconds)")
+    dl.add_argument("--limit", type=int, default=50)
+    dl.set_defaults(func=_dlq_list)
+    ds = dsub.add_parser("show", help="print one dead letter as JSON")
+    ds.add_argument("dlq_id")
+    ds.set_defaults(func=_dlq_show)
+    dr = dsub.add_parser("replay", help="publish dead letters' events again, then remove them")
+    dr.add_argument("--reason")
+    dr.add_argument("--since")
+    dr.set_defaults(func=_dlq_replay)
+    dp = dsub.add_parser("purge", help="delete every dead letter")
+    dp.add_argument("--yes", action="store_true", help="do not ask")
+    dp.set_defaults(func=_dlq_purge)
+
+    stats = sub.add_parser("stats", help="print the pipeline's counters as JSON")
+    stats.set_defaults(func=_stats)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline locally against the sandbox")
+    demo.add_argument("--sessions", type=int, default=60)
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+# -- worker and sandbox: hand the rest of the line over ------------------------------
+
+
+def _worker(rest: list[str]) -> int:
+    from worker.app import create_app
+
+    settings = Settings()
+    app = create_app(settings)
+    if not any(a.startswith(("-l", "--loglevel")) for a in rest):
+        rest = ["--loglevel", settings.log_level, *rest]
+    app.worker_main(["worker", *rest])
+    return 0
+
+
+def _sandbox(rest: list[str]) -> int:
+    from sandbox.__main__ import main as sandbox_main
+
+    return int(sandbox_main(rest) or 0)
+
+
+# -- publish -------------------------------------------------------------------------
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    publisher = Publisher(settings)
+    if args.file is None:
+        if not args.event_type or not args.session:
+            print("error: publish needs --event-type and --session, or --file", file=sys.stderr)
+            return 2
+        publisher.publish(make_event(args.event_type, args.session, args.id, args.user))
+        print("published 1 event")
+        return 0
+    stream: IO[str] = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    published = refused = 0
+    with stream:
+        for lineno, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                body = json.loads(line)
+                event = parse_event(body)
+            except ValueError as exc:
+                reason = str(exc) if isinstance(exc, InvalidEvent) else f"not valid JSON: {exc}"
+                print(f"line {lineno}: refused: {reason}", file=sys.stderr)
+                refused += 1
+                continue
+            publisher.publish(event)
+            published += 1
+    print(f"published {published} event(s), refused {refused}")
+    return 1 if refused else 0
+
+
+# -- rankings ------------------------------------------------------------------------
+
+
+def _rankings_get(args: argparse.Namespace, settings: Settings) -> int:
+    make_event(args.event_type, args.session, args.id, args.user)  # same rules as publishing
+    reader = RankingReader(settings)
+    ranking = reader.get(args.event_type, args.id, args.session, args.user)
+    who = f"user {args.user}" if args.user else f"session {args.session}"
+    if ranking is None:
+        print(f"no ranking cached for {args.event_type} {args.id!r} and {who}", file=sys.stderr)
+        return 1
+    out = {"eventType": args.event_type, "id": args.id, "products": ranking.products,
+           "enqueued_at": ranking.enqueued_at}
+    print(json.dumps(out))
+    if ranking.empty:
+        print("ranking is empty: Fashion.AI lacks data for this shopper yet; "
+              "use the native ordering", file=sys.stderr)
+    return 0
+
+
+# -- dead letters --------------------------------------------------------------------
+
+
+def _store(settings: Settings) -> Any:
+    from worker.deadletter import DeadLetterStore
+
+    return DeadLetterStore(redis.Redis.from_url(settings.redis_url))
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return datetime.fromisoformat(value).timestamp()
+
+
+def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    shown = 0
+    for letter in store.iter(reason=args.reason, since=_since(args.since)):
+        e = letter.entry
+        event = e.get("event") or {}
+        when = datetime.fromtimestamp(letter.dead_at).isoformat(timespec="seconds")
+        print(f"{letter.dlq_id}  {when}  {e.get('kind'):<11}  status={e.get('status')}  "
+              f"attempts={e.get('attempts')}  {event.get('eventType', '-')}  {e.get('reason')}")
+        shown += 1
+        if shown >= args.limit:
+            break
+    print(f"{shown} shown, {store.count()} dead letter(s) in all", file=sys.stderr)
+    return 0
+
+
+def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
+    letter = _store(settings).get(args.dlq_id)
+    if letter is None:
+        print(f"no dead letter {args.dlq_id}", file=sys.stderr)
+        return 1
+    print(json.dumps({"dlq_id": letter.dlq_id, **letter.entry}, indent=2))
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    publisher = Publisher(settings)
+
+    def republish(event: dict[str, Any], tenant: str) -> None:
+        publisher.publish(event, tenant=tenant)
+
+    replayed, skipped = _store(settings).replay(
+        republish, reason=args.reason, since=_since(args.since), progress=_progress_bar(sys.stderr)
+    )
+    print(f"replayed {replayed}, skipped {skipped} undecodable (they stay in the store)")
+    return 0
+
+
+def _dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"delete all {store.count()} dead letters? [y/N] ")
+        if answer.strip().lower() != "y":
+            return 1
+    print(f"purged {store.purge()} dead letter(s)")
+    return 0
+
+
+def _progress_bar(out: IO[str]) -> Any:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+# -- stats and demo ------------------------------------------------------------------
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    from producers import keys
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    counters = {k: int(v) for k, v in client.hgetall(keys.stats(settings.tenant)).items()}
+    counters["dead_letters"] = int(client.xlen(keys.dead_letters()))
+    print(json.dumps(counters, sort_keys=True))
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(settings, sessions=args.sessions, timeout=args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
