@@ -29,8 +29,10 @@ def transport_options(settings: Settings, *, timeout: float) -> dict[str, Any]:
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             "visibility_timeout": settings.visibility_timeout,
-            # Restore abandoned messages on every idle poll, not every tenth.
-            "unacked_restore_throttle": 1,
+            # kombu's restore sweep runs under a Redis lock that a SIGKILLed
+            # process keeps until it expires (default 300 s): keep it short, so a
+            # crash cannot stall recovery past the 2-minute bound.
+            "unacked_mutex_expire": 15,
             "unacked_restore_interval": 5,
             "max_retries": 0,
         }

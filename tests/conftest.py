@@ -69,9 +69,11 @@ def settings(broker_url: str, sandbox: SandboxServer) -> Settings:
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proc]]:
     """Start worker processes; every one is stopped at the end of the test."""
     started: list[Proc] = []
+    used: dict[str, Settings] = {}
     log_dir = str(tmp_path_factory.mktemp("logs"))
 
     def start(settings: Settings, *args: str) -> Proc:
+        used[settings.queue] = settings
         proc = start_worker(settings, log_dir=log_dir, args=args or ("-c", "2"))
         started.append(proc)
         return proc
@@ -79,6 +81,18 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
     yield start
     for proc in started:
         proc.stop(timeout=30)
+    for settings in used.values():
+        delete_queue(settings)
+
+
+def delete_queue(settings: Settings) -> None:
+    """Remove a test's queue (and, on Redis, its retry/stat keys stay with the tenant)."""
+    from producers.broker import connect
+
+    with connect(settings, timeout=5) as conn:
+        channel = conn.channel()
+        channel.queue_delete(settings.queue)
+        channel.queue_delete(f"{settings.queue}.control")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -106,7 +106,11 @@ def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Pro
     """Start `python -m sandbox` on a free port; `proc.extra["url"]` is its endpoint URL."""
     proc = _spawn("sandbox", [sys.executable, "-m", "sandbox", "--port", "0", "--token", token, *knobs],
                   None, log_dir)
-    line = _wait_for(proc, "sandbox listening on", 20)
+    try:
+        line = _wait_for(proc, "sandbox listening on", 20)
+    except BaseException:
+        proc.stop()
+        raise
     base = line.split("sandbox listening on", 1)[1].strip()
     proc.extra["base_url"] = base
     proc.extra["url"] = base + "/api/v1/products/protected/recommendation"
@@ -122,7 +126,11 @@ def start_worker(settings: Settings, *, log_dir: str, args: Sequence[str] = ("-c
             *args]
     proc = _spawn("worker", argv, settings_env(settings), log_dir)
     if wait_ready:
-        _wait_for(proc, "pump started", 60)
+        try:
+            _wait_for(proc, "pump started", 60)
+        except BaseException:
+            proc.stop()
+            raise
     return proc
 
 

@@ -1,0 +1,161 @@
+"""The storefront publisher against real brokers: bounds, drops, fork, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+import redis
+
+from producers.errors import BrokerUnavailable, InvalidEvent
+from producers.message import decode
+from producers.publisher import AsyncPublisher, Publisher
+from tests.conftest import BROKERS, make_settings
+
+pytestmark = pytest.mark.integration
+
+DEAD_BROKERS = {"redis": "redis://127.0.0.1:1/0", "amqp": "amqp://guest:guest@127.0.0.1:1//"}
+
+
+def _queued(settings) -> list[bytes]:
+    """Message bodies waiting on the queue, consumed with kombu (works on both brokers)."""
+    from kombu import Consumer
+
+    from producers.broker import connect, event_queue
+
+    bodies: list[bytes] = []
+    with connect(settings, timeout=5) as conn:
+        channel = conn.channel()
+        consumer = Consumer(channel, [event_queue(settings)], on_message=lambda m: (bodies.append(m.body), m.ack()))
+        with consumer:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.3)
+                except (TimeoutError, OSError):
+                    if bodies:
+                        break
+        channel.queue_delete(settings.queue)
+    return bodies
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_typed_helpers_publish_valid_envelopes(broker):
+    settings = make_settings(BROKERS[broker], "http://127.0.0.1:9/unused")
+    with Publisher(settings) as pub:
+        pub.product_view("s", "p1")
+        pub.category_view("s", "c1", user_id="u")
+        pub.shop_the_look("s", "p2")
+        pub.custom_shelf("s")
+        with pytest.raises(InvalidEvent, match="sessionId"):
+            pub.product_view("", "p1")
+        assert pub.stats.published == 4
+    envelopes = sorted((decode(b) for b in _queued(settings)), key=lambda e: e.ts)
+    assert [e.event.eventType for e in envelopes] == ["productView", "categoryView", "shopTheLook", "customShelf"]
+    assert envelopes[1].event.body() == {"userId": "u", "sessionId": "s", "eventType": "categoryView",
+                                         "data": {"id": "c1"}}
+    assert all(e.tenant == settings.tenant and e.attempt == 0 for e in envelopes)
+    assert len({e.id for e in envelopes}) == 4
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_broker_down_raises_typed_error_within_the_bound(broker):
+    settings = make_settings(DEAD_BROKERS[broker], "http://127.0.0.1:9/unused", publish_timeout=0.3)
+    with Publisher(settings) as pub:
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable) as info:
+            pub.product_view("s", "p")
+        elapsed = time.monotonic() - started
+    assert elapsed < 2 * 0.3 + 0.5  # documented: about two attempts of publish_timeout, never a hang
+    assert "unavailable" in str(info.value)
+
+
+def test_broker_down_with_drop_policy_counts_the_drop(caplog):
+    settings = make_settings(DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", on_broker_down="drop",
+                             publish_timeout=0.2)
+    with Publisher(settings) as pub:
+        assert pub.product_view("s", "p") is False
+        assert pub.product_view("s", "q") is False
+        assert pub.stats.dropped == 2 and pub.stats.published == 0
+    assert "event dropped" in caplog.text
+
+
+def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
+    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+    with Publisher(settings) as pub:
+        pub.product_view("s", "before")
+        client = redis.Redis.from_url(settings.broker_url)
+        pool = pub._conn.default_channel.client.connection_pool  # type: ignore[union-attr]
+        ports = [c._sock.getsockname()[1] for c in pool._available_connections if c._sock]
+        assert ports
+        for port in ports:  # the server drops the publisher's connections
+            client.client_kill_filter(addr=f"127.0.0.1:{port}")
+        pub.product_view("s", "after")
+        assert client.llen(settings.queue) == 2
+        client.delete(settings.queue)
+
+
+def test_publisher_is_safe_after_fork():
+    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+    pub = Publisher(settings)
+    pub.product_view("parent", "p0")  # the parent holds an open connection before forking
+    pids = []
+    for n in range(3):
+        pid = os.fork()
+        if pid == 0:  # child: publish on the inherited publisher, then leave at once
+            code = 0
+            try:
+                pub.product_view(f"child{n}", "p1")
+            except BaseException:
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    codes = [os.waitpid(pid, 0)[1] for pid in pids]
+    pub.product_view("parent", "p2")  # the parent's connection was not disturbed
+    pub.close()
+    assert codes == [0, 0, 0]
+    sessions = sorted(decode(b).event.sessionId for b in _queued(settings))
+    assert sessions == ["child0", "child1", "child2", "parent", "parent"]
+
+
+def test_async_publisher_does_not_block_the_loop():
+    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+
+    async def main() -> int:
+        pub = AsyncPublisher(settings)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.gather(*(pub.product_view(f"s{i}", "p") for i in range(50)))
+        await pub.custom_shelf("s", user_id="u")
+        with pytest.raises(InvalidEvent, match="data.id"):
+            await pub.product_view("s", "")
+        task.cancel()
+        await pub.aclose()
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert ticks > 0
+    assert len(_queued(settings)) == 51
+
+
+def test_async_publisher_broker_down():
+    settings = make_settings(DEAD_BROKERS["amqp"], "http://127.0.0.1:9/unused", publish_timeout=0.3)
+
+    async def main() -> None:
+        pub = AsyncPublisher(settings)
+        try:
+            with pytest.raises(BrokerUnavailable):
+                await pub.product_view("s", "p")
+        finally:
+            await pub.aclose()
+
+    asyncio.run(main())
