@@ -15,10 +15,12 @@ from kombu import Connection, Queue
 from producers.settings import Settings
 
 
-def event_queue(settings: Settings) -> Queue:
+def event_queue(settings: Settings, name: str | None = None) -> Queue:
+    """The durable event queue `name` (default: settings.queue)."""
     # The default exchange routes by queue name on RabbitMQ and on kombu's Redis
     # transport alike, so there is no exchange to declare or bind.
-    return Queue(settings.queue, exchange="", routing_key=settings.queue, durable=True)
+    name = name or settings.queue
+    return Queue(name, exchange="", routing_key=name, durable=True)
 
 
 def transport_options(settings: Settings, *, timeout: float) -> dict[str, Any]:

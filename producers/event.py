@@ -37,9 +37,9 @@ class Event(BaseModel):
 
     model_config = _STRICT
 
-    userId: str | None = Field(default=None, min_length=1, max_length=512)  # noqa: N815
-    sessionId: str = Field(min_length=1, max_length=512)  # noqa: N815
-    eventType: EventType  # noqa: N815
+    userId: str | None = Field(default=None, min_length=1, max_length=512)
+    sessionId: str = Field(min_length=1, max_length=512)
+    eventType: EventType
     data: EventData
 
     @model_validator(mode="after")
@@ -80,9 +80,7 @@ def parse_event(raw: Mapping[str, Any] | Event) -> Event:
         raise _to_invalid(exc) from None
 
 
-def make_event(
-    event_type: str, session_id: str, item_id: str = "", user_id: str | None = None
-) -> Event:
+def make_event(event_type: str, session_id: str, item_id: str = "", user_id: str | None = None) -> Event:
     """Build and validate an event from its parts (typed helpers build on this)."""
     raw: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
     if user_id is not None:

@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -34,7 +35,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import OperationalError
 
 from producers.broker import connect, event_queue
-from producers.errors import BrokerUnavailable
+from producers.errors import BrokerUnavailable, InvalidEvent
 from producers.event import Event, make_event, parse_event
 from producers.message import CONTENT_TYPE, encode
 from producers.settings import Settings, redact_url
@@ -68,6 +69,8 @@ class Publisher:
         self._conn: Connection | None = None
         self._producer: Producer | None = None
         self._publish_kw: dict[str, Any] = {}
+        self._queues: dict[str, str] = {}
+        self._declared: set[str] = set()
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -101,12 +104,18 @@ class Publisher:
 
     def publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
         """Publish an already validated body (Event.body()). Internal fast path."""
-        payload = encode(uuid.uuid4().hex, tenant or self.settings.tenant, time.time(), body)
+        tenant = tenant or self.settings.tenant
+        queue = self._queues.get(tenant) or self._queue_for(tenant)
+        payload = encode(uuid.uuid4().hex, tenant, time.time(), body)
         deadline = time.monotonic() + 2 * self.settings.publish_timeout
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    self._ensure().publish(payload, **self._publish_kw)
+                    producer = self._ensure()
+                    if queue not in self._declared:
+                        event_queue(self.settings, queue)(producer.channel).declare()
+                        self._declared.add(queue)
+                    producer.publish(payload, routing_key=queue, **self._publish_kw)
                     self.stats.published += 1
                     return True
                 except Exception as exc:  # kombu raises transport-specific errors
@@ -116,6 +125,15 @@ class Publisher:
                     if attempt == 2 or time.monotonic() >= deadline:
                         return self._broker_down(exc)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _queue_for(self, tenant: str) -> str:
+        if self.settings.tenants and tenant not in self.settings.tenants:
+            known = ", ".join(sorted(self.settings.tenants))
+            raise InvalidEvent("tenant", f"unknown tenant {tenant!r} (configured: {known})")
+        if not self.settings.tenants and tenant != self.settings.tenant:
+            raise InvalidEvent("tenant", f"unknown tenant {tenant!r} (configured: {self.settings.tenant})")
+        self._queues[tenant] = queue = self.settings.queue_for(tenant)
+        return queue
 
     def close(self) -> None:
         """Close the broker connection (a later publish opens a new one)."""
@@ -135,13 +153,11 @@ class Publisher:
             try:
                 conn.ensure_connection(max_retries=0)
                 channel = conn.default_channel
-                queue = event_queue(self.settings)
-                queue(channel).declare()
             except Exception:
                 conn.release()
                 raise
             self._conn = conn
-            self._producer = Producer(channel, routing_key=self.settings.queue)
+            self._producer = Producer(channel)
             self._publish_kw = {
                 "content_type": CONTENT_TYPE,
                 "content_encoding": "utf-8",
@@ -166,16 +182,17 @@ class Publisher:
 
     def _discard(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
+        self._declared.clear()
         if conn is not None:
-            try:
+            # Closing a broken connection may fail; it is gone either way.
+            with contextlib.suppress(Exception):
                 conn.release()
-            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
-                pass
 
     def _forget(self) -> None:
         # In a forked child the parent's socket must not be used or closed.
         self._conn = None
         self._producer = None
+        self._declared = set()
         self._lock = threading.Lock()
 
 

@@ -120,9 +120,7 @@ class RankingReader:
 class AsyncRankingReader:
     """asyncio twin of RankingReader (FastAPI, aiohttp)."""
 
-    def __init__(
-        self, settings: Settings | None = None, *, client: aioredis.Redis | None = None
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, *, client: aioredis.Redis | None = None) -> None:
         self.settings = settings or Settings()
         self._redis = client or aioredis.Redis.from_url(
             self.settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25

@@ -9,10 +9,24 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEED_API_URL = "https://catalog.api.fashionai.dev/api/v1/products/protected/recommendation"
+
+
+_TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class TenantConfig(BaseModel):
+    """One storefront in a multi-tenant deployment; unset fields inherit the top level."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_token: SecretStr
+    api_url: str | None = None
+    rate_limit: float | None = Field(default=None, ge=0)
+    rate_burst: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -31,7 +45,11 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     redis_url: str = "redis://127.0.0.1:6379/1"
     queue: str = Field(default="fashionai.events", min_length=1)
-    tenant: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    tenant: str = Field(default="default", min_length=1, pattern=_TENANT_PATTERN)
+    # Several storefronts in one deployment, as JSON:
+    # FASHIONAI_TENANTS='{"shop-a": {"app_token": "...", "rate_limit": 20}, ...}'.
+    # Empty (the default): one storefront, `tenant`, with the top-level token and limit.
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
 
     # Producer side
     publish_timeout: float = Field(default=0.5, gt=0)
@@ -63,6 +81,43 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        import re
+
+        for name in value:
+            if not re.match(_TENANT_PATTERN, name):
+                raise ValueError(f"tenants: {name!r} must match {_TENANT_PATTERN}")
+        return value
+
+    def tenant_names(self) -> list[str]:
+        """The storefronts this deployment serves."""
+        return sorted(self.tenants) if self.tenants else [self.tenant]
+
+    def for_tenant(self, name: str) -> Settings:
+        """These settings as seen by one tenant: its token, URL, limit and queue."""
+        if not self.tenants:
+            if name != self.tenant:
+                raise ValueError(f"tenant: unknown tenant {name!r} (configured: {self.tenant})")
+            return self
+        try:
+            cfg = self.tenants[name]
+        except KeyError:
+            raise ValueError(
+                f"tenant: unknown tenant {name!r} (configured: {', '.join(self.tenants)})"
+            ) from None
+        update: dict[str, object] = {"tenant": name, "app_token": cfg.app_token, "tenants": {}}
+        update["queue"] = self.queue_for(name)
+        for field in ("api_url", "rate_limit", "rate_burst"):
+            if getattr(cfg, field) is not None:
+                update[field] = getattr(cfg, field)
+        return self.model_copy(update=update)
+
+    def queue_for(self, tenant: str) -> str:
+        """Each tenant has its own queue, so one tenant's backlog cannot starve another's."""
+        return self.queue if not self.tenants else f"{self.queue}.{tenant}"
 
 
 def redact_url(url: str) -> str:

@@ -107,4 +107,4 @@ def delivered_bodies(server: SandboxServer) -> list[dict[str, object]]:
     return [r["body"] for r in server.requests() if r["status"] == 200]  # type: ignore[misc]
 
 
-__all__ = ["make_settings", "scratch_dir", "wait_until", "delivered_bodies"]
+__all__ = ["delivered_bodies", "make_settings", "scratch_dir", "wait_until"]

@@ -15,7 +15,7 @@ child dies), signals, logging and remote control.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery, bootsteps, signals
 
@@ -49,10 +49,10 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
-class PumpStep(bootsteps.StartStopStep):
+class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs a pump in the main process unless prefork children run their own."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

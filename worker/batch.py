@@ -29,7 +29,7 @@ from producers import keys
 from producers.message import Envelope, InvalidMessage, decode
 from producers.settings import Settings
 from worker import scripts
-from worker.deadletter import encode_entry, entry_for
+from worker.deadletter import Kind, encode_entry, entry_for
 from worker.delivery import Delivered, Failed, Outcome
 from worker.retry import RetryPolicy
 
@@ -171,11 +171,17 @@ class BatchProcessor:
         for env in group:
             why = None if not outcome.retryable else self._policy.give_up(attempts, now - env.ts)
             if not outcome.retryable or why is not None:
-                kind = "refused" if not outcome.retryable else "exhausted"
+                kind: Kind = "refused" if not outcome.retryable else "exhausted"
                 reason = outcome.reason if why is None else f"{why}; last: {outcome.reason}"
                 dead.append(
-                    entry_for(kind, reason, envelope=env, status=outcome.status,
-                              response=outcome.body, attempts=attempts)
+                    entry_for(
+                        kind,
+                        reason,
+                        envelope=env,
+                        status=outcome.status,
+                        response=outcome.body,
+                        attempts=attempts,
+                    )
                 )
                 result.dead += 1
                 continue

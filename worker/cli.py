@@ -56,8 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration: FASHIONAI_* environment variables (see README).",
     )
     sub = parser.add_subparsers(title="commands")
-    sub.add_parser("worker", help="run a Celery worker of the project's app (celery worker options follow)",
-                   add_help=False)
+    sub.add_parser(
+        "worker",
+        help="run a Celery worker of the project's app (celery worker options follow)",
+        add_help=False,
+    )
     sub.add_parser("sandbox", help="run the Fashion.AI-compatible sandbox server", add_help=False)
 
     pub = sub.add_parser("publish", help="publish one event from flags, or many from a JSON Lines file")
@@ -122,7 +125,8 @@ def _worker(rest: list[str]) -> int:
 def _sandbox(rest: list[str]) -> int:
     from sandbox.__main__ import main as sandbox_main
 
-    return int(sandbox_main(rest) or 0)
+    sandbox_main(rest)
+    return 0
 
 
 # -- publish -------------------------------------------------------------------------
@@ -168,12 +172,18 @@ def _rankings_get(args: argparse.Namespace, settings: Settings) -> int:
     if ranking is None:
         print(f"no ranking cached for {args.event_type} {args.id!r} and {who}", file=sys.stderr)
         return 1
-    out = {"eventType": args.event_type, "id": args.id, "products": ranking.products,
-           "enqueued_at": ranking.enqueued_at}
+    out = {
+        "eventType": args.event_type,
+        "id": args.id,
+        "products": ranking.products,
+        "enqueued_at": ranking.enqueued_at,
+    }
     print(json.dumps(out))
     if ranking.empty:
-        print("ranking is empty: Fashion.AI lacks data for this shopper yet; "
-              "use the native ordering", file=sys.stderr)
+        print(
+            "ranking is empty: Fashion.AI lacks data for this shopper yet; use the native ordering",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -202,8 +212,10 @@ def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
         e = letter.entry
         event = e.get("event") or {}
         when = datetime.fromtimestamp(letter.dead_at).isoformat(timespec="seconds")
-        print(f"{letter.dlq_id}  {when}  {e.get('kind'):<11}  status={e.get('status')}  "
-              f"attempts={e.get('attempts')}  {event.get('eventType', '-')}  {e.get('reason')}")
+        print(
+            f"{letter.dlq_id}  {when}  {e.get('kind'):<11}  status={e.get('status')}  "
+            f"attempts={e.get('attempts')}  {event.get('eventType', '-')}  {e.get('reason')}"
+        )
         shown += 1
         if shown >= args.limit:
             break

@@ -64,7 +64,7 @@ def entry_for(
     return entry
 
 
-def encode_entry(entry: dict[str, Any]) -> dict[str, str]:
+def encode_entry(entry: dict[str, Any]) -> dict[Any, Any]:
     return {"entry": json.dumps(entry, separators=(",", ":"))}
 
 
@@ -96,14 +96,14 @@ class DeadLetterStore:
             if not rows:
                 return
             for raw_id, fields in rows:
-                letter = _decode(raw_id, fields)
+                letter = _decode(raw_id, fields)  # type: ignore[arg-type]
                 if reason is None or reason in str(letter.entry.get("reason", "")):
                     yield letter
-            start = "(" + _s(rows[-1][0])
+            start = "(" + _s(rows[-1][0])  # type: ignore[arg-type]
 
     def get(self, dlq_id: str) -> DeadLetter | None:
         rows = self._redis.xrange(self.key, min=dlq_id, max=dlq_id, count=1)
-        return _decode(*rows[0]) if rows else None
+        return _decode(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     def delete(self, dlq_ids: list[str]) -> int:
         return int(self._redis.xdel(self.key, *dlq_ids)) if dlq_ids else 0

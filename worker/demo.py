@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import statistics
 import sys
 import time
 import uuid
@@ -63,24 +62,34 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
             try:
                 proc, private = start_redis(log_dir=log_dir)
             except FileNotFoundError:
-                print(f"No Redis answers at {redis_url} and no redis-server is on the PATH.\n"
-                      "Fix: start Redis (e.g. `apt-get install redis-server && redis-server --daemonize yes`)"
-                      " or set FASHIONAI_REDIS_URL and FASHIONAI_BROKER_URL.", file=sys.stderr)
+                print(
+                    f"No Redis answers at {redis_url} and no redis-server is on the PATH.\n"
+                    "Fix: start Redis (e.g. `apt-get install redis-server && redis-server --daemonize yes`)"
+                    " or set FASHIONAI_REDIS_URL and FASHIONAI_BROKER_URL.",
+                    file=sys.stderr,
+                )
                 return 2
             started.append(proc)
             redis_url = private.replace("/0", "/1")
             broker_url = private
             print(f"started a private redis-server at {private}")
         token = "demo-" + secrets.token_hex(12)
-        sandbox = start_sandbox(token, log_dir=log_dir, knobs=["--latency-ms", "40", "--rate-5xx", "0.03",
-                                                               "--seed", "7"])
+        sandbox = start_sandbox(
+            token, log_dir=log_dir, knobs=["--latency-ms", "40", "--rate-5xx", "0.03", "--seed", "7"]
+        )
         started.append(sandbox)
-        settings = base.model_copy(update={
-            "api_url": sandbox.extra["url"], "app_token": base.app_token.__class__(token),
-            "redis_url": redis_url, "broker_url": broker_url,
-            "queue": f"fashionai.demo.{uuid.uuid4().hex[:8]}", "tenant": "demo",
-            "retry_base": 0.2, "log_level": "WARNING",
-        })
+        settings = base.model_copy(
+            update={
+                "api_url": sandbox.extra["url"],
+                "app_token": base.app_token.__class__(token),
+                "redis_url": redis_url,
+                "broker_url": broker_url,
+                "queue": f"fashionai.demo.{uuid.uuid4().hex[:8]}",
+                "tenant": "demo",
+                "retry_base": 0.2,
+                "log_level": "WARNING",
+            }
+        )
         cache = redis.Redis.from_url(redis_url, decode_responses=True)
         cache.delete(keys.stats("demo"), keys.latency("demo"))
         print(f"sandbox at {sandbox.extra['base_url']} (40 ms latency, 3% 5xx); starting a worker...")
@@ -91,16 +100,23 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
         publisher = Publisher(settings)
         t0 = time.perf_counter()
         for v in visits:
-            publisher.publish({**({"userId": v.user_id} if v.user_id else {}), "sessionId": v.session_id,
-                               "eventType": v.event_type, "data": {"id": v.item_id}})
+            publisher.publish(
+                {
+                    **({"userId": v.user_id} if v.user_id else {}),
+                    "sessionId": v.session_id,
+                    "eventType": v.event_type,
+                    "data": {"id": v.item_id},
+                }
+            )
         publish_s = time.perf_counter() - t0
         print(f"published {len(visits)} events from {sessions} sessions in {publish_s * 1000:.0f} ms")
 
         stats = _wait(cache, len(visits), timeout)
         _report(stats, len(visits), cache, settings, visits)
         if stats.get("cached", 0) + stats.get("dead", 0) < len(visits):
-            print(f"NOT everything was delivered within {timeout:.0f}s; see logs in {log_dir}",
-                  file=sys.stderr)
+            print(
+                f"NOT everything was delivered within {timeout:.0f}s; see logs in {log_dir}", file=sys.stderr
+            )
             return 1
         return 0
     finally:
@@ -113,15 +129,16 @@ def _wait(cache: redis.Redis, expected: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     stats: dict[str, int] = {}
     while time.monotonic() < deadline:
-        stats = {k: int(v) for k, v in cache.hgetall(keys.stats("demo")).items()}
+        stats = {str(k): int(v) for k, v in cache.hgetall(keys.stats("demo")).items()}
         if stats.get("cached", 0) + stats.get("dead", 0) >= expected:
             break
         time.sleep(0.2)
     return stats
 
 
-def _report(stats: dict[str, int], published: int, cache: redis.Redis, settings: Settings,
-            visits: list[Visit]) -> None:
+def _report(
+    stats: dict[str, int], published: int, cache: redis.Redis, settings: Settings, visits: list[Visit]
+) -> None:
     lat = sorted(float(x) for x in cache.lrange(keys.latency("demo"), 0, -1))
 
     def pct(p: float) -> str:
@@ -154,7 +171,8 @@ def _report(stats: dict[str, int], published: int, cache: redis.Redis, settings:
         top = ", ".join(ranking.products[:5]) or "(empty: native ordering used)"
         print(f"  {v.event_type:<12} {v.item_id or '-':<6} {who:<24} -> {top}")
         if ranking.empty:
-            print(f"  {'':<44}    order() = {reader.order(v.event_type, v.item_id, v.session_id, native, v.user_id)}")
+            ordered = reader.order(v.event_type, v.item_id, v.session_id, native, v.user_id)
+            print(f"  {'':<44}    order() = {ordered}")
         shown += 1
         if shown >= 6:
             break

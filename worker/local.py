@@ -38,9 +38,8 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 def settings_env(settings: Settings) -> dict[str, str]:
     """FASHIONAI_* variables that recreate `settings` in a child process."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if name == "app_token":
-            value = settings.app_token.get_secret_value()
+    for name, dumped in settings.model_dump().items():
+        value = settings.app_token.get_secret_value() if name == "app_token" else dumped
         env[f"FASHIONAI_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
@@ -84,8 +83,9 @@ def _spawn(name: str, argv: Sequence[str], env: Mapping[str, str] | None, log_di
     log_path = os.path.join(log_dir, f"{name}-{time.monotonic_ns()}.log")
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
     return Proc(name, popen, log_path)
 
 
@@ -104,8 +104,9 @@ def _wait_for(proc: Proc, text: str, timeout: float) -> str:
 
 def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Proc:
     """Start `python -m sandbox` on a free port; `proc.extra["url"]` is its endpoint URL."""
-    proc = _spawn("sandbox", [sys.executable, "-m", "sandbox", "--port", "0", "--token", token, *knobs],
-                  None, log_dir)
+    proc = _spawn(
+        "sandbox", [sys.executable, "-m", "sandbox", "--port", "0", "--token", token, *knobs], None, log_dir
+    )
     try:
         line = _wait_for(proc, "sandbox listening on", 20)
     except BaseException:
@@ -117,13 +118,23 @@ def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Pro
     return proc
 
 
-def start_worker(settings: Settings, *, log_dir: str, args: Sequence[str] = ("-c", "2"),
-                 wait_ready: bool = True) -> Proc:
+def start_worker(
+    settings: Settings, *, log_dir: str, args: Sequence[str] = ("-c", "2"), wait_ready: bool = True
+) -> Proc:
     """Start `python -m worker.cli worker` with `settings` passed through the environment."""
     # INFO at least: readiness is read from the "pump started" line.
-    argv = [sys.executable, "-m", "worker.cli", "worker", "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "--loglevel", "DEBUG" if settings.log_level == "DEBUG" else "INFO",
-            *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "DEBUG" if settings.log_level == "DEBUG" else "INFO",
+        *args,
+    ]
     proc = _spawn("worker", argv, settings_env(settings), log_dir)
     if wait_ready:
         try:
@@ -140,8 +151,12 @@ def start_redis(*, log_dir: str) -> tuple[Proc, str]:
     if binary is None:
         raise FileNotFoundError("redis-server")
     port = free_port()
-    proc = _spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no"], None, log_dir)
+    proc = _spawn(
+        "redis",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        None,
+        log_dir,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while not redis_answers(url):

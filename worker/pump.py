@@ -1,7 +1,10 @@
 """The pump: consume the event queue in batches, deliver, ack after recording.
 
 One pump per worker process (each prefork child, or the main process with the
-solo/threads pools). It runs two threads:
+solo/threads pools). It serves one *lane* per tenant: its own queue, kombu
+channel and prefetch, token, rate limit and retry set, so a tenant with a
+backlog (or a tight limit) holds only its own prefetch slots and cannot starve
+another tenant. It runs two threads:
 
 - the consumer thread owns the kombu connection and does every broker
   operation (consume, ack, requeue): kombu channels are not thread-safe;
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -46,6 +50,17 @@ _TICK = 0.02
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
 
+
+@dataclass(eq=False)
+class Lane:
+    """One tenant's share of a pump."""
+
+    settings: Settings
+    processor: BatchProcessor | None = None
+    pending: list[Message] = field(default_factory=list)
+    pending_since: float = 0.0
+
+
 Done = tuple[list[Message], "concurrent.futures.Future[BatchResult | None]"]
 
 
@@ -60,24 +75,27 @@ class Pump:
         on_batch: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.lanes = [Lane(settings.for_tenant(name)) for name in settings.tenant_names()]
         self.totals = BatchResult()
         self._totals_lock = threading.Lock()
         self._transport: TransportName = transport
         self._on_batch = on_batch
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._stop_deadline = 0.0
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
-        self._pending: list[Message] = []
-        self._pending_since = 0.0
         self._inflight: set[concurrent.futures.Future[BatchResult | None]] = set()
         self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="fashionai-delivery", daemon=True)
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="fashionai-delivery", daemon=True
+        )
         self._consumer_thread = threading.Thread(target=self._consume, name="fashionai-consumer", daemon=True)
-        self._processor: BatchProcessor | None = None
         self._resources: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
-        return f"<Pump broker={redact_url(self.settings.broker_url)} queue={self.settings.queue}>"
+        tenants = ",".join(lane.settings.tenant for lane in self.lanes)
+        return f"<Pump broker={redact_url(self.settings.broker_url)} tenants={tenants}>"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -85,9 +103,13 @@ class Pump:
         self._loop_thread.start()
         asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result(timeout=30)
         self._consumer_thread.start()
-        log.info("pump started: queue=%s batch=%d/%dms concurrency=%d",
-                 self.settings.queue, self.settings.batch_size,
-                 self.settings.batch_interval_ms, self.settings.concurrency)
+        log.info(
+            "pump started: queues=%s batch=%d/%dms concurrency=%d",
+            ",".join(lane.settings.queue for lane in self.lanes),
+            self.settings.batch_size,
+            self.settings.batch_interval_ms,
+            self.settings.concurrency,
+        )
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop consuming, finish in-flight batches within `timeout`, return the rest.
@@ -105,7 +127,7 @@ class Pump:
         if self._loop_thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._teardown(), self._loop).result(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort on the way out
+            except Exception:
                 log.warning("pump teardown did not finish cleanly", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
@@ -116,23 +138,27 @@ class Pump:
 
     async def _setup(self) -> None:
         client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        deliverer = Deliverer(self.settings, transport=self._transport)
-        limiter = RedisLimiter(client, self.settings)
-        self._processor = BatchProcessor(self.settings, deliverer, client, limiter=limiter)
-        self._resources = [deliverer, client]
+        self._resources.append(client)
         self._claim = client.register_script(scripts.CLAIM_RETRIES)
-        self._retry_task = asyncio.create_task(self._retry_loop())
+        for lane in self.lanes:
+            deliverer = Deliverer(lane.settings, transport=self._transport)
+            self._resources.append(deliverer)
+            limiter = RedisLimiter(client, lane.settings)
+            lane.processor = BatchProcessor(lane.settings, deliverer, client, limiter=limiter)
+            self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
 
     async def _teardown(self) -> None:
-        self._retry_task.cancel()
-        for resource in self._resources:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for resource in reversed(self._resources):
             await resource.aclose()
 
-    async def _retry_loop(self) -> None:
+    async def _retry_loop(self, lane: Lane) -> None:
         """Claim due retries under a lease and process them like a batch."""
-        assert self._processor is not None
-        tenant = self.settings.tenant
-        lease = max(30.0, self.settings.request_timeout * 4)
+        assert lane.processor is not None
+        tenant = lane.settings.tenant
+        lease = max(30.0, (self.settings.request_timeout + self.settings.connect_timeout) * 4)
         while True:
             try:
                 members = await self._claim(
@@ -140,14 +166,14 @@ class Pump:
                     args=[self.settings.batch_size, lease],
                 )
                 if members:
-                    result = await self._processor.process(members, lease_members=members)
+                    result = await lane.processor.process(members, lease_members=members)
                     if result is not None:
                         self._account(result)
                     continue
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("retry claim failed; will try again")
+                log.exception("retry claim failed for tenant %s; will try again", tenant)
             await asyncio.sleep(_RETRY_POLL)
 
     # -- consumer thread -----------------------------------------------------------------
@@ -158,57 +184,69 @@ class Pump:
             conn = connect(self.settings, timeout=max(self.settings.connect_timeout, 5.0), heartbeat=0)
             try:
                 conn.ensure_connection(max_retries=0)
-                channel = conn.channel()
-                channel.basic_qos(0, self.settings.batch_size * 2, False)
-                consumer = Consumer(channel, queues=[event_queue(self.settings)],
-                                    on_message=self._on_message, no_ack=False)
-                consumer.consume()
+                consumers = []
+                for lane in self.lanes:
+                    channel = conn.channel()
+                    channel.basic_qos(0, self.settings.batch_size * 2, False)
+                    consumer = Consumer(
+                        channel,
+                        queues=[event_queue(lane.settings)],
+                        on_message=lambda m, lane=lane: self._on_message(lane, m),
+                        no_ack=False,
+                    )
+                    consumer.consume()
+                    consumers.append(consumer)
                 failures = 0
-                self._serve(conn, channel, consumer)
-            except Exception as exc:  # noqa: BLE001 - any broker failure: reconnect
+                self._serve(conn, consumers)
+            except Exception as exc:  # any broker failure: reconnect
                 failures += 1
                 delay = min(0.2 * 2**failures, 5.0)
-                log.warning("broker %s: %s; reconnecting in %.1fs",
-                            redact_url(self.settings.broker_url), type(exc).__name__, delay)
+                log.warning(
+                    "broker %s: %s; reconnecting in %.1fs",
+                    redact_url(self.settings.broker_url),
+                    type(exc).__name__,
+                    delay,
+                )
                 # Messages of a dead connection cannot be acked; the broker redelivers them.
-                self._pending.clear()
+                for lane in self.lanes:
+                    lane.pending.clear()
                 self._stopping.wait(delay)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # the connection may already be gone
                     conn.release()
-                except Exception:  # noqa: BLE001, S110 - the connection may already be gone
-                    pass
 
-    def _serve(self, conn: Any, channel: Any, consumer: Consumer) -> None:
+    def _serve(self, conn: Any, consumers: list[Consumer]) -> None:
         last_restore = time.monotonic()
+        interval = self.settings.batch_interval_ms / 1000
         while not self._stopping.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=_TICK)
-            except (TimeoutError, socket.timeout):
-                pass
             self._settle()
-            if self._pending and time.monotonic() - self._pending_since >= self.settings.batch_interval_ms / 1000:
-                self._dispatch()
             now = time.monotonic()
-            if now - last_restore >= _RESTORE_EVERY and hasattr(channel, "qos"):
+            for lane in self.lanes:
+                if lane.pending and now - lane.pending_since >= interval:
+                    self._dispatch(lane)
+            if now - last_restore >= _RESTORE_EVERY:
                 last_restore = now
-                restore = getattr(channel.qos, "restore_visible", None)
+                # kombu's Redis transport only sweeps when the queue is idle; a queue
+                # that never idles would keep a dead worker's messages forever.
+                restore = getattr(getattr(consumers[0].channel, "qos", None), "restore_visible", None)
                 if restore is not None:
                     restore(num=1000, interval=1)
-        self._drain_on_stop(consumer)
+        self._drain_on_stop(consumers)
 
-    def _on_message(self, message: Message) -> None:
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending.append(message)
-        if len(self._pending) >= self.settings.batch_size:
-            self._dispatch()
+    def _on_message(self, lane: Lane, message: Message) -> None:
+        if not lane.pending:
+            lane.pending_since = time.monotonic()
+        lane.pending.append(message)
+        if len(lane.pending) >= self.settings.batch_size:
+            self._dispatch(lane)
 
-    def _dispatch(self) -> None:
-        batch, self._pending = self._pending, []
-        assert self._processor is not None
+    def _dispatch(self, lane: Lane) -> None:
+        batch, lane.pending = lane.pending, []
+        assert lane.processor is not None
         raws = [m.body for m in batch]
-        future = asyncio.run_coroutine_threadsafe(self._processor.process(raws), self._loop)
+        future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
         self._inflight.add(future)
         future.add_done_callback(lambda f, b=batch: self._done.put((b, f)))  # type: ignore[misc]
 
@@ -235,24 +273,26 @@ class Pump:
                 message.ack()
             self._account(result)
 
-    def _drain_on_stop(self, consumer: Consumer) -> None:
-        try:
-            consumer.cancel()
-        except Exception:  # noqa: BLE001 - cancelling on a broken channel
-            log.debug("consumer cancel failed", exc_info=True)
-        for message in self._pending:
-            message.requeue()
-        self._pending.clear()
-        deadline = getattr(self, "_stop_deadline", time.monotonic())
-        while self._inflight and time.monotonic() < deadline:
+    def _drain_on_stop(self, consumers: list[Consumer]) -> None:
+        for consumer in consumers:
+            try:
+                consumer.cancel()
+            except Exception:
+                log.debug("consumer cancel failed", exc_info=True)
+        for lane in self.lanes:
+            for message in lane.pending:
+                message.requeue()
+            lane.pending.clear()
+        while self._inflight and time.monotonic() < self._stop_deadline:
             self._settle()
             time.sleep(_TICK)
         self._settle()
         for future in list(self._inflight):
             future.cancel()
         if self._inflight:
-            log.warning("shutdown bound reached: %d batch(es) returned to the queue unacked",
-                        len(self._inflight))
+            log.warning(
+                "shutdown bound reached: %d batch(es) returned to the queue unacked", len(self._inflight)
+            )
 
     def _account(self, result: BatchResult) -> None:
         with self._totals_lock:

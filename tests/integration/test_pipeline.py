@@ -12,7 +12,7 @@ import pytest
 from producers.event import make_event
 from producers.publisher import Publisher
 from producers.reader import RankingReader
-from tests.conftest import TOKEN, delivered_bodies, make_settings, wait_until
+from tests.conftest import make_settings, wait_until
 from worker.local import settings_env
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,9 @@ def _stats(cache, settings) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in cache.hgetall(keys.stats(settings.tenant)).items()}
 
 
-def test_events_reach_the_sandbox_exactly_and_rankings_come_back(broker_url, sandbox, cache, workers, request):
+def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
+    broker_url, sandbox, cache, workers, request
+):
     settings = make_settings(broker_url, sandbox.url)
     events = []
     for n, (event_type, user) in enumerate(CONTRACT_CASES):
@@ -39,7 +41,9 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(broker_url, san
     # A storefront's worth more, every one unique so ids can be compared.
     for n in range(150):
         kind = ("productView", "categoryView", "shopTheLook")[n % 3]
-        events.append(make_event(kind, f"bulk-{settings.tenant}-{n % 40}", f"x{n}", "u7" if n % 5 == 0 else None))
+        events.append(
+            make_event(kind, f"bulk-{settings.tenant}-{n % 40}", f"x{n}", "u7" if n % 5 == 0 else None)
+        )
 
     with Publisher(settings) as publisher:
         for event in events:
@@ -71,17 +75,42 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(broker_url, san
     # ... and through the CLI.
     env = {**os.environ, **settings_env(settings)}
     for event in (events[0], events[3], events[-1]):
-        argv = [sys.executable, "-m", "worker.cli", "rankings", "get", "--event-type", event.eventType,
-                "--id", event.data.id, "--session", event.sessionId]
+        argv = [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "rankings",
+            "get",
+            "--event-type",
+            event.eventType,
+            "--id",
+            event.data.id,
+            "--session",
+            event.sessionId,
+        ]
         if event.userId:
             argv += ["--user", event.userId]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=True)
         printed = json.loads(out.stdout)
         assert printed["products"] == answered[json.dumps(event.body(), sort_keys=True)]
     missing = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "rankings", "get", "--event-type", "productView",
-         "--id", "never-seen", "--session", "nobody"],
-        env=env, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "rankings",
+            "get",
+            "--event-type",
+            "productView",
+            "--id",
+            "never-seen",
+            "--session",
+            "nobody",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert missing.returncode == 1
     assert "no ranking cached" in missing.stderr
@@ -127,8 +156,13 @@ def test_cli_publish_from_jsonl_reports_bad_lines_and_publishes_the_rest(sandbox
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
     env = {**os.environ, **settings_env(settings)}
-    out = subprocess.run([sys.executable, "-m", "worker.cli", "publish", "--file", str(path)],
-                         env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "publish", "--file", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1
     assert "line 2: refused: data.id" in out.stderr
     assert "line 3: refused: not valid JSON" in out.stderr
@@ -139,12 +173,33 @@ def test_cli_publish_from_jsonl_reports_bad_lines_and_publishes_the_rest(sandbox
     broker = _redis.Redis.from_url(settings.broker_url)
     try:
         assert broker.llen(settings.queue) == 2
-        ok = subprocess.run([sys.executable, "-m", "worker.cli", "publish", "--event-type", "shopTheLook",
-                             "--id", "p9", "--session", "s3"], env=env, capture_output=True, text=True,
-                            timeout=30)
+        ok = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "publish",
+                "--event-type",
+                "shopTheLook",
+                "--id",
+                "p9",
+                "--session",
+                "s3",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ok.returncode == 0 and broker.llen(settings.queue) == 3
-        stdin = subprocess.run([sys.executable, "-m", "worker.cli", "publish", "--file", "-"], env=env,
-                               input=lines[0] + "\n", capture_output=True, text=True, timeout=30)
+        stdin = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "publish", "--file", "-"],
+            env=env,
+            input=lines[0] + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert stdin.returncode == 0 and broker.llen(settings.queue) == 4
     finally:
         broker.delete(settings.queue)

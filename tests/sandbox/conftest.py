@@ -12,7 +12,7 @@ from sandbox import SandboxConfig, SandboxServer
 from sandbox.server import TOKEN_HEADER
 
 # Distinctive so a leak into a response or the request log is easy to grep for.
-TOKEN = "tok-Sb7xQ2-do-not-leak"  # noqa: S105 - a test token, never a real one
+TOKEN = "tok-Sb7xQ2-do-not-leak"
 
 Post = Callable[..., httpx.Response]
 

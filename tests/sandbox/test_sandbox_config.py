@@ -1,6 +1,6 @@
 """SandboxConfig rules, without a server."""
 
-# ruff: noqa: S106 - these tests pass made-up tokens on purpose
+
 
 from __future__ import annotations
 

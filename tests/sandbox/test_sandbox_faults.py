@@ -1,6 +1,6 @@
 """Failure injection over real HTTP: 429, 5xx, timeouts, latency, and what gets recorded."""
 
-# ruff: noqa: S106 - these tests pass made-up tokens on purpose
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The recommendation endpoint over real HTTP on loopback: answers, auth, refusals, log."""
 
-# ruff: noqa: S105, S106 - these tests pass made-up tokens on purpose
+
 
 from __future__ import annotations
 

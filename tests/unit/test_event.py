@@ -35,10 +35,22 @@ def test_body_is_exactly_the_seed_shape(event_type, user):
         ({"sessionId": "s", "eventType": "shopTheLook", "data": {"id": ""}}, "data.id", "non-empty"),
         ({"sessionId": "s", "eventType": "customShelf", "data": {"id": "x"}}, "data.id", '""'),
         ({"sessionId": "s", "eventType": "productView", "data": {"id": 5}}, "data.id", "string"),
-        ({"sessionId": "s", "userId": None, "eventType": "productView", "data": {"id": "p"}}, "userId", "null"),
-        ({"sessionId": "s", "userId": 90, "eventType": "productView", "data": {"id": "p"}}, "userId", "string"),
+        (
+            {"sessionId": "s", "userId": None, "eventType": "productView", "data": {"id": "p"}},
+            "userId",
+            "null",
+        ),
+        (
+            {"sessionId": "s", "userId": 90, "eventType": "productView", "data": {"id": "p"}},
+            "userId",
+            "string",
+        ),
         ({"sessionId": "s", "eventType": "productView", "data": {"id": "p"}, "extra": 1}, "extra", "unknown"),
-        ({"sessionId": "s", "eventType": "productView", "data": {"id": "p", "sku": "x"}}, "data.sku", "unknown"),
+        (
+            {"sessionId": "s", "eventType": "productView", "data": {"id": "p", "sku": "x"}},
+            "data.sku",
+            "unknown",
+        ),
     ],
 )
 def test_invalid_events_name_the_field(raw, field, rule):

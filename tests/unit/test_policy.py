@@ -19,14 +19,25 @@ def test_ranking_keys_use_user_when_present_and_escape_separators():
     assert keys.ranking("t", "productView", "p1", "s1", None) == "fashionai:t:rank:productView:p1:s:s1"
     assert keys.ranking("t", "productView", "p1", "s1", "u9") == "fashionai:t:rank:productView:p1:u:u9"
     assert keys.ranking("t", "customShelf", "", "s1", None) == "fashionai:t:rank:customShelf::s:s1"
-    assert keys.ranking("t", "productView", "a:s:b", "c", None) != keys.ranking("t", "productView", "a", "b:s:c", None)
+    assert keys.ranking("t", "productView", "a:s:b", "c", None) != keys.ranking(
+        "t", "productView", "a", "b:s:c", None
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "retryable", "auth"),
-    [(400, False, False), (401, True, True), (403, False, False), (404, False, False),
-     (422, False, False), (408, True, False), (429, True, False), (500, True, False),
-     (502, True, False), (503, True, False)],
+    [
+        (400, False, False),
+        (401, True, True),
+        (403, False, False),
+        (404, False, False),
+        (422, False, False),
+        (408, True, False),
+        (429, True, False),
+        (500, True, False),
+        (502, True, False),
+        (503, True, False),
+    ],
 )
 def test_classify_statuses(status, retryable, auth):
     outcome = classify(status, b'{"error": "x"}', None)
