@@ -74,6 +74,15 @@ def retry_lease(tenant: str) -> str:
     return f"{PREFIX}:{_esc(tenant)}:retry:lease"
 
 
+def seen(tenant: str, digest: str) -> str:
+    """Marks an event identity (type, id, session, user) as sent recently.
+
+    Owner: workers SET NX PX coalesce_window_ms; a second identical event inside
+    the window is coalesced instead of sent. TTL: the window.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:seen:{digest}"
+
+
 def dead_letters() -> str:
     """STREAM of dead letters, all tenants (each entry names its tenant).
 

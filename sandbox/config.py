@@ -70,6 +70,12 @@ def _seed(name: str, value: object) -> int | None:
     return value
 
 
+def _ids(name: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}: must be a list of id strings")
+    return tuple(value)
+
+
 _RULES: Final[dict[str, Callable[[str, object], object]]] = {
     "token": _token,
     "latency_ms": _non_negative,
@@ -82,6 +88,7 @@ _RULES: Final[dict[str, Callable[[str, object], object]]] = {
     "timeout_sleep_s": _non_negative,
     "seed": _seed,
     "log_limit": lambda name, value: _count(name, value, 1),
+    "refuse_ids": _ids,
 }
 
 
@@ -101,6 +108,8 @@ class SandboxConfig:
     - ``seed``: seeds failure injection and jitter so a run is reproducible;
       ``None`` draws from the OS.
     - ``log_limit``: most entries the request log keeps (oldest dropped).
+    - ``refuse_ids``: ``data.id`` values answered with 400 "unknown to the catalog",
+      as an upstream refuses an event for good (tests of dead letters and replay).
 
     Raises :class:`ConfigError` on construction if a value breaks its rule.
     """
@@ -117,6 +126,7 @@ class SandboxConfig:
     timeout_sleep_s: float = 30.0
     seed: int | None = None
     log_limit: int = 1_000_000
+    refuse_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -113,6 +113,11 @@ async def _recommend(request: web.Request) -> web.Response:
         )
         return _reply(refused.status, refused.reply)
 
+    if event.item_id and event.item_id in state.config.refuse_ids:
+        reason = _error(f"data.id: {event.item_id!r} is unknown to the catalog")
+        state.log.append(arrived, 400, body, content_type=content_type, token_ok=True)
+        return _reply(400, reason)
+
     fault = state.faults.draw()
     if fault is not None:
         state.log.append(arrived, fault.status, body, content_type=content_type, token_ok=True)

@@ -16,6 +16,7 @@ reject its batch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from worker.retry import RetryPolicy
 log = logging.getLogger("fashionai.worker")
 
 LATENCY_SAMPLES = 10_000
+AUTH_PAUSE = 30.0  # seconds every worker waits after a 401 before trying the token again
 
 
 class Sender(Protocol):
@@ -110,6 +112,8 @@ class BatchProcessor:
             ident = json.dumps([env.tenant, env.event.body()], separators=(",", ":"))
             groups.setdefault(ident, []).append(env)
         result.coalesced = sum(len(g) - 1 for g in groups.values())
+        if self.settings.coalesce_window_ms and not lease_members:
+            await self._drop_recently_sent(groups, result)
 
         leaders = [max(g, key=lambda e: e.ts) for g in groups.values()]
         outcomes = await asyncio.gather(*(self._deliver(env) for env in leaders))
@@ -118,7 +122,6 @@ class BatchProcessor:
         now = self._clock()
         rankings: list[tuple[str, int, str]] = []
         retries: list[tuple[str, float, bytes]] = []
-        pauses: list[tuple[str, float, str]] = []
         for group, leader, outcome in zip(groups.values(), leaders, outcomes, strict=True):
             if isinstance(outcome, Delivered):
                 ev = leader.event
@@ -131,20 +134,45 @@ class BatchProcessor:
                 result.empty += len(group) if not outcome.products else 0
                 result.latencies_ms.extend((now - e.ts) * 1000 for e in group)
                 continue
-            self._on_failure(leader, group, outcome, now, result, dead, retries, pauses)
+            self._on_failure(leader, group, outcome, now, result, dead, retries)
 
-        for tenant, seconds, reason in pauses:
-            if self._limiter is not None:
-                await self._limiter.pause(tenant, seconds, reason)
         if not await self._record(rankings, retries, dead, lease_members, result):
             return None
         return result
 
+    async def _drop_recently_sent(self, groups: dict[str, list[Envelope]], result: BatchResult) -> None:
+        """Coalesce events identical to one sent within the window (by any worker).
+
+        The earlier event's ranking is the same key and is (or will be) cached;
+        a failure of this check only means the event is sent, never that it is lost.
+        """
+        tenant = self.settings.tenant
+        idents = list(groups)
+        digests = [hashlib.blake2b(i.encode(), digest_size=12).hexdigest() for i in idents]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.set(keys.seen(tenant, digest), 1, nx=True, px=self.settings.coalesce_window_ms)
+                fresh = await pipe.execute()
+        except Exception:
+            log.warning("coalescing window check failed; sending every event", exc_info=True)
+            return
+        for ident, is_new in zip(idents, fresh, strict=True):
+            if not is_new:
+                result.coalesced += len(groups.pop(ident))
+
     async def _deliver(self, env: Envelope) -> Outcome:
         async with self._slots:
-            if self._limiter is not None:
-                await self._limiter.acquire(env.tenant)
-            return await self._sender.send(env.event.body())
+            if self._limiter is None:
+                return await self._sender.send(env.event.body())
+            await self._limiter.acquire(env.tenant)
+            outcome = await self._sender.send(env.event.body())
+        # Pause every worker the moment the answer arrives, not when the batch ends.
+        if isinstance(outcome, Failed) and outcome.auth:
+            await self._limiter.pause(env.tenant, AUTH_PAUSE, "401")
+        elif isinstance(outcome, Failed) and outcome.status == 429 and outcome.retry_after:
+            await self._limiter.pause(env.tenant, outcome.retry_after, "429")
+        return outcome
 
     def _on_failure(
         self,
@@ -155,7 +183,6 @@ class BatchProcessor:
         result: BatchResult,
         dead: list[dict[str, Any]],
         retries: list[tuple[str, float, bytes]],
-        pauses: list[tuple[str, float, str]],
     ) -> None:
         if outcome.auth:
             result.auth_failures += 1
@@ -164,9 +191,6 @@ class BatchProcessor:
                 " sending is paused and events are kept for retry. Fix FASHIONAI_APP_TOKEN.",
                 leader.tenant,
             )
-            pauses.append((leader.tenant, 30.0, "401"))
-        elif outcome.retry_after is not None and outcome.status == 429:
-            pauses.append((leader.tenant, outcome.retry_after, "429"))
         attempts = leader.attempt + (0 if outcome.auth else 1)
         for env in group:
             why = None if not outcome.retryable else self._policy.give_up(attempts, now - env.ts)

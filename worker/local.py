@@ -6,6 +6,7 @@ Every process started here is a real program (`python -m sandbox`,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -38,8 +39,16 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 def settings_env(settings: Settings) -> dict[str, str]:
     """FASHIONAI_* variables that recreate `settings` in a child process."""
     env: dict[str, str] = {}
-    for name, dumped in settings.model_dump().items():
-        value = settings.app_token.get_secret_value() if name == "app_token" else dumped
+    for name, dumped in settings.model_dump(mode="json").items():
+        value = dumped
+        if name == "app_token":
+            value = settings.app_token.get_secret_value()
+        elif name == "tenants":
+            value = json.dumps({
+                tenant: {**cfg.model_dump(mode="json", exclude_none=True),
+                         "app_token": cfg.app_token.get_secret_value()}
+                for tenant, cfg in settings.tenants.items()
+            })
         env[f"FASHIONAI_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 

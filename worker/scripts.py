@@ -53,13 +53,13 @@ return due
 
 # GCRA (generic cell rate algorithm) with reservations, one key per limit.
 # KEYS[1]: theoretical arrival time (us), KEYS[2]: cooldown key.
-# ARGV[1]: emission interval T (us) = 1e6 / rate; ARGV[2]: tolerance tau (us)
-# = (burst - 1) * T; ARGV[3]: the longest wait (us) worth reserving for.
+# ARGV[1]: emission interval T (us) = 1e6 / rate; ARGV[2]: tolerance tau (us);
+# ARGV[3]: the longest wait (us) worth reserving for (0: grant due slots only).
 # Returns {granted, wait_us}: granted=1 means "send after wait_us"; 0 means "not
 # reserved, ask again after wait_us"; -1 means "paused by cooldown for wait_us".
-# Exactness: grants are spaced T apart once the burst of `burst` is spent, so any
-# window of length W holds at most burst + floor(W / T) - (W>0 and 0 or 0) grants;
-# for W = 1 s that is limit + burst - 1 (half-open window) at most.
+# Exactness: at most tau / T + 1 grants at one instant, then one per T, so a
+# half-open window of length W holds at most tau / T + ceil(W / T) grants; with
+# tau = (burst - 2) * T and W = 1 s that is rate + burst - 2.
 GCRA_RESERVE = """
 local cd = redis.call('PTTL', KEYS[2])
 if cd > 0 then return {-1, cd * 1000} end
