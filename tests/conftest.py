@@ -91,7 +91,8 @@ def delete_queue(settings: Settings) -> None:
 
     with connect(settings, timeout=5) as conn:
         channel = conn.channel()
-        channel.queue_delete(settings.queue)
+        for tenant in settings.tenant_names():
+            channel.queue_delete(settings.queue_for(tenant))
         channel.queue_delete(f"{settings.queue}.control")
 
 
