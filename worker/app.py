@@ -64,6 +64,11 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
         settings: Settings = _state["settings"]
         install_redaction([settings.app_token.get_secret_value()])
         _quiet_per_request_loggers(settings)
+        if settings.metrics_port:
+            from worker import metrics
+
+            metrics.serve(settings.metrics_port)
+            log.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
         if isinstance(parent.pool, TaskPool):
             return
         self.pump = Pump(settings)

@@ -112,9 +112,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _worker(rest: list[str]) -> int:
+    settings = Settings()
+    if settings.metrics_port:
+        # Multiprocess mode must be chosen before anything imports prometheus_client.
+        import os
+        import tempfile
+
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fashionai-metrics-"))
     from worker.app import create_app
 
-    settings = Settings()
     app = create_app(settings)
     if not any(a.startswith(("-l", "--loglevel")) for a in rest):
         rest = ["--loglevel", settings.log_level, *rest]

@@ -44,11 +44,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if name == "app_token":
             value = settings.app_token.get_secret_value()
         elif name == "tenants":
-            value = json.dumps({
-                tenant: {**cfg.model_dump(mode="json", exclude_none=True),
-                         "app_token": cfg.app_token.get_secret_value()}
-                for tenant, cfg in settings.tenants.items()
-            })
+            value = json.dumps(
+                {
+                    tenant: {
+                        **cfg.model_dump(mode="json", exclude_none=True),
+                        "app_token": cfg.app_token.get_secret_value(),
+                    }
+                    for tenant, cfg in settings.tenants.items()
+                }
+            )
         env[f"FASHIONAI_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 

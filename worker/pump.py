@@ -39,7 +39,7 @@ from kombu.message import Message
 from producers import keys
 from producers.broker import connect, event_queue
 from producers.settings import Settings, redact_url
-from worker import scripts
+from worker import metrics, scripts
 from worker.batch import BatchProcessor, BatchResult
 from worker.delivery import Deliverer, TransportName
 from worker.limiter import RedisLimiter
@@ -61,7 +61,7 @@ class Lane:
     pending_since: float = 0.0
 
 
-Done = tuple[list[Message], "concurrent.futures.Future[BatchResult | None]"]
+Done = tuple[list[Message], "concurrent.futures.Future[BatchResult | None]", str]
 
 
 class Pump:
@@ -168,7 +168,7 @@ class Pump:
                 if members:
                     result = await lane.processor.process(members, lease_members=members)
                     if result is not None:
-                        self._account(result)
+                        self._account(result, tenant)
                     continue
             except asyncio.CancelledError:
                 raise
@@ -248,13 +248,14 @@ class Pump:
         raws = [m.body for m in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
         self._inflight.add(future)
-        future.add_done_callback(lambda f, b=batch: self._done.put((b, f)))  # type: ignore[misc]
+        tenant = lane.settings.tenant
+        future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant)))  # type: ignore[misc]
 
     def _settle(self) -> None:
         """Ack the messages of recorded batches; requeue the others."""
         while True:
             try:
-                batch, future = self._done.get_nowait()
+                batch, future, tenant = self._done.get_nowait()
             except queue.Empty:
                 return
             self._inflight.discard(future)
@@ -271,7 +272,7 @@ class Pump:
                 continue
             for message in batch:
                 message.ack()
-            self._account(result)
+            self._account(result, tenant)
 
     def _drain_on_stop(self, consumers: list[Consumer]) -> None:
         for consumer in consumers:
@@ -294,7 +295,8 @@ class Pump:
                 "shutdown bound reached: %d batch(es) returned to the queue unacked", len(self._inflight)
             )
 
-    def _account(self, result: BatchResult) -> None:
+    def _account(self, result: BatchResult, tenant: str) -> None:
+        metrics.record(tenant, result.as_counts(), result.latencies_ms)
         with self._totals_lock:
             total = self.totals
             for name, n in result.as_counts().items():
