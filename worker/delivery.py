@@ -90,11 +90,17 @@ TransportName = Literal["aiohttp", "httpcore"]
 
 
 class Deliverer:
-    """Owns one httpx.AsyncClient; create and close it on the same event loop.
+    """Owns one httpx transport; create and close it on the same event loop.
 
     `transport="aiohttp"` (default) keeps the httpx API over the httpx-aiohttp
     transport, because httpcore's pool degrades above ~20 concurrent requests
     (RESEARCH.md, encode/httpx#3215); "httpcore" is httpx's own transport.
+
+    Requests go straight to the transport (`handle_async_request`, httpx's
+    public transport API) rather than through `AsyncClient.post`: the client's
+    per-request layers (auth, redirects, cookies, event hooks, header merging)
+    do nothing for one fixed POST and were ~30% of the worker's CPU in a
+    py-spy profile (docs/PERFORMANCE.md).
     """
 
     def __init__(self, settings: Settings, *, transport: TransportName = "aiohttp") -> None:
@@ -107,18 +113,20 @@ class Deliverer:
             "X-FashionAI-APP-Token": settings.app_token.get_secret_value(),
             "User-Agent": USER_AGENT,
         }
+        self._headers = httpx.Headers(headers)
+        self._url_obj = httpx.URL(self.url)
         timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
+        self._extensions = {"timeout": timeout.as_dict()}
         limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        self._transport: httpx.AsyncBaseTransport
         if transport == "aiohttp":
             from httpx_aiohttp import AiohttpTransport
 
             connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=30)
             session = aiohttp.ClientSession(connector=connector)
-            self._client = httpx.AsyncClient(
-                transport=AiohttpTransport(client=session), headers=headers, timeout=timeout
-            )
+            self._transport = AiohttpTransport(client=session)
         else:
-            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
+            self._transport = httpx.AsyncHTTPTransport(limits=limits)
 
     def __repr__(self) -> str:
         return f"<Deliverer url={self.url}>"
@@ -128,8 +136,14 @@ class Deliverer:
         payload = json.dumps(body, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.post(self.url, content=payload)
-                content = await response.aread()
+                request = httpx.Request(
+                    "POST", self._url_obj, headers=self._headers, content=payload, extensions=self._extensions
+                )
+                response = await self._transport.handle_async_request(request)
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
             return Failed(f"timeout after {self._timeout:g}s", True)
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
@@ -137,4 +151,4 @@ class Deliverer:
         return classify(response.status_code, content, response.headers.get("retry-after"))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()

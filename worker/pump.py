@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import queue
 import threading
@@ -33,14 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from kombu import Consumer
-from kombu.message import Message
 
 from producers import keys
-from producers.broker import connect, event_queue
 from producers.settings import Settings, redact_url
 from worker import metrics, scripts
 from worker.batch import BatchProcessor, BatchResult
+from worker.brokers import Source, open_source
 from worker.delivery import Deliverer, TransportName
 from worker.limiter import RedisLimiter
 
@@ -57,11 +54,11 @@ class Lane:
 
     settings: Settings
     processor: BatchProcessor | None = None
-    pending: list[Message] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
     pending_since: float = 0.0
 
 
-Done = tuple[list[Message], "concurrent.futures.Future[BatchResult | None]", str]
+Done = tuple[list[Any], "concurrent.futures.Future[BatchResult | None]", str]
 
 
 class Pump:
@@ -180,24 +177,18 @@ class Pump:
 
     def _consume(self) -> None:
         failures = 0
+        prefetch = self.settings.batch_size * 2
         while not self._stopping.is_set():
-            conn = connect(self.settings, timeout=max(self.settings.connect_timeout, 5.0), heartbeat=0)
+            source: Source | None = None
             try:
-                conn.ensure_connection(max_retries=0)
-                consumers = []
-                for lane in self.lanes:
-                    channel = conn.channel()
-                    channel.basic_qos(0, self.settings.batch_size * 2, False)
-                    consumer = Consumer(
-                        channel,
-                        queues=[event_queue(lane.settings)],
-                        on_message=lambda m, lane=lane: self._on_message(lane, m),
-                        no_ack=False,
-                    )
-                    consumer.consume()
-                    consumers.append(consumer)
+                source = open_source(
+                    self.settings,
+                    [lane.settings.queue for lane in self.lanes],
+                    self._on_message,
+                    prefetch=prefetch,
+                )
                 failures = 0
-                self._serve(conn, consumers)
+                self._serve(source)
             except Exception as exc:  # any broker failure: reconnect
                 failures += 1
                 delay = min(0.2 * 2**failures, 5.0)
@@ -207,52 +198,48 @@ class Pump:
                     type(exc).__name__,
                     delay,
                 )
-                # Messages of a dead connection cannot be acked; the broker redelivers them.
+                # Deliveries of a dead connection cannot be acked; the broker redelivers them.
                 for lane in self.lanes:
                     lane.pending.clear()
                 self._stopping.wait(delay)
             finally:
-                with contextlib.suppress(Exception):  # the connection may already be gone
-                    conn.release()
+                if source is not None:
+                    source.close()
 
-    def _serve(self, conn: Any, consumers: list[Consumer]) -> None:
+    def _serve(self, source: Source) -> None:
         last_restore = time.monotonic()
         interval = self.settings.batch_interval_ms / 1000
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=_TICK)
-            self._settle()
+            source.poll(_TICK)
+            self._settle(source)
             now = time.monotonic()
             for lane in self.lanes:
                 if lane.pending and now - lane.pending_since >= interval:
                     self._dispatch(lane)
             if now - last_restore >= _RESTORE_EVERY:
                 last_restore = now
-                # kombu's Redis transport only sweeps when the queue is idle; a queue
-                # that never idles would keep a dead worker's messages forever.
-                restore = getattr(getattr(consumers[0].channel, "qos", None), "restore_visible", None)
-                if restore is not None:
-                    restore(num=1000, interval=1)
-        self._drain_on_stop(consumers)
+                source.maintain()
+        self._drain_on_stop(source)
 
-    def _on_message(self, lane: Lane, message: Message) -> None:
+    def _on_message(self, index: int, delivery: Any) -> None:
+        lane = self.lanes[index]
         if not lane.pending:
             lane.pending_since = time.monotonic()
-        lane.pending.append(message)
+        lane.pending.append(delivery)
         if len(lane.pending) >= self.settings.batch_size:
             self._dispatch(lane)
 
     def _dispatch(self, lane: Lane) -> None:
         batch, lane.pending = lane.pending, []
         assert lane.processor is not None
-        raws = [m.body for m in batch]
+        raws = [d.body for d in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
         self._inflight.add(future)
         tenant = lane.settings.tenant
         future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant)))  # type: ignore[misc]
 
-    def _settle(self) -> None:
-        """Ack the messages of recorded batches; requeue the others."""
+    def _settle(self, source: Source) -> None:
+        """Ack the deliveries of recorded batches; requeue the others."""
         while True:
             try:
                 batch, future, tenant = self._done.get_nowait()
@@ -266,34 +253,29 @@ class Pump:
                 except Exception:
                     log.exception("batch of %d raised; requeueing it", len(batch))
             if result is None:
-                for message in batch:
-                    message.requeue()
+                source.requeue(batch)
                 self._stopping.wait(0.5)
                 continue
-            for message in batch:
-                message.ack()
+            source.ack(batch)
             self._account(result, tenant)
 
-    def _drain_on_stop(self, consumers: list[Consumer]) -> None:
-        for consumer in consumers:
-            try:
-                consumer.cancel()
-            except Exception:
-                log.debug("consumer cancel failed", exc_info=True)
+    def _drain_on_stop(self, source: Source) -> None:
+        stop = getattr(source, "stop_consuming", None)
+        if stop is not None:
+            stop()
         for lane in self.lanes:
-            for message in lane.pending:
-                message.requeue()
-            lane.pending.clear()
+            source.requeue(lane.pending)
+            lane.pending = []
         while self._inflight and time.monotonic() < self._stop_deadline:
-            self._settle()
+            self._settle(source)
             time.sleep(_TICK)
-        self._settle()
+        self._settle(source)
+        unfinished = len(self._inflight)
         for future in list(self._inflight):
             future.cancel()
-        if self._inflight:
-            log.warning(
-                "shutdown bound reached: %d batch(es) returned to the queue unacked", len(self._inflight)
-            )
+        self._settle(source)  # cancelled batches are requeued, never acked
+        if unfinished:
+            log.warning("shutdown bound reached: %d batch(es) returned to the queue unacked", unfinished)
 
     def _account(self, result: BatchResult, tenant: str) -> None:
         metrics.record(tenant, result.as_counts(), result.latencies_ms)

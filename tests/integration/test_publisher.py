@@ -99,7 +99,7 @@ def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
     with Publisher(settings) as pub:
         pub.product_view("s", "before")
         client = redis.Redis.from_url(settings.broker_url)
-        pool = pub._conn.default_channel.client.connection_pool  # type: ignore[union-attr]
+        pool = pub._sink._redis.connection_pool  # type: ignore[union-attr]
         ports = [c._sock.getsockname()[1] for c in pool._available_connections if c._sock]
         assert ports
         for port in ports:  # the server drops the publisher's connections
