@@ -24,23 +24,17 @@ UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
+# The same JSON object kombu builds, as a template: this runs on the request path.
+_TEMPLATE = (
+    '{"body":%s,"content-encoding":"utf-8","content-type":%s,"headers":{},'
+    '"properties":{"delivery_mode":2,"delivery_info":{"exchange":"","routing_key":%s},'
+    '"priority":0,"delivery_tag":"%s"}}'
+)
+
+
 def encode_message(body: bytes, queue: str, content_type: str = "application/json") -> str:
     """A message for LPUSH onto `queue`; the body is stored as text, not base64."""
-    return json.dumps(
-        {
-            "body": body.decode(),
-            "content-encoding": "utf-8",
-            "content-type": content_type,
-            "headers": {},
-            "properties": {
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        },
-        separators=(",", ":"),
-    )
+    return _TEMPLATE % (json.dumps(body.decode()), json.dumps(content_type), json.dumps(queue), uuid.uuid4())
 
 
 def message_body(message: dict[str, Any]) -> bytes:

@@ -48,10 +48,19 @@ class Envelope:
 
 def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> bytes:
     """Serialise one envelope. `body` must already be a validated event body."""
-    return json.dumps(
-        {"v": VERSION, "id": msg_id, "tenant": tenant, "ts": ts, "attempt": attempt, "event": body},
-        separators=(",", ":"),
-    ).encode()
+    # A template rather than json.dumps of a dict: this runs on the request path.
+    text = _ENVELOPE % (
+        VERSION,
+        json.dumps(msg_id),
+        json.dumps(tenant),
+        repr(float(ts)),
+        int(attempt),
+        json.dumps(body, separators=(",", ":")),
+    )
+    return text.encode()
+
+
+_ENVELOPE = '{"v":%d,"id":%s,"tenant":%s,"ts":%s,"attempt":%d,"event":%s}'
 
 
 def decode(raw: bytes | str) -> Envelope:
