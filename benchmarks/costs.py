@@ -1,0 +1,122 @@
+"""Costs on the storefront's request path: publishing an event, reading a ranking.
+
+Both are timed call by call with perf_counter_ns in this process, after a
+warm-up, against the same Redis as everything else.
+
+- publish: `Publisher.product_view(...)` (validation, envelope, kombu publish,
+  Redis LPUSH answered) vs the peer's `deliver.apply_async((body,))` on the
+  same broker. Nobody consumes those queues; they are
+  deleted afterwards.
+- floor: one redis-py PING round trip; publish and read each need one.
+- read: `RankingReader.order(event_type, id, session, native)` with a
+  200-product native ordering, against pre-filled rankings of 12-50 ids in the
+  reader's format, so every call does the GET, the JSON decode and the merge.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+
+from benchmarks import backlog, peers
+from benchmarks.context import Bench, progress
+from benchmarks.measure import percentile
+from producers import keys
+from producers.publisher import Publisher
+from producers.reader import RankingReader
+from producers.settings import Settings
+
+NATIVE_SIZE = 200
+
+
+@dataclass
+class Timing:
+    what: str
+    calls: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+
+
+def _timing(what: str, samples_ns: list[int]) -> Timing:
+    us = [s / 1000 for s in samples_ns]
+    return Timing(what, len(us), percentile(us, 50), percentile(us, 99), sum(us) / len(us))
+
+
+def publish_costs(bench: Bench, calls: int, warmup: int = 300) -> tuple[Timing, Timing]:
+    """(project Publisher, Celery apply_async) per-call cost on the same broker."""
+    settings = Settings(broker_url=bench.broker_url, redis_url=bench.cache_url,
+                        queue=bench.name("publish"), tenant=bench.name("publish"))
+    publisher = Publisher(settings)
+    samples: list[int] = []
+    try:
+        for i in range(warmup + calls):
+            t0 = time.perf_counter_ns()
+            publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
+            if i >= warmup:
+                samples.append(time.perf_counter_ns() - t0)
+    finally:
+        publisher.close()
+    project = _timing("Publisher.product_view", samples)
+    progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us")
+
+    queue = bench.name("publish-celery")
+    samples = []
+    for i in range(warmup + calls):
+        body = backlog.event_body("pub", i)
+        t0 = time.perf_counter_ns()
+        peers.deliver.apply_async((body,), queue=queue)
+        if i >= warmup:
+            samples.append(time.perf_counter_ns() - t0)
+    celery = _timing("celery apply_async", samples)
+    progress(f"publish: apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
+    bench.clean()
+    return project, celery
+
+
+def redis_round_trip(bench: Bench, calls: int, warmup: int = 300) -> Timing:
+    """One redis-py PING on the broker's Redis: the floor under publish and read."""
+    samples: list[int] = []
+    for i in range(warmup + calls):
+        t0 = time.perf_counter_ns()
+        bench.broker.ping()
+        if i >= warmup:
+            samples.append(time.perf_counter_ns() - t0)
+    timing = _timing("redis-py PING round trip", samples)
+    progress(f"redis round trip: p50 {timing.p50_us:.0f} us, p99 {timing.p99_us:.0f} us")
+    return timing
+
+
+def read_costs(bench: Bench, calls: int, rankings: int = 2000, warmup: int = 500) -> Timing:
+    """`RankingReader.order()` with a 200-id native ordering, every call a cache hit."""
+    tenant = bench.name("read")
+    rng = random.Random(11)
+    native = [f"p{i:04d}" for i in range(NATIVE_SIZE)]
+    rng.shuffle(native)
+    pipe = bench.cache.pipeline(transaction=False)
+    now_ms = int(time.time() * 1000)
+    for i in range(rankings):
+        ids = rng.sample([f"p{j:04d}" for j in range(2 * NATIVE_SIZE)], rng.randint(12, 50))
+        key = keys.ranking(tenant, "productView", f"p{i:04d}", f"read-s{i}", None)
+        pipe.set(key, json.dumps([now_ms, *ids], separators=(",", ":")), px=600_000)
+    pipe.execute()
+    reader = RankingReader(Settings(redis_url=bench.cache_url, tenant=tenant))
+    samples: list[int] = []
+    try:
+        for n in range(warmup + calls):
+            i = rng.randrange(rankings)
+            t0 = time.perf_counter_ns()
+            page = reader.order("productView", f"p{i:04d}", f"read-s{i}", native)
+            elapsed = time.perf_counter_ns() - t0
+            if n >= warmup:
+                samples.append(elapsed)
+            if len(page) != NATIVE_SIZE:
+                raise RuntimeError(f"order() returned {len(page)} ids, expected {NATIVE_SIZE}")
+    finally:
+        reader.close()
+    timing = _timing("RankingReader.order", samples)
+    progress(f"read: p50 {timing.p50_us:.0f} us, p99 {timing.p99_us:.0f} us")
+    bench.clean()
+    return timing
