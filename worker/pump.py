@@ -43,7 +43,7 @@ from worker.limiter import RedisLimiter
 
 log = logging.getLogger("fashionai.worker")
 
-_TICK = 0.02
+_TICK = 0.01  # longest idle wait of the consumer thread: bounds added latency
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
 
