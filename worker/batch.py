@@ -116,7 +116,7 @@ class BatchProcessor:
             await self._drop_recently_sent(groups, result)
 
         leaders = [max(g, key=lambda e: e.ts) for g in groups.values()]
-        outcomes = await asyncio.gather(*(self._deliver(env) for env in leaders))
+        outcomes = await self._deliver_in_session_order(leaders)
         result.calls = len(leaders)
 
         now = self._clock()
@@ -160,6 +160,25 @@ class BatchProcessor:
         for ident, is_new in zip(idents, fresh, strict=True):
             if not is_new:
                 result.coalesced += len(groups.pop(ident))
+
+    async def _deliver_in_session_order(self, leaders: list[Envelope]) -> list[Outcome]:
+        """Sessions run concurrently; one session's events go one after another.
+
+        Fashion.AI ranks from what the session did before (a customShelf sent
+        beside the product views that precede it would find no history), so
+        events of one session keep their enqueue order within a batch.
+        """
+        chains: dict[tuple[str, str], list[int]] = {}
+        for i, env in enumerate(leaders):
+            chains.setdefault((env.tenant, env.event.sessionId), []).append(i)
+        outcomes: list[Outcome | None] = [None] * len(leaders)
+
+        async def run(chain: list[int]) -> None:
+            for i in sorted(chain, key=lambda i: leaders[i].ts):
+                outcomes[i] = await self._deliver(leaders[i])
+
+        await asyncio.gather(*(run(chain) for chain in chains.values()))
+        return [o for o in outcomes if o is not None]
 
     async def _deliver(self, env: Envelope) -> Outcome:
         async with self._slots:

@@ -33,21 +33,33 @@ class Visit:
 
 
 def storefront_traffic(sessions: int, rng: random.Random) -> list[Visit]:
-    """Shopper sessions: browse categories, open products, shop a look, see a shelf."""
-    visits: list[Visit] = []
+    """Shopper sessions: browse categories, open products, shop a look, see a shelf.
+
+    Sessions are interleaved, as concurrent shoppers are: each session's visits
+    keep their order, and the sessions take turns.
+    """
     run = uuid.uuid4().hex[:6]
-    for n in range(sessions):
-        session = f"demo-{run}-s{n:03d}"
-        user = f"u{rng.randint(1, 40)}" if rng.random() < 0.35 else None
-        visits.append(Visit("customShelf", "", session, user))  # the home page, before any history
-        for _ in range(rng.randint(1, 2)):
-            visits.append(Visit("categoryView", f"c{rng.randint(1, 12):02d}", session, user))
-            for _ in range(rng.randint(1, 4)):
-                product = f"p{rng.randint(1, 500):04d}"
-                visits.append(Visit("productView", product, session, user))
-                if rng.random() < 0.3:
-                    visits.append(Visit("shopTheLook", product, session, user))
-        visits.append(Visit("customShelf", "", session, user))
+    per_session = [_session_visits(n, rng, run) for n in range(sessions)]
+    visits: list[Visit] = []
+    while any(per_session):
+        for queue in per_session:
+            if queue:
+                visits.append(queue.pop(0))
+    return visits
+
+
+def _session_visits(n: int, rng: random.Random, run: str) -> list[Visit]:
+    session = f"demo-{run}-s{n:03d}"
+    user = f"u{rng.randint(1, 40)}" if rng.random() < 0.35 else None
+    visits = [Visit("customShelf", "", session, user)]  # the home page, before any history
+    for _ in range(rng.randint(1, 2)):
+        visits.append(Visit("categoryView", f"c{rng.randint(1, 12):02d}", session, user))
+        for _ in range(rng.randint(1, 4)):
+            product = f"p{rng.randint(1, 500):04d}"
+            visits.append(Visit("productView", product, session, user))
+            if rng.random() < 0.3:
+                visits.append(Visit("shopTheLook", product, session, user))
+    visits.append(Visit("customShelf", "", session, user))
     return visits
 
 
@@ -99,17 +111,15 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
         visits = storefront_traffic(sessions, rng)
         publisher = Publisher(settings)
         t0 = time.perf_counter()
-        for v in visits:
+        for i, v in enumerate(visits):
+            user = {"userId": v.user_id} if v.user_id else {}
             publisher.publish(
-                {
-                    **({"userId": v.user_id} if v.user_id else {}),
-                    "sessionId": v.session_id,
-                    "eventType": v.event_type,
-                    "data": {"id": v.item_id},
-                }
+                {**user, "sessionId": v.session_id, "eventType": v.event_type, "data": {"id": v.item_id}}
             )
+            # About 200 page views a second across the store, as live traffic arrives.
+            time.sleep(max(0.0, t0 + (i + 1) / 200 - time.perf_counter()))
         publish_s = time.perf_counter() - t0
-        print(f"published {len(visits)} events from {sessions} sessions in {publish_s * 1000:.0f} ms")
+        print(f"published {len(visits)} events from {sessions} concurrent sessions over {publish_s:.1f} s")
 
         stats = _wait(cache, len(visits), timeout)
         _report(stats, len(visits), cache, settings, visits)
@@ -160,20 +170,24 @@ def _report(
     reader = RankingReader(settings)
     print("\na few cached rankings (reader.order() with a 6-product native ordering)")
     native = [f"p{n:04d}" for n in range(1, 7)]
-    shown, shown_empty, types = 0, False, set()
-    for v in visits[::-1]:
+    examples: list[Visit] = []
+    seen_types: set[str] = set()
+    for v in visits[::-1]:  # the latest visit of each type, then one shopper the AI knows nothing of
+        if v.event_type not in seen_types:
+            seen_types.add(v.event_type)
+            examples.append(v)
+    for v in examples:
         ranking = reader.get(v.event_type, v.item_id, v.session_id, v.user_id)
-        if ranking is None or (ranking.empty and shown_empty) or (v.event_type in types and shown < 4):
+        if ranking is None:
             continue
-        types.add(v.event_type)
-        shown_empty = shown_empty or ranking.empty
         who = f"user {v.user_id}" if v.user_id else f"session {v.session_id}"
-        top = ", ".join(ranking.products[:5]) or "(empty: native ordering used)"
+        top = ", ".join(ranking.products[:5]) or "(empty: not enough data yet)"
         print(f"  {v.event_type:<12} {v.item_id or '-':<6} {who:<24} -> {top}")
-        if ranking.empty:
-            ordered = reader.order(v.event_type, v.item_id, v.session_id, native, v.user_id)
-            print(f"  {'':<44}    order() = {ordered}")
-        shown += 1
-        if shown >= 6:
-            break
+    # Each session's first shelf was empty (the AI knew nothing yet) and was then
+    # replaced by a newer one; a shopper who just arrived shows the fallback.
+    fresh = reader.order("customShelf", "", f"just-arrived-{uuid.uuid4().hex[:6]}", native)
+    print(
+        f"  {'customShelf':<12} {'-':<6} {'a shopper just arrived':<24} -> no ranking yet;"
+        f" order() = native ordering {fresh}"
+    )
     reader.close()
