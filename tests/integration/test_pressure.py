@@ -162,3 +162,29 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
     assert ranking is not None
     assert ranking.products == newer and ranking.enqueued_at == 2000.0
     assert stale == 1
+
+
+def test_scheduled_retries_survive_a_worker_crash(sandbox, cache, workers):
+    import signal
+
+    sandbox.configure(rate_5xx=1.0)
+    settings = make_settings(BROKERS["redis"], sandbox.url, retry_base=2.0, retry_cap=3.0, max_attempts=20)
+    events = [make_event("productView", f"rs-{settings.tenant}-{i}", f"p{i}") for i in range(30)]
+    with Publisher(settings) as pub:
+        for event in events:
+            pub.publish(event)
+    first = workers(settings, "-c", "1")
+    wait_until(
+        lambda: _stats(cache, settings.tenant).get("retried", 0) >= 30, 30, "every event to be scheduled"
+    )
+    assert cache.zcard(keys.retry(settings.tenant)) + cache.zcard(keys.retry_lease(settings.tenant)) >= 1
+    first.signal(signal.SIGKILL)  # the broker messages are acked; only the retry set holds these events
+    first.popen.wait(10)
+    sandbox.configure(rate_5xx=0.0)
+    workers(settings, "-c", "1")
+    with RankingReader(settings) as reader:
+        wait_until(
+            lambda: all(reader.get(e.eventType, e.data.id, e.sessionId) is not None for e in events),
+            90,
+            "every retried event to be delivered by the new worker",
+        )
