@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     coalesce_window_ms: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
+    # The delivery thread's event loop: uvloop when installed ("auto"), or forced.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Serve Prometheus metrics on this port from the worker's main process (0: off).
     metrics_port: int = Field(default=0, ge=0, le=65535)
 

@@ -48,6 +48,20 @@ _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
 
 
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop when installed and not turned off (the `worker` extra brings it):
+    it cut the delivery thread's CPU per event (docs/PERFORMANCE.md)."""
+    if kind == "asyncio":
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @dataclass(eq=False)
 class Lane:
     """One tenant's share of a pump."""
@@ -82,7 +96,7 @@ class Pump:
         self._stop_deadline = 0.0
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self._inflight: set[concurrent.futures.Future[BatchResult | None]] = set()
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop(settings.event_loop)
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="fashionai-delivery", daemon=True
         )
