@@ -135,6 +135,11 @@ def start_worker(
     settings: Settings, *, log_dir: str, args: Sequence[str] = ("-c", "2"), wait_ready: bool = True
 ) -> Proc:
     """Start `python -m worker.cli worker` with `settings` passed through the environment."""
+    # A unique node name unless one is given: on RabbitMQ a node's remote-control
+    # queue is exclusive, and a node that just died (or was SIGKILLed) may still
+    # hold it for a moment, which makes a same-named successor fail to start.
+    if not any(a == "-n" or a.startswith(("-n", "--hostname")) for a in args):
+        args = [*args, "-n", f"fashionai-{os.getpid()}-{time.monotonic_ns()}@%h"]
     # INFO at least: readiness is read from the "pump started" line.
     argv = [
         sys.executable,
