@@ -58,8 +58,8 @@ return due
 # Returns {granted, wait_us}: granted=1 means "send after wait_us"; 0 means "not
 # reserved, ask again after wait_us"; -1 means "paused by cooldown for wait_us".
 # Exactness: at most tau / T + 1 grants at one instant, then one per T, so a
-# half-open window of length W holds at most tau / T + ceil(W / T) grants; with
-# tau = (burst - 2) * T and W = 1 s that is rate + burst - 2.
+# half-open window of length W holds at most tau / T + ceil(W / T) grants; for
+# W = 1 s that is rate + tau / T (worker.limiter.tolerance_slots chooses tau).
 GCRA_RESERVE = """
 local cd = redis.call('PTTL', KEYS[2])
 if cd > 0 then return {-1, cd * 1000} end
