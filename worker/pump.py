@@ -72,7 +72,7 @@ class Lane:
     pending_since: float = 0.0
 
 
-Done = tuple[list[Any], "concurrent.futures.Future[BatchResult | None]", str]
+Done = tuple[list[Any], "concurrent.futures.Future[BatchResult | None]", str, Any]
 
 
 class Pump:
@@ -103,6 +103,7 @@ class Pump:
         self._consumer_thread = threading.Thread(target=self._consume, name="fashionai-consumer", daemon=True)
         self._resources: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._source: Source | None = None
 
     def __repr__(self) -> str:
         tenants = ",".join(lane.settings.tenant for lane in self.lanes)
@@ -142,6 +143,11 @@ class Pump:
                 log.warning("pump teardown did not finish cleanly", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
+        # The standard loop's self-pipe sockets would otherwise leak in a process that
+        # goes on (tests, embedding). uvloop's close() was seen to block once; a
+        # worker process exits right after, so it is left to the exit.
+        if isinstance(self._loop, asyncio.BaseEventLoop) and not self._loop_thread.is_alive():
+            self._loop.close()
         self._stopped.set()
         log.info("pump stopped: %s", self.totals.as_counts())
 
@@ -201,6 +207,7 @@ class Pump:
                     self._on_message,
                     prefetch=prefetch,
                 )
+                self._source = source
                 failures = 0
                 self._serve(source)
             except Exception as exc:  # any broker failure: reconnect
@@ -249,14 +256,14 @@ class Pump:
         raws = [d.body for d in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
         self._inflight.add(future)
-        tenant = lane.settings.tenant
-        future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant)))  # type: ignore[misc]
+        tenant, owner = lane.settings.tenant, self._source
+        future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant, owner)))  # type: ignore[misc]
 
     def _settle(self, source: Source) -> None:
         """Ack the deliveries of recorded batches; requeue the others."""
         while True:
             try:
-                batch, future, tenant = self._done.get_nowait()
+                batch, future, tenant, owner = self._done.get_nowait()
             except queue.Empty:
                 return
             self._inflight.discard(future)
@@ -266,11 +273,34 @@ class Pump:
                     result = future.result()
                 except Exception:
                     log.exception("batch of %d raised; requeueing it", len(batch))
+            if owner is not source:
+                self._settle_stale(owner, batch, result, tenant)
+                continue
             if result is None:
                 source.requeue(batch)
                 self._stopping.wait(0.5)
                 continue
             source.ack(batch)
+            self._account(result, tenant)
+
+    def _settle_stale(self, owner: Any, batch: list[Any], result: BatchResult | None, tenant: str) -> None:
+        """Settle a batch delivered on a connection that has since been replaced.
+
+        Its deliveries belong to the old connection: acking them on the new one
+        fails on RabbitMQ ("connection already closed"), and treating that as a
+        new broker failure would reconnect in a loop. RabbitMQ already returned
+        them when the old connection died; on Redis the old source can still
+        settle them (the unacked entries live in Redis, not in the connection).
+        """
+        try:
+            (owner.ack if result is not None else owner.requeue)(batch)
+        except Exception as exc:
+            log.info(
+                "batch of %d from a replaced connection left to the broker: %s",
+                len(batch),
+                type(exc).__name__,
+            )
+        if result is not None:
             self._account(result, tenant)
 
     def _drain_on_stop(self, source: Source) -> None:

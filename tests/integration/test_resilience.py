@@ -10,11 +10,14 @@ processes, the real brokers, the real sandbox and the real Redis cache:
   running, nothing is lost;
 - SIGTERM: the worker stops within `shutdown_timeout`, acks only what it
   recorded, returns the rest, and the next worker delivers it;
-- a batch whose processing raises is requeued whole and delivered later.
+- a batch whose processing raises is requeued whole and delivered later;
+- a broker connection lost while batches are in flight costs one reconnect
+  (batches of the replaced connection are settled on it, not on the new one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -154,6 +157,17 @@ def _settle(predicate: Callable[[], bool], timeout: float) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def _close_loop(pump: Pump) -> None:
+    """Close a stopped in-process pump's event loop, which Pump.stop() leaves open (a
+    project bug, see the report): an unclosed asyncio loop's self-pipe sockets surface
+    in a later test as ResourceWarnings, which this suite turns into errors."""
+    loop = pump._loop
+    # Only the standard library's loop: its close() cannot block. (uvloop warns about
+    # nothing, and its close() may wait for handles the pump left open.)
+    if isinstance(loop, asyncio.BaseEventLoop) and not loop.is_running():
+        loop.close()
 
 
 # -- 1. SIGKILL of the whole worker, repeated ---------------------------------------------
@@ -380,11 +394,7 @@ def test_a_batch_that_raises_is_requeued_whole_and_delivered_later(broker_url, s
 
     def cleanup() -> None:
         pump.stop(timeout=5)
-        # Pump.stop() stops its event loop but never closes it (a project bug, see the
-        # report): close it here, or its self-pipe sockets leak into a later test as
-        # ResourceWarnings, which this suite turns into errors.
-        if not pump._loop.is_running():
-            pump._loop.close()
+        _close_loop(pump)
         delete_queue(settings)
 
     request.addfinalizer(cleanup)
@@ -449,13 +459,6 @@ def test_a_batch_that_raises_is_requeued_whole_and_delivered_later(broker_url, s
 
 
 def test_a_lost_broker_connection_with_batches_in_flight_is_recovered(broker_url, sandbox, cache, request):
-    if not _is_redis(broker_url):
-        # The pump acks a batch on the connection it was delivered on; after a reconnect,
-        # acking a batch of the old connection raises ("connection already closed"),
-        # which the consumer thread takes for a new broker failure: it reconnects again,
-        # leaving the new connection's batches to fail the same way, for as long as the
-        # queue has a backlog. See the report for worker/pump.py (_consume, _settle).
-        request.applymarker(pytest.mark.xfail(strict=True, reason="reconnect livelock on RabbitMQ"))
     from worker.brokers import open_source
 
     sandbox.configure(latency_ms=300)
@@ -488,8 +491,7 @@ def test_a_lost_broker_connection_with_batches_in_flight_is_recovered(broker_url
     def cleanup() -> None:
         pump.stop(timeout=5)
         monkeypatch.undo()
-        if not pump._loop.is_running():
-            pump._loop.close()  # see test_a_batch_that_raises_is_requeued_whole_and_delivered_later
+        _close_loop(pump)
         delete_queue(settings)
 
     request.addfinalizer(cleanup)
