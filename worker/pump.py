@@ -304,9 +304,7 @@ class Pump:
             self._account(result, tenant)
 
     def _drain_on_stop(self, source: Source) -> None:
-        stop = getattr(source, "stop_consuming", None)
-        if stop is not None:
-            stop()
+        source.stop_consuming()
         for lane in self.lanes:
             source.requeue(lane.pending)
             lane.pending = []

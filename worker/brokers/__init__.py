@@ -6,6 +6,7 @@ pump's consumer thread only:
 - `poll(timeout)`: hand new messages to `on_message(lane_index, delivery)`;
 - `ack(deliveries)` / `requeue(deliveries)`: settle a batch;
 - `maintain()`: periodic work (returning dead consumers' messages);
+- `stop_consuming()`: take no more messages (shutdown);
 - `close()`: stop; unacked deliveries return to the queue (at once or after the
   visibility timeout, depending on the broker).
 
@@ -28,6 +29,7 @@ class Source(Protocol):
     def ack(self, deliveries: list[Any]) -> None: ...
     def requeue(self, deliveries: list[Any]) -> None: ...
     def maintain(self) -> None: ...
+    def stop_consuming(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -41,7 +43,3 @@ def open_source(settings: Settings, queues: list[str], on_message: OnMessage, *,
     from worker.brokers.kombu_consumer import KombuSource
 
     return KombuSource(settings, queues, on_message, prefetch=prefetch)
-
-
-def body_of(delivery: Any) -> bytes | str:
-    return delivery.body  # type: ignore[no-any-return]
