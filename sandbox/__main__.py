@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.log_limit,
         help="most requests kept in the /_sandbox/requests log",
     )
+    p.add_argument(
+        "--refuse-id",
+        action="append",
+        default=[],
+        help="a data.id answered with 400 'unknown to the catalog' (repeatable)",
+    )
     return p
 
 
@@ -103,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             timeout_sleep_s=args.timeout_sleep_s,
             seed=args.seed,
             log_limit=args.log_limit,
+            refuse_ids=tuple(args.refuse_id),
         )
     except ConfigError as exc:
         parser.error(str(exc))
