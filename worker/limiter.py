@@ -6,11 +6,12 @@ that reads the Redis server's clock, so no worker's clock matters.
 A slot is granted only when it is due now, never reserved ahead: a request
 granted a future slot may be sent late (a busy loop, a new connection) and then
 land together with the next one, and the upstream counts arrivals, not grants.
-Measured with four workers at 50/s: reserving 2 s ahead let 57-65 requests into
-one second; granting only due slots keeps grants to the GCRA bound and arrivals
-within one late send of it. Within a process one coroutine at a time asks (a
-lock), sleeping until the next slot is due, so waiting callers do not stampede
-Redis: each process makes about one call per slot.
+Measured with four workers at 50/s (tests/integration/test_pressure.py):
+reserving 2 s ahead let 57 requests into one second; granting only due slots
+keeps grants to the GCRA bound and arrivals within one late send of it. Within
+a process one coroutine at a time asks (a lock), sleeping until the next slot
+is due, so waiting callers do not stampede Redis: each process makes about one
+call per slot.
 
 A cooldown key pauses every worker at once: a 429's Retry-After or a 401 sets it
 (only ever lengthened), and every reservation checks it first.
