@@ -99,7 +99,9 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
             drains[name] = entry
         bench.clean()
 
-    _keep(results, "redis_rtt", lambda: costs.redis_round_trip(bench, plan.publish_calls))
+    rtt = _section(results, "redis_rtt", lambda: costs.redis_round_trip(bench, plan.publish_calls))
+    if rtt:
+        results["redis_rtt"], results["redis_rtt_client"] = asdict(rtt[0]), asdict(rtt[1])
     publish = _section(results, "publish", lambda: costs.publish_costs(bench, plan.publish_calls))
     if publish:
         results["publish"] = {"project": asdict(publish[0]), "celery": asdict(publish[1])}

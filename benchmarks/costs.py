@@ -5,9 +5,11 @@ warm-up, against the same Redis as everything else.
 
 - publish: `Publisher.product_view(...)` (validation, envelope, kombu publish,
   Redis LPUSH answered) vs the peer's `deliver.apply_async((body,))` on the
-  same broker. Nobody consumes those queues; they are
-  deleted afterwards.
-- floor: one redis-py PING round trip; publish and read each need one.
+  same broker, taking turns in blocks of 500 calls. Nobody consumes those queues; they
+  are deleted afterwards.
+- floor: one PING round trip on a redis-py Connection (what publish and read
+  use, producers.direct), and through a redis.Redis client for comparison;
+  publish and read each need one round trip.
 - read: `RankingReader.order(event_type, id, session, native)` with a
   200-product native ordering, against pre-filled rankings of 12-50 ids in the
   reader's format, so every call does the GET, the JSON decode and the merge.
@@ -24,6 +26,7 @@ from benchmarks import backlog, peers
 from benchmarks.context import Bench, progress
 from benchmarks.measure import percentile
 from producers import keys
+from producers.direct import DirectRedis
 from producers.publisher import Publisher
 from producers.reader import RankingReader
 from producers.settings import Settings
@@ -45,48 +48,67 @@ def _timing(what: str, samples_ns: list[int]) -> Timing:
     return Timing(what, len(us), percentile(us, 50), percentile(us, 99), sum(us) / len(us))
 
 
-def publish_costs(bench: Bench, calls: int, warmup: int = 300) -> tuple[Timing, Timing]:
-    """(project Publisher, Celery apply_async) per-call cost on the same broker."""
+def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> tuple[Timing, Timing]:
+    """(project Publisher, Celery apply_async) per-call cost on the same broker.
+
+    The two take turns in blocks of `block` calls, so a slow spell of the
+    machine (other processes, CPU frequency) lands on both alike, while each
+    runs warm as it would in a loop of its own.
+    """
     settings = Settings(broker_url=bench.broker_url, redis_url=bench.cache_url,
                         queue=bench.name("publish"), tenant=bench.name("publish"))
     publisher = Publisher(settings)
-    samples: list[int] = []
+    queue = bench.name("publish-celery")
+    ours: list[int] = []
+    theirs: list[int] = []
+    bodies = [backlog.event_body("pub", i) for i in range(block)]
     try:
-        for i in range(warmup + calls):
-            t0 = time.perf_counter_ns()
-            publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
-            if i >= warmup:
-                samples.append(time.perf_counter_ns() - t0)
+        for start in range(0, warmup + calls, block):
+            n = min(block, warmup + calls - start)
+            for i in range(start, start + n):
+                t0 = time.perf_counter_ns()
+                publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
+                if i >= warmup:
+                    ours.append(time.perf_counter_ns() - t0)
+            for i in range(start, start + n):
+                body = bodies[i - start]
+                t0 = time.perf_counter_ns()
+                peers.deliver.apply_async((body,), queue=queue)
+                if i >= warmup:
+                    theirs.append(time.perf_counter_ns() - t0)
     finally:
         publisher.close()
-    project = _timing("Publisher.product_view", samples)
-    progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us")
-
-    queue = bench.name("publish-celery")
-    samples = []
-    for i in range(warmup + calls):
-        body = backlog.event_body("pub", i)
-        t0 = time.perf_counter_ns()
-        peers.deliver.apply_async((body,), queue=queue)
-        if i >= warmup:
-            samples.append(time.perf_counter_ns() - t0)
-    celery = _timing("celery apply_async", samples)
-    progress(f"publish: apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
+    project = _timing("Publisher.product_view", ours)
+    celery = _timing("celery apply_async", theirs)
+    progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us; "
+             f"apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
     bench.clean()
     return project, celery
 
 
-def redis_round_trip(bench: Bench, calls: int, warmup: int = 300) -> Timing:
-    """One redis-py PING on the broker's Redis: the floor under publish and read."""
-    samples: list[int] = []
-    for i in range(warmup + calls):
-        t0 = time.perf_counter_ns()
-        bench.broker.ping()
-        if i >= warmup:
-            samples.append(time.perf_counter_ns() - t0)
-    timing = _timing("redis-py PING round trip", samples)
-    progress(f"redis round trip: p50 {timing.p50_us:.0f} us, p99 {timing.p99_us:.0f} us")
-    return timing
+def redis_round_trip(bench: Bench, calls: int, warmup: int = 300) -> tuple[Timing, Timing]:
+    """One PING on the broker's Redis, the floor under publish and read: on a
+    redis-py Connection directly (as publish and read do), and through a
+    redis.Redis client (its pool checkout per call), alternating."""
+    direct = DirectRedis(bench.broker_url, timeout=1.0, name="fashionai-bench")
+    floor: list[int] = []
+    client: list[int] = []
+    try:
+        for i in range(warmup + calls):
+            t0 = time.perf_counter_ns()
+            direct.execute("PING")
+            t1 = time.perf_counter_ns()
+            bench.broker.ping()
+            t2 = time.perf_counter_ns()
+            if i >= warmup:
+                floor.append(t1 - t0)
+                client.append(t2 - t1)
+    finally:
+        direct.close()
+    timings = _timing("PING, redis-py Connection", floor), _timing("PING, redis.Redis client", client)
+    progress(f"redis round trip: p50 {timings[0].p50_us:.0f} us direct, "
+             f"{timings[1].p50_us:.0f} us through the client")
+    return timings
 
 
 def read_costs(bench: Bench, calls: int, rankings: int = 2000, warmup: int = 500) -> Timing:

@@ -104,6 +104,7 @@ def _delivery(results: Results, add: Callable[[str], None]) -> None:
 def _request_path(results: Results, add: Callable[[str], None]) -> None:
     add(f"{'request path (per call)':<44}{'calls':>8}{'p50 us':>9}{'p99 us':>9}{'mean us':>9}")
     rows = [("floor:", results.get("redis_rtt")),
+            ("floor:", results.get("redis_rtt_client")),
             ("publish:", _get(results, "publish", "project")),
             ("publish:", _get(results, "publish", "celery")),
             ("read:", results.get("read"))]

@@ -32,9 +32,14 @@ _TEMPLATE = (
 )
 
 
-def encode_message(body: bytes, queue: str, content_type: str = "application/json") -> str:
-    """A message for LPUSH onto `queue`; the body is stored as text, not base64."""
-    return _TEMPLATE % (json.dumps(body.decode()), json.dumps(content_type), json.dumps(queue), uuid.uuid4())
+def encode_message(body: bytes, queue: str, content_type: str = "application/json", *, tag: str = "") -> str:
+    """A message for LPUSH onto `queue`; the body is stored as text, not base64.
+
+    `tag` is the delivery tag, unique per message (a fresh uuid4 when empty); the
+    publisher passes the envelope's own id, which is one.
+    """
+    tag = tag or uuid.uuid4().hex
+    return _TEMPLATE % (json.dumps(body.decode()), json.dumps(content_type), json.dumps(queue), tag)
 
 
 def message_body(message: dict[str, Any]) -> bytes:

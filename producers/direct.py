@@ -1,0 +1,93 @@
+"""One Redis command per call on redis-py Connections, without the client's per-call checkout.
+
+`redis.Redis.get()` checks a connection out of its pool and back in on every
+call: a lock, a poll() for stray data on the socket, the retry wrapper and the
+event dispatcher. On this machine that was ~30 us of a ~100 us publish or read,
+whose floor is one round trip (~65 us; docs/PERFORMANCE.md). The request path
+makes exactly one command per call, so it keeps its own idle connections and
+talks on them directly, with redis-py's Connection, parser and errors.
+
+- Thread-safe: a connection is used by one thread at a time (list.pop/append
+  are atomic); concurrent callers each open their own, kept for reuse.
+- Fork-safe: a child never uses or closes its parent's sockets; it opens its own.
+- A reused connection that the server closed while it sat idle (restart,
+  `timeout` setting) is replaced once, within the call, for commands the
+  caller marks `idempotent`; otherwise the error is the caller's. A timeout
+  is never retried here: that would double the caller's bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+class DirectRedis:
+    def __init__(self, url: str, *, timeout: float, name: str, max_idle: int = 32) -> None:
+        # No client-side retries: callers own their bounds. The client name shows
+        # who holds a connection in CLIENT LIST (set once, when it connects).
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name=name,
+        )
+        self._idle: list[Any] = []  # redis.connection.Connection (untyped)
+        self._max_idle = max_idle
+        self._pid = os.getpid()
+
+    def execute(self, *args: Any, idempotent: bool = False) -> Any:
+        """Send one command and return its reply; raises redis-py's errors."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()  # the parent's sockets stay the parent's
+        conn: Any
+        try:
+            conn, reused = self._idle.pop(), True
+        except IndexError:
+            conn, reused = self._pool.make_connection(), False
+        try:
+            reply = self._call(conn, args)
+        except redis.ConnectionError:
+            conn.disconnect()
+            if not (reused and idempotent):  # a timeout is not retried: it would double the bound
+                raise
+            conn = self._pool.make_connection()
+            try:
+                reply = self._call(conn, args)
+            except BaseException:
+                conn.disconnect()
+                raise
+        except redis.ResponseError:
+            self._keep(conn)  # an error reply leaves the connection in step
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._keep(conn)
+        return reply
+
+    @staticmethod
+    def _call(conn: Any, args: tuple[Any, ...]) -> Any:
+        conn.send_command(*args)
+        return conn.read_response()
+
+    def _keep(self, conn: Any) -> None:
+        if len(self._idle) < self._max_idle:
+            self._idle.append(conn)
+        else:
+            conn.disconnect()
+
+    def close(self) -> None:
+        """Close the idle connections (a later call opens new ones)."""
+        idle, self._idle = self._idle, []
+        if self._pid != os.getpid():
+            return
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
