@@ -14,6 +14,7 @@ child dies), signals, logging and remote control.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any, ClassVar
 
@@ -73,6 +74,7 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         self.pump = Pump(settings)
         self.pump.start()
+        freeze_startup_heap()
 
     def stop(self, parent: Any) -> None:
         if self.pump is not None:
@@ -81,6 +83,21 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (Celery, kombu, the pump) out of the GC's reach.
+
+    Those objects live as long as the process. Left in the collector's oldest
+    generation, every full collection walks all of them: measured in a prefork
+    child at half load, 4 full collections in 8 s, each stopping the delivery
+    thread for up to 67 ms, which was the enqueue->cache p99. Frozen, a full
+    collection took at most 4 ms (docs/PERFORMANCE.md). It also keeps the
+    collector from writing to pages a prefork child shares with its parent.
+    """
+    gc.collect()
+    gc.freeze()
+    log.info("startup heap frozen: %d objects left out of garbage collection", gc.get_freeze_count())
 
 
 def _connect_signals() -> None:
@@ -107,6 +124,7 @@ def _child_started(**_: Any) -> None:
     pump = Pump(settings)
     pump.start()
     _state["pump"] = pump
+    freeze_startup_heap()
 
 
 def _child_stopping(**_: Any) -> None:

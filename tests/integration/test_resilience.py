@@ -281,6 +281,12 @@ def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sand
             f"kill {n + 1}: the respawned child's pump to start",
         )
         assert proc.alive(), "the worker itself must survive the loss of a pool child"
+    # Every child, respawned ones too, takes its startup heap out of the GC (worker.app).
+    wait_until(
+        lambda: proc.output().count("startup heap frozen") == PROCESSES + CHILD_KILLS,
+        30,
+        "every pool child to freeze its startup heap",
+    )
 
     ok = _settle(lambda: not cached.missing(), RECOVERY_BOUND)
     missing = cached.missing()
