@@ -41,11 +41,13 @@ class Timing:
     p50_us: float
     p99_us: float
     mean_us: float
+    cpu_us_per_call: float | None = None  # this thread's CPU time / calls, where measured
 
 
-def _timing(what: str, samples_ns: list[int]) -> Timing:
+def _timing(what: str, samples_ns: list[int], cpu_ns: int | None = None) -> Timing:
     us = [s / 1000 for s in samples_ns]
-    return Timing(what, len(us), percentile(us, 50), percentile(us, 99), sum(us) / len(us))
+    cpu = None if cpu_ns is None else cpu_ns / 1000 / len(us)
+    return Timing(what, len(us), percentile(us, 50), percentile(us, 99), sum(us) / len(us), cpu)
 
 
 def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> tuple[Timing, Timing]:
@@ -62,24 +64,32 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
     ours: list[int] = []
     theirs: list[int] = []
     bodies = [backlog.event_body("pub", i) for i in range(block)]
+    cpu = [0, 0]  # thread CPU time over the timed blocks: ours, theirs
+    skip = -(-warmup // block) * block  # whole blocks of warm-up, so CPU and samples cover the same calls
     try:
-        for start in range(0, warmup + calls, block):
-            n = min(block, warmup + calls - start)
+        for start in range(0, skip + calls, block):
+            n, timed = min(block, skip + calls - start), start >= skip
+            c0 = time.thread_time_ns()
             for i in range(start, start + n):
                 t0 = time.perf_counter_ns()
                 publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
-                if i >= warmup:
+                if timed:
                     ours.append(time.perf_counter_ns() - t0)
+            c1 = time.thread_time_ns()
             for i in range(start, start + n):
                 body = bodies[i - start]
                 t0 = time.perf_counter_ns()
                 peers.deliver.apply_async((body,), queue=queue)
-                if i >= warmup:
+                if timed:
                     theirs.append(time.perf_counter_ns() - t0)
+            c2 = time.thread_time_ns()
+            if timed:
+                cpu[0] += c1 - c0
+                cpu[1] += c2 - c1
     finally:
         publisher.close()
-    project = _timing("Publisher.product_view", ours)
-    celery = _timing("celery apply_async", theirs)
+    project = _timing("Publisher.product_view", ours, cpu[0] or None)
+    celery = _timing("celery apply_async", theirs, cpu[1] or None)
     progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us; "
              f"apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
     bench.clean()

@@ -39,6 +39,10 @@ def derive(results: Results) -> None:
     mine = _get(results, "publish", "project", "p50_us")
     if celery and mine:
         ratios["apply_async_vs_publish_p50"] = celery / mine
+    celery_cpu = _get(results, "publish", "celery", "cpu_us_per_call")
+    mine_cpu = _get(results, "publish", "project", "cpu_us_per_call")
+    if celery_cpu and mine_cpu:
+        ratios["apply_async_vs_publish_cpu"] = celery_cpu / mine_cpu
     results["ratios"] = ratios
 
 
@@ -114,7 +118,10 @@ def _request_path(results: Results, add: Callable[[str], None]) -> None:
             add(f"  {what:<42}{t['calls']:>8,}{_n(t['p50_us']):>9}{_n(t['p99_us']):>9}"
                 f"{_n(t['mean_us']):>9}")
     ratio = _get(results, "ratios", "apply_async_vs_publish_p50")
-    add(f"  apply_async p50 / publish p50: {_n(ratio, 2)}x")
+    cpu = _get(results, "ratios", "apply_async_vs_publish_cpu")
+    add(f"  apply_async p50 / publish p50: {_n(ratio, 2)}x; CPU per call "
+        f"{_n(_get(results, 'publish', 'celery', 'cpu_us_per_call'))} vs "
+        f"{_n(_get(results, 'publish', 'project', 'cpu_us_per_call'))} us: {_n(cpu, 2)}x")
 
 
 def _pressure(results: Results, add: Callable[[str], None]) -> None:

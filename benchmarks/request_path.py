@@ -1,0 +1,154 @@
+"""Where a publish and a read spend their time: the profile behind docs/PERFORMANCE.md.
+
+    python -m benchmarks.request_path [--redis redis://127.0.0.1:6379/13] [--calls 5000]
+
+Times, call by call and in rounds that take turns (so a slow spell of the
+machine lands on every row alike):
+
+- the round trip alone: PING on a raw socket, on a redis-py Connection (what
+  publish and read use, producers.direct) and through a redis.Redis client;
+- a publish taken apart: validation (make_event), envelope (id, time, JSON),
+  kombu framing, and the LPUSH round trip, each stage timed inside one real
+  publish sequence, so each runs as cold or warm as it does on the request path;
+- the whole `Publisher.product_view` and `RankingReader.order` (200 native ids),
+  and their CPU time per call (thread time over the round, / calls).
+
+Prints a table; with --json one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from benchmarks.measure import percentile
+from producers import keys
+from producers.direct import DirectRedis
+from producers.event import make_event
+from producers.kombu_redis import encode_message
+from producers.message import encode, new_id
+from producers.publisher import Publisher
+from producers.reader import RankingReader
+from producers.settings import Settings
+
+QUEUE = "fashionai-bench-request-path"
+NATIVE = [f"p{i:04d}" for i in range(200)]
+
+
+def _raw_socket(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
+    settings = Settings(broker_url=url, redis_url=url, queue=QUEUE, tenant="bench-request-path")
+    direct = DirectRedis(url, timeout=1.0, name="fashionai-bench")
+    client = redis.Redis.from_url(url)
+    sock = _raw_socket(url)
+    publisher = Publisher(settings)
+    reader = RankingReader(settings)
+    ranking_key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
+    client.set(ranking_key, json.dumps([1, *NATIVE[100:140]]), px=600_000)
+
+    def raw_ping(_: int) -> None:
+        sock.sendall(b"PING\r\n")
+        sock.recv(64)
+
+    def publish_stages(i: int, out: dict[str, list[int]]) -> None:
+        pc = time.perf_counter_ns
+        t0 = pc()
+        body = make_event("productView", f"s{i}", f"p{i}").body()
+        t1 = pc()
+        msg_id = new_id()
+        payload = encode(msg_id, settings.tenant, time.time(), body)
+        t2 = pc()
+        message = encode_message(payload, QUEUE, tag=msg_id)
+        t3 = pc()
+        direct.execute("LPUSH", QUEUE, message)
+        t4 = pc()
+        for name, value in (("validate", t1 - t0), ("envelope", t2 - t1), ("kombu framing", t3 - t2),
+                            ("LPUSH round trip", t4 - t3)):
+            out[name].append(value)
+
+    rows: dict[str, Callable[[int], object]] = {
+        "PING, raw socket": raw_ping,
+        "PING, redis-py Connection": lambda _: direct.execute("PING"),
+        "PING, redis.Redis client": lambda _: client.ping(),
+        "Publisher.product_view": lambda i: publisher.product_view(f"s{i}", f"p{i}"),
+        "RankingReader.order (200 native)": lambda _: reader.order("productView", "p1", "s1", NATIVE),
+    }
+    samples: dict[str, list[int]] = {name: [] for name in rows}
+    cpu_ns: dict[str, int] = dict.fromkeys(rows, 0)
+    stage_names = ("validate", "envelope", "kombu framing", "LPUSH round trip")
+    stages: dict[str, list[int]] = {n: [] for n in stage_names}
+    per_round = max(1, calls // rounds)
+    try:
+        for rnd in range(rounds + 1):  # round 0 warms up
+            for name, fn in rows.items():
+                c0 = time.thread_time_ns()
+                for i in range(per_round):
+                    t0 = time.perf_counter_ns()
+                    fn(i)
+                    if rnd:
+                        samples[name].append(time.perf_counter_ns() - t0)
+                if rnd:
+                    cpu_ns[name] += time.thread_time_ns() - c0
+            for i in range(per_round):
+                publish_stages(i, stages if rnd else {n: [] for n in stages})
+    finally:
+        client.delete(QUEUE, ranking_key)
+        publisher.close()
+        reader.close()
+        direct.close()
+        client.close()
+        sock.close()
+
+    def summary(values: list[int], cpu: int | None = None) -> dict[str, float]:
+        us = [v / 1000 for v in values]
+        out = {"calls": len(us), "p50_us": percentile(us, 50), "p99_us": percentile(us, 99)}
+        if cpu is not None:
+            out["cpu_us_per_call"] = cpu / 1000 / len(us)
+        return out
+
+    return {
+        "calls": {name: summary(samples[name], cpu_ns[name]) for name in rows},
+        "publish_stages": {name: summary(values) for name, values in stages.items()},
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'call':<36}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
+    for name, s in result["calls"].items():
+        lines.append(f"{name:<36}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
+    lines.append("a publish taken apart (each stage timed inside one publish sequence):")
+    for name, s in result["publish_stages"].items():
+        lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.request_path",
+                                     description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="Redis URL (a scratch db)")
+    parser.add_argument("--calls", type=int, default=5000, help="timed calls per row")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    result = run(args.redis, args.calls)
+    print(table(result))
+    if args.json:
+        print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
