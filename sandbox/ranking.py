@@ -17,7 +17,7 @@ multiply per candidate instead of a digest per candidate.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Final
@@ -121,7 +121,7 @@ class RankingEngine:
         self.max_sessions = max_sessions
         self.history_per_session = history_per_session
         self.shelf_min_history = shelf_min_history
-        self._sessions: OrderedDict[str, deque[tuple[EventType, str]]] = OrderedDict()
+        self._sessions: OrderedDict[str, tuple[tuple[EventType, str], ...]] = OrderedDict()
 
     def rank(self, event: Event) -> list[str]:
         """Up to ``limit`` product ids for ``event``; deterministic, never raises."""
@@ -137,19 +137,21 @@ class RankingEngine:
 
     def record(self, event: Event) -> None:
         """Append ``event`` to its session's history (evicting the least recent session)."""
+        # Histories are tuples of strings, which the garbage collector leaves alone:
+        # a deque per session made full collections slow once there were many.
+        step = ((event.event_type, event.item_id),)
         history = self._sessions.get(event.session_id)
         if history is None:
-            history = deque(maxlen=self.history_per_session)
-            self._sessions[event.session_id] = history
+            self._sessions[event.session_id] = step
             if len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(event.session_id)
-        history.append((event.event_type, event.item_id))
+            self._sessions[event.session_id] = (history + step)[-self.history_per_session :]
 
     def history(self, session_id: str) -> tuple[tuple[EventType, str], ...]:
         """The session's recorded (eventType, data.id) pairs, oldest first."""
-        return tuple(self._sessions.get(session_id, ()))
+        return self._sessions.get(session_id, ())
 
     def session_count(self) -> int:
         """How many sessions have a history right now."""
