@@ -64,6 +64,13 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
 class Memory:
     peak_rss_mb: dict[int, float]  # pid -> VmHWM
     rss_mb: dict[int, float]  # pid -> VmRSS when sampled
+    pss_mb: dict[int, float]  # pid -> Pss when sampled: shared pages split between their sharers
+
+    @property
+    def total_pss_mb(self) -> float:
+        """What the tree occupies now, each page counted once (prefork children share
+        their parent's pages until written; RSS counts them in every process)."""
+        return sum(self.pss_mb.values())
 
     @property
     def max_peak_mb(self) -> float:
@@ -85,11 +92,23 @@ def _status_kb(pid: int, field: str) -> float:
     return 0.0
 
 
+def _pss_kb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
 def tree_memory(roots: Sequence[int]) -> Memory:
     pids = [pid for root in roots for pid in descendants(root)]
     return Memory(
         peak_rss_mb={pid: _status_kb(pid, "VmHWM") / 1024 for pid in pids},
         rss_mb={pid: _status_kb(pid, "VmRSS") / 1024 for pid in pids},
+        pss_mb={pid: _pss_kb(pid) / 1024 for pid in pids},
     )
 
 

@@ -46,6 +46,7 @@ class MemoryRun:
     max_process_mb: float
     total_mb: float
     per_process_mb: list[float]
+    node_pss_mb: float  # the whole node now, each shared page counted once
 
 
 @dataclass
@@ -118,7 +119,7 @@ def memory_with_backlog(bench: Bench, n: int, seconds: float) -> MemoryRun:
         bench.broker.delete(settings.queue)
         per = sorted(memory.peak_rss_mb.values(), reverse=True)
         return MemoryRun(n, seconds, consumed, memory.max_peak_mb, memory.total_peak_mb,
-                         [round(x, 1) for x in per])
+                         [round(x, 1) for x in per], memory.total_pss_mb)
     finally:
         sandbox.close()
 

@@ -70,6 +70,8 @@ def targets(results: Results) -> list[dict[str, Any]]:
          _get(r, "latency", "p99_ms"), lambda v: v <= UPSTREAM_LATENCY_MS + 100),
         ("worker peak RSS per process, big backlog", "<= 150 MB",
          _get(r, "memory", "max_process_mb"), lambda v: v <= 150),
+        ("worker node (all processes, PSS), big backlog", "<= 150 MB",
+         _get(r, "memory", "node_pss_mb"), lambda v: v <= 150),
     ]
     for run in r.get("rate_limit", []):
         rows.append((f"rate-limited rate, {run['workers']} worker(s)", ">= 0.95 R", run["ratio"],
@@ -135,7 +137,8 @@ def _pressure(results: Results, add: Callable[[str], None]) -> None:
         add(f"worker peak RSS (VmHWM), {mem['backlog']:,}-event backlog, after "
             f"{mem['seconds']:.0f} s ({mem['consumed']:,} consumed): max per process "
             f"{_n(mem['max_process_mb'], 1)} MB, total {_n(mem['total_mb'], 1)} MB "
-            f"over {len(mem['per_process_mb'])} processes {mem['per_process_mb']}")
+            f"over {len(mem['per_process_mb'])} processes {mem['per_process_mb']}; "
+            f"the node's PSS (shared pages counted once) {_n(mem.get('node_pss_mb'), 1)} MB")
     for run in results.get("rate_limit", []):
         add(f"rate limit R={run['limit']:.0f}/s, {run['workers']} worker(s) -c 1: "
             f"delivered {_n(run['delivered_per_s'], 1)}/s = {run['ratio']:.3f} R "

@@ -27,7 +27,7 @@ from worker.pump import Pump
 
 log = logging.getLogger("fashionai.worker")
 
-_state: dict[str, Any] = {"settings": None, "pump": None, "connected": False}
+_state: dict[str, Any] = {"settings": None, "pump": None, "connected": False, "frozen": 0}
 
 
 def create_app(settings: Settings) -> Celery:
@@ -71,6 +71,8 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
             metrics.serve(settings.metrics_port)
             log.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
         if isinstance(parent.pool, TaskPool):
+            # Logging was not set up yet when the main process froze its heap.
+            log.info("main process heap frozen before the pool forked: %d objects", _state["frozen"])
             return
         self.pump = Pump(settings)
         self.pump.start()
@@ -92,18 +94,20 @@ def freeze_startup_heap() -> None:
     generation, every full collection walks all of them: measured in a prefork
     child at half load, 4 full collections in 8 s, each stopping the delivery
     thread for up to 67 ms, which was the enqueue->cache p99. Frozen, a full
-    collection took at most 4 ms (docs/PERFORMANCE.md). It also keeps the
-    collector from writing to pages a prefork child shares with its parent.
+    collection took at most 4 ms (docs/PERFORMANCE.md). Called in the main
+    process before the pool forks and in each child once its pump runs.
     """
     gc.collect()
     gc.freeze()
-    log.info("startup heap frozen: %d objects left out of garbage collection", gc.get_freeze_count())
+    _state["frozen"] = gc.get_freeze_count()
+    log.info("startup heap frozen: %d objects left out of garbage collection", _state["frozen"])
 
 
 def _connect_signals() -> None:
     if _state["connected"]:
         return
     _state["connected"] = True
+    signals.worker_init.connect(_main_process_ready, weak=False)
     signals.worker_process_init.connect(_child_started, weak=False)
     signals.worker_process_shutdown.connect(_child_stopping, weak=False)
     signals.after_setup_logger.connect(_logging_ready, weak=False)
@@ -113,6 +117,13 @@ def _quiet_per_request_loggers(settings: Settings) -> None:
     # httpx logs every request at INFO: thousands of lines a second under load.
     if settings.log_level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _main_process_ready(**_: Any) -> None:
+    # Before the pool forks: children then share these pages with the main
+    # process for good, because their own collections never walk frozen objects
+    # (an unfrozen collection writes to every object's header, copying its page).
+    freeze_startup_heap()
 
 
 def _child_started(**_: Any) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -287,6 +288,9 @@ def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sand
         30,
         "every pool child to freeze its startup heap",
     )
+    # ... and the main process froze its own before forking them (children share it).
+    frozen = re.findall(r"main process heap frozen before the pool forked: (\d+) objects", proc.output())
+    assert len(frozen) == 1 and int(frozen[0]) > 10_000, frozen
 
     ok = _settle(lambda: not cached.missing(), RECOVERY_BOUND)
     missing = cached.missing()
