@@ -11,7 +11,9 @@ machine lands on every row alike):
   kombu framing, and the LPUSH round trip, each stage timed inside one real
   publish sequence, so each runs as cold or warm as it does on the request path;
 - the whole `Publisher.product_view` and `RankingReader.order` (200 native ids),
-  and their CPU time per call (thread time over the round, / calls).
+  and their CPU time per call (thread time over the round, / calls);
+- `AsyncPublisher`: one await at a time, and 5,000 awaits at once (wall time
+  per event: concurrent publishes share round trips).
 
 Prints a table; with --json one JSON object as the last line.
 """
@@ -19,6 +21,7 @@ Prints a table; with --json one JSON object as the last line.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import sys
@@ -35,7 +38,7 @@ from producers.direct import DirectRedis
 from producers.event import make_event
 from producers.kombu_redis import encode_message
 from producers.message import encode, new_id
-from producers.publisher import Publisher
+from producers.publisher import AsyncPublisher, Publisher
 from producers.reader import RankingReader
 from producers.settings import Settings
 
@@ -123,13 +126,40 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     return {
         "calls": {name: summary(samples[name], cpu_ns[name]) for name in rows},
         "publish_stages": {name: summary(values) for name, values in stages.items()},
+        "async_publisher": asyncio.run(_async_publisher(settings, calls)),
     }
+
+
+async def _async_publisher(settings: Settings, calls: int, together: int = 5000) -> dict[str, float]:
+    """AsyncPublisher one await at a time, then `together` awaits at once (group commit)."""
+    publisher = AsyncPublisher(settings)
+    one_by_one: list[int] = []
+    try:
+        for i in range(300 + calls // 5):
+            t0 = time.perf_counter_ns()
+            await publisher.product_view(f"a{i}", f"p{i}")
+            if i >= 300:
+                one_by_one.append(time.perf_counter_ns() - t0)
+        t0 = time.perf_counter_ns()
+        await asyncio.gather(*(publisher.product_view(f"g{i}", f"p{i}") for i in range(together)))
+        elapsed = time.perf_counter_ns() - t0
+    finally:
+        await publisher.aclose()
+        redis.Redis.from_url(settings.broker_url).delete(QUEUE)
+    us = [v / 1000 for v in one_by_one]
+    return {"one_by_one_p50_us": percentile(us, 50), "one_by_one_p99_us": percentile(us, 99),
+            "together": together, "together_us_per_event": elapsed / 1000 / together}
 
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"{'call':<36}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
     for name, s in result["calls"].items():
         lines.append(f"{name:<36}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
+    a = result["async_publisher"]
+    lines.append(f"{'AsyncPublisher, one await at a time':<36}{a['one_by_one_p50_us']:>9.1f}"
+                 f"{a['one_by_one_p99_us']:>9.1f}")
+    lines.append(f"AsyncPublisher, {a['together']:,} awaits at once: {a['together_us_per_event']:.1f} us "
+                 "per event (wall time / events)")
     lines.append("a publish taken apart (each stage timed inside one publish sequence):")
     for name, s in result["publish_stages"].items():
         lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")

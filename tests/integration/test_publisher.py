@@ -170,3 +170,89 @@ def test_async_publisher_broker_down():
             await pub.aclose()
 
     asyncio.run(main())
+
+
+def _lpush_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_publish_many_validates_everything_first_then_publishes_in_order(broker):
+    settings = make_settings(BROKERS[broker], "http://127.0.0.1:9/unused")
+    events = [{"sessionId": f"s{i}", "eventType": "productView", "data": {"id": f"p{i}"}} for i in range(20)]
+    with Publisher(settings) as pub:
+        bad = [*events[:3], {"sessionId": "s", "eventType": "customShelf", "data": {"id": "x"}}]
+        with pytest.raises(InvalidEvent, match=r'events\[3\]\.data\.id: must be ""') as info:
+            pub.publish_many(bad)
+        assert info.value.field == "events[3].data.id"
+        assert pub.stats.published == 0  # nothing of a refused list reaches the broker
+        if broker == "redis":
+            client = redis.Redis.from_url(settings.broker_url)
+            before = _lpush_calls(client)
+        assert pub.publish_many(events) == 20
+        assert pub.publish_many([]) == 0
+        if broker == "redis":
+            assert _lpush_calls(client) - before == 1  # one round trip for the list
+    consumed = [decode(b).event.sessionId for b in _queued(settings)]
+    assert consumed == [f"s{i}" for i in range(20)]  # consumers see publish order
+
+
+def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants():
+    run = os.urandom(3).hex()
+    a, b = f"a{run}", f"b{run}"
+    settings = make_settings(
+        BROKERS["redis"],
+        "http://127.0.0.1:9/unused",
+        tenants={a: {"app_token": "ta"}, b: {"app_token": "tb"}},
+    )
+    client = redis.Redis.from_url(settings.broker_url)
+
+    async def main() -> list[bool]:
+        pub = AsyncPublisher(settings)
+        try:
+            warm = {"sessionId": "s-1", "eventType": "productView", "data": {"id": "p"}}
+            await pub.publish(warm, tenant=a)  # the thread and connection exist
+            before = _lpush_calls(client)
+            results = await asyncio.gather(
+                *(
+                    pub.publish(
+                        {"sessionId": f"s{i}", "eventType": "productView", "data": {"id": f"p{i}"}},
+                        tenant=a if i % 2 else b,
+                    )
+                    for i in range(400)
+                )
+            )
+            calls = _lpush_calls(client) - before
+            assert calls < 100, f"{calls} LPUSH calls for 400 concurrent publishes"
+            with pytest.raises(InvalidEvent, match="tenant: unknown tenant"):
+                await pub.publish(
+                    {"sessionId": "x", "eventType": "customShelf", "data": {"id": ""}}, tenant="c"
+                )
+            return results
+        finally:
+            await pub.aclose()
+
+    assert asyncio.run(main()) == [True] * 400
+    for tenant, parity in ((a, 1), (b, 0)):
+        queued = _queued(settings.model_copy(update={"queue": settings.queue_for(tenant)}))
+        sessions = sorted(int(decode(m).event.sessionId[1:]) for m in queued)
+        expected = [i for i in range(400) if i % 2 == parity]
+        assert sessions == ([-1] if tenant == a else []) + expected
+        assert {decode(m).tenant for m in queued} == {tenant}
+
+
+def test_async_publishes_in_flight_together_each_get_the_broker_error():
+    settings = make_settings(DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", publish_timeout=0.3)
+
+    async def main() -> list[BaseException | bool]:
+        pub = AsyncPublisher(settings)
+        try:
+            return await asyncio.gather(
+                *(pub.product_view(f"s{i}", "p") for i in range(20)), return_exceptions=True
+            )
+        finally:
+            await pub.aclose()
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, BrokerUnavailable) for r in results), results
+    assert len({id(r) for r in results}) == 20  # each caller raises its own exception object
