@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 
 from producers import keys
-from producers.message import Envelope, InvalidMessage, decode
+from producers.message import Envelope, InvalidMessage, compact_json, decode
 from producers.settings import Settings
 from worker import scripts
 from worker.deadletter import Kind, encode_entry, entry_for
@@ -109,7 +108,7 @@ class BatchProcessor:
                 dead.append(entry_for("undecodable", f"undecodable message: {exc}", raw=raw))
                 result.invalid += 1
                 continue
-            ident = json.dumps([env.tenant, env.event.body()], separators=(",", ":"))
+            ident = compact_json([env.tenant, env.event.body()])
             groups.setdefault(ident, []).append(env)
         result.coalesced = sum(len(g) - 1 for g in groups.values())
         if self.settings.coalesce_window_ms and not lease_members:
@@ -127,7 +126,7 @@ class BatchProcessor:
                 ev = leader.event
                 key = keys.ranking(leader.tenant, ev.eventType, ev.data.id, ev.sessionId, ev.userId)
                 ts_ms = int(leader.ts * 1000)
-                value = json.dumps([ts_ms, *outcome.products], separators=(",", ":"))
+                value = compact_json([ts_ms, *outcome.products])
                 rankings.append((key, ts_ms, value))
                 result.delivered += 1
                 result.cached += len(group)
