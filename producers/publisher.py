@@ -1,7 +1,9 @@
 """Publishing storefront events on the request path.
 
 `Publisher` (sync) and `AsyncPublisher` (asyncio) validate an event, wrap it in
-the wire envelope (producers.message) and hand it to the broker with kombu.
+the wire envelope (producers.message) and hand it to the broker: on Redis one
+LPUSH in kombu's message format (producers.kombu_redis), elsewhere kombu's
+Producer. `publish_many` sends a list in one round trip.
 
 Guarantees:
 - When `publish` returns, the broker has the event (Redis answered the LPUSH;
@@ -10,9 +12,12 @@ Guarantees:
   a dead connection is retried once on a fresh one within the same call. Then it
   raises BrokerUnavailable, or, with `on_broker_down="drop"`, counts a drop in
   `stats.dropped`, logs a warning and returns False.
-- No background thread and no in-process buffer: nothing is lost when a process
-  exits or forks. After a fork (gunicorn --preload, uWSGI, Celery prefork) the
-  child opens its own connection on first use; the parent's is never shared.
+- Nothing is buffered behind the caller's back: a publish returns only after
+  the broker has its event, so nothing is lost when a process exits or forks.
+  (AsyncPublisher's callers that publish while a round trip is in flight wait
+  together for the next one; each still waits for its own answer.) After a
+  fork (gunicorn --preload, uWSGI, Celery prefork) the child opens its own
+  connection on first use; the parent's is never shared.
 - Thread-safe: one connection per publisher, used under a lock.
 """
 
@@ -32,8 +37,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+import redis.asyncio as aioredis
 from kombu import Producer
 from kombu.exceptions import OperationalError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from producers.broker import connect, event_queue
 from producers.direct import DirectRedis
@@ -210,11 +218,13 @@ class AsyncPublisher:
 
     `await publish(...)` returns once the broker has the event, with the same
     bound and errors as Publisher; the event loop never waits on the broker.
-    Broker calls run on one dedicated thread per process, and publishes made
-    while one is in flight are sent together in the next (group commit: one
-    LPUSH per queue on Redis), so many concurrent requests share round trips
-    instead of queueing for the thread one by one. Each caller still gets its
-    own answer: True, False (dropped), or the exception.
+    On Redis it talks from the event loop itself, on a redis.asyncio Connection
+    used directly; other brokers (kombu, not asyncio) run on one dedicated
+    thread per process. Publishes made while one is in flight are sent together
+    in the next (group commit: one LPUSH per queue on Redis), so many
+    concurrent requests share round trips instead of queueing one by one. Each
+    caller still gets its own answer: True, False (dropped), or the exception.
+    Call `aclose()` before the event loop ends (app shutdown).
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -223,6 +233,8 @@ class AsyncPublisher:
         self._pid = os.getpid()
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        is_redis = self.settings.broker_url.split("://", 1)[0] in ("redis", "rediss")
+        self._redis = _AsyncRedisSink(self.settings) if is_redis else None
 
     @property
     def settings(self) -> Settings:
@@ -242,6 +254,8 @@ class AsyncPublisher:
         payload = encode(msg_id, tenant, time.time(), body)
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._executor, self._waiting, self._flusher = os.getpid(), None, [], None
+            if self._redis is not None:
+                self._redis = _AsyncRedisSink(self.settings)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(_Waiting(queue, payload, msg_id, answer))
@@ -265,6 +279,8 @@ class AsyncPublisher:
         """Wait for publishes in flight, then close the broker connection."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.discard()
         if self._executor is not None:
             pool, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(pool, self._sync.close)
@@ -282,7 +298,10 @@ class AsyncPublisher:
                 for queue, items in by_queue.items():
                     messages = [(item.payload, item.msg_id) for item in items]
                     try:
-                        ok = await loop.run_in_executor(self._pool(), self._sync._send, queue, messages)
+                        if self._redis is not None:
+                            ok = await self._send_redis(queue, messages)
+                        else:
+                            ok = await loop.run_in_executor(self._pool(), self._sync._send, queue, messages)
                     except Exception as exc:  # BrokerUnavailable, or the broker refused the command
                         for item in items:
                             _settle(item.answer, error=exc)
@@ -297,10 +316,64 @@ class AsyncPublisher:
         finally:
             self._flusher = None
 
+    async def _send_redis(self, queue: str, messages: list[tuple[bytes, str]]) -> bool:
+        """Publisher._send's bound and retry, from the event loop."""
+        assert self._redis is not None
+        timeout = self.settings.publish_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * timeout
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._redis.send(queue, messages)
+                self.stats.published += len(messages)
+                return True
+            except redis.ResponseError:
+                raise  # the broker refused the command: not a connection problem
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                await self._redis.discard()
+                if attempt == 2 or loop.time() >= deadline:
+                    return self._sync._broker_down(exc, len(messages))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fashionai-publish")
         return self._executor
+
+
+class _AsyncRedisSink:
+    """_RedisSink for the event loop: one LPUSH on a redis.asyncio Connection.
+
+    A connection belongs to the loop it was opened on; a publisher used from a
+    new loop (asyncio.run twice, say) opens a new one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        timeout = settings.publish_timeout
+        self._pool: Any = aioredis.ConnectionPool.from_url(
+            settings.broker_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=AsyncRetry(NoBackoff(), 0),
+            client_name="fashionai-publisher",
+        )
+        self._conn: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        if self._conn is None or self._loop is not loop:
+            self._conn, self._loop = self._pool.make_connection(), loop
+        framed = [encode_message(payload, queue, tag=tag) for payload, tag in messages]
+        await self._conn.send_command("LPUSH", queue, *framed)
+        await self._conn.read_response()
+
+    async def discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
 
 
 @dataclass(frozen=True, slots=True)

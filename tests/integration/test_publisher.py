@@ -131,8 +131,9 @@ def test_publisher_is_safe_after_fork():
     assert sessions == ["child0", "child1", "child2", "parent", "parent"]
 
 
-def test_async_publisher_does_not_block_the_loop():
-    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+@pytest.mark.parametrize("broker", ["redis", "amqp"])  # from the loop itself / from its thread
+def test_async_publisher_does_not_block_the_loop(broker):
+    settings = make_settings(BROKERS[broker], "http://127.0.0.1:9/unused")
 
     async def main() -> int:
         pub = AsyncPublisher(settings)
@@ -256,3 +257,30 @@ def test_async_publishes_in_flight_together_each_get_the_broker_error():
     results = asyncio.run(main())
     assert all(isinstance(r, BrokerUnavailable) for r in results), results
     assert len({id(r) for r in results}) == 20  # each caller raises its own exception object
+
+
+def test_async_publisher_reconnects_within_the_call_and_follows_a_new_loop():
+    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+    client = redis.Redis.from_url(settings.broker_url)
+    pub = AsyncPublisher(settings)
+
+    async def first() -> None:
+        assert await pub.product_view("s", "before")
+        addrs = [c["addr"] for c in client.client_list() if c["name"] == "fashionai-publisher"]
+        assert addrs
+        for addr in addrs:  # the server drops the publisher's connection
+            client.client_kill_filter(addr=addr)
+        assert await pub.product_view("s", "after-kill")  # a fresh connection, same call
+        await pub.aclose()  # as an app does when its loop ends
+
+    async def second() -> None:  # another loop (a second asyncio.run): the publisher reopens
+        try:
+            assert await pub.product_view("s", "new-loop")
+        finally:
+            await pub.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    items = sorted(decode(b).event.data.id for b in _queued(settings))
+    assert items == ["after-kill", "before", "new-loop"]
+    assert pub.stats.published == 3
