@@ -1,0 +1,103 @@
+"""The benchmark suite runs end to end and reports every figure issue #4 asks for.
+
+Only the shape and the bookkeeping are checked (every event accounted for, no
+section failed, every target row judged): how fast anything was is the
+benchmark's business, not a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*argv: str, timeout: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", *argv, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value) and value > 0
+
+
+def test_quick_benchmark_reports_every_section_with_every_event_accounted_for():
+    result = _run("benchmarks", "--quick", timeout=400)
+    assert "errors" not in result
+    assert result["worker_log_errors"] == []
+    drains = result["delivery"]
+    assert set(drains) == {"ceiling-aiohttp-200", "project", "celery-threads-100", "celery-prefork-2"}
+    for name, entry in drains.items():
+        for run in entry["runs"]:
+            assert run["finished"] == run["backlog"] and run["failed"] == 0, (name, run)
+            assert _positive(run["events_per_s"]) and _positive(run["cpu_us_per_event"]), (name, run)
+    ratios = result["ratios"]
+    assert ratios["best_peer"] == "celery-threads-100"
+    for key in (
+        "project_vs_best_peer",
+        "project_vs_ceiling",
+        "cpu_best_peer_vs_project",
+        "apply_async_vs_publish_p50",
+        "apply_async_vs_publish_cpu",
+    ):
+        assert _positive(ratios[key]), key
+    for timing in (
+        result["redis_rtt"],
+        result["redis_rtt_client"],
+        result["publish"]["project"],
+        result["publish"]["celery"],
+        result["read"],
+    ):
+        assert timing["calls"] > 0 and _positive(timing["p50_us"]) and timing["p99_us"] >= timing["p50_us"]
+    latency = result["latency"]
+    assert latency["samples"] > 0 and latency["p99_ms"] >= latency["p50_ms"] > 0
+    memory = result["memory"]
+    assert len(memory["per_process_mb"]) == 3 and _positive(memory["node_pss_mb"])
+    assert memory["node_pss_mb"] <= memory["total_mb"]  # shared pages are counted once
+    assert [r["workers"] for r in result["rate_limit"]] == [1, 2, 4]
+    assert all(r["events"] > 0 and _positive(r["ratio"]) for r in result["rate_limit"])
+    targets = result["targets"]
+    assert len(targets) == 15
+    assert all(isinstance(t["pass"], bool) and t["value"] is not None for t in targets), targets
+
+
+def test_request_path_profile_takes_a_publish_apart():
+    result = _run("benchmarks.request_path", "--calls", "300", timeout=120)
+    assert set(result["calls"]) == {
+        "PING, raw socket",
+        "PING, redis-py Connection",
+        "PING, redis.Redis client",
+        "Publisher.product_view",
+        "RankingReader.order (200 native)",
+    }
+    assert set(result["publish_stages"]) == {"validate", "envelope", "kombu framing", "LPUSH round trip"}
+    assert all(_positive(s["p50_us"]) and _positive(s["cpu_us_per_call"]) for s in result["calls"].values())
+    assert _positive(result["async_publisher"]["together_us_per_event"])
+
+
+def test_latency_alone_at_a_chosen_rate():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--rate", "200", "--seconds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["samples"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
