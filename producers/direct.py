@@ -18,11 +18,14 @@ talks on them directly, with redis-py's Connection, parser and errors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -91,3 +94,82 @@ class DirectRedis:
         for conn in idle:
             with contextlib.suppress(Exception):
                 conn.disconnect()
+
+
+class AsyncDirectRedis:
+    """DirectRedis for asyncio: redis.asyncio Connections, one command per call.
+
+    A connection serves one coroutine at a time. At most `max_connections`
+    exist; more concurrent callers wait for one to come free (a command takes
+    ~0.1 ms), rather than each opening its own: 400 reads at once opening 400
+    connections timed out here. Connections belong to the loop they were opened
+    on: used from a new loop (or in a forked child, which has a new loop), the
+    old ones are left alone and new ones opened.
+    """
+
+    def __init__(self, url: str, *, timeout: float, name: str, max_connections: int = 16) -> None:
+        self._pool: Any = aioredis.ConnectionPool.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=AsyncRetry(NoBackoff(), 0),
+            client_name=name,
+        )
+        self._idle: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._max = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def execute(self, *args: Any, idempotent: bool = False) -> Any:
+        """Send one command and return its reply; raises redis-py's errors."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._idle, self._loop, self._slots = [], loop, asyncio.Semaphore(self._max)
+        async with self._slots:
+            return await self._execute(args, idempotent)
+
+    async def _execute(self, args: tuple[Any, ...], idempotent: bool) -> Any:
+        conn: Any
+        try:
+            conn, reused = self._idle.pop(), True
+        except IndexError:
+            conn, reused = self._pool.make_connection(), False
+        try:
+            reply = await self._call(conn, args)
+        except redis.ConnectionError:
+            await _quietly_disconnect(conn)
+            if not (reused and idempotent):
+                raise
+            conn = self._pool.make_connection()
+            try:
+                reply = await self._call(conn, args)
+            except BaseException:
+                await _quietly_disconnect(conn)
+                raise
+        except redis.ResponseError:
+            self._keep(conn)
+            raise
+        except BaseException:  # a timeout or a cancellation: the reply may still come
+            await _quietly_disconnect(conn)
+            raise
+        self._keep(conn)
+        return reply
+
+    @staticmethod
+    async def _call(conn: Any, args: tuple[Any, ...]) -> Any:
+        await conn.send_command(*args)
+        return await conn.read_response()
+
+    def _keep(self, conn: Any) -> None:
+        self._idle.append(conn)  # never more than max_connections: the semaphore bounds them
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        if self._loop is asyncio.get_running_loop():
+            for conn in idle:
+                await _quietly_disconnect(conn)
+
+
+async def _quietly_disconnect(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect()

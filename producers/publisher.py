@@ -37,14 +37,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
-import redis.asyncio as aioredis
 from kombu import Producer
 from kombu.exceptions import OperationalError
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
 from producers.broker import connect, event_queue
-from producers.direct import DirectRedis
+from producers.direct import AsyncDirectRedis, DirectRedis
 from producers.errors import BrokerUnavailable, InvalidEvent
 from producers.event import Event, make_event, parse_event
 from producers.kombu_redis import encode_message
@@ -234,7 +231,7 @@ class AsyncPublisher:
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         is_redis = self.settings.broker_url.split("://", 1)[0] in ("redis", "rediss")
-        self._redis = _AsyncRedisSink(self.settings) if is_redis else None
+        self._redis = self._async_redis() if is_redis else None
 
     @property
     def settings(self) -> Settings:
@@ -255,7 +252,7 @@ class AsyncPublisher:
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._executor, self._waiting, self._flusher = os.getpid(), None, [], None
             if self._redis is not None:
-                self._redis = _AsyncRedisSink(self.settings)
+                self._redis = self._async_redis()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(_Waiting(queue, payload, msg_id, answer))
@@ -280,7 +277,7 @@ class AsyncPublisher:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._redis is not None:
-            await self._redis.discard()
+            await self._redis.aclose()
         if self._executor is not None:
             pool, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(pool, self._sync.close)
@@ -323,57 +320,28 @@ class AsyncPublisher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2 * timeout
         for attempt in (1, 2):
+            framed = [encode_message(payload, queue, tag=tag) for payload, tag in messages]
             try:
                 async with asyncio.timeout(timeout):
-                    await self._redis.send(queue, messages)
+                    await self._redis.execute("LPUSH", queue, *framed)
                 self.stats.published += len(messages)
                 return True
             except redis.ResponseError:
                 raise  # the broker refused the command: not a connection problem
             except (redis.RedisError, OSError, TimeoutError) as exc:
-                await self._redis.discard()
+                # The failed connection is gone; the next attempt opens a new one.
                 if attempt == 2 or loop.time() >= deadline:
                     return self._sync._broker_down(exc, len(messages))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _async_redis(self) -> AsyncDirectRedis:
+        url, timeout = self.settings.broker_url, self.settings.publish_timeout
+        return AsyncDirectRedis(url, timeout=timeout, name="fashionai-publisher", max_connections=1)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fashionai-publish")
         return self._executor
-
-
-class _AsyncRedisSink:
-    """_RedisSink for the event loop: one LPUSH on a redis.asyncio Connection.
-
-    A connection belongs to the loop it was opened on; a publisher used from a
-    new loop (asyncio.run twice, say) opens a new one.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        timeout = settings.publish_timeout
-        self._pool: Any = aioredis.ConnectionPool.from_url(
-            settings.broker_url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=AsyncRetry(NoBackoff(), 0),
-            client_name="fashionai-publisher",
-        )
-        self._conn: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None:
-        loop = asyncio.get_running_loop()
-        if self._conn is None or self._loop is not loop:
-            self._conn, self._loop = self._pool.make_connection(), loop
-        framed = [encode_message(payload, queue, tag=tag) for payload, tag in messages]
-        await self._conn.send_command("LPUSH", queue, *framed)
-        await self._conn.read_response()
-
-    async def discard(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._loop is asyncio.get_running_loop():
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from producers import keys
-from producers.direct import DirectRedis
+from producers.direct import AsyncDirectRedis, DirectRedis
 from producers.errors import FashionAIError
 from producers.settings import Settings
 
@@ -73,8 +73,8 @@ class RankingReader:
     def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None) -> None:
         self.settings = settings or Settings()
         self._client = client
-        self._direct = None if client else DirectRedis(
-            self.settings.redis_url, timeout=0.25, name="fashionai-reader"
+        self._direct = (
+            None if client else DirectRedis(self.settings.redis_url, timeout=0.25, name="fashionai-reader")
         )
 
     def get(
@@ -129,12 +129,16 @@ class RankingReader:
 
 
 class AsyncRankingReader:
-    """asyncio twin of RankingReader (FastAPI, aiohttp)."""
+    """asyncio twin of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
+    used directly, one per concurrent coroutine; pass `client` to use your own."""
 
     def __init__(self, settings: Settings | None = None, *, client: aioredis.Redis | None = None) -> None:
         self.settings = settings or Settings()
-        self._redis = client or aioredis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25
+        self._client = client
+        self._direct = (
+            None
+            if client
+            else AsyncDirectRedis(self.settings.redis_url, timeout=0.25, name="fashionai-reader")
         )
 
     async def get(
@@ -148,7 +152,10 @@ class AsyncRankingReader:
     ) -> Ranking | None:
         key = keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
         try:
-            raw = await self._redis.get(key)
+            if self._direct is not None:
+                raw = await self._direct.execute("GET", key, idempotent=True)
+            else:
+                raw = await self._client.get(key)  # type: ignore[union-attr]
         except redis.RedisError as exc:
             raise CacheUnavailable(f"ranking cache unavailable: {type(exc).__name__}") from exc
         return None if raw is None else decode_ranking(raw)
@@ -171,4 +178,7 @@ class AsyncRankingReader:
         return list(native) if ranking is None else merge(ranking.products, native)
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        if self._direct is not None:
+            await self._direct.aclose()
+        else:
+            await self._client.aclose()  # type: ignore[union-attr]

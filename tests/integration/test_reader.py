@@ -107,3 +107,28 @@ def test_reader_after_fork_opens_its_own_connection(cache, settings):
     # The parent's connection was not touched by the child: it still reads.
     assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n9"
     reader.close()
+
+
+def test_async_reader_serves_concurrent_reads_and_reconnects_within_the_call(cache, settings):
+    for i in range(50):
+        key = keys.ranking(settings.tenant, "productView", f"p{i}", f"s{i}", None)
+        cache.set(key, json.dumps([1, f"n{i}"]), px=60_000)
+
+    async def main() -> tuple[list[str], str]:
+        reader = AsyncRankingReader(settings)
+        try:
+            firsts = await asyncio.gather(
+                *(reader.order("productView", f"p{i % 50}", f"s{i % 50}", NATIVE) for i in range(400))
+            )
+            assert 1 <= len(_reader_addrs(cache)) <= 16  # connections kept for reuse, bounded
+            for addr in _reader_addrs(cache):  # the server drops every idle connection
+                cache.client_kill_filter(addr=addr)
+            after_kill = await reader.order("productView", "p7", "s7", NATIVE)
+            return [page[0] for page in firsts], after_kill[0]
+        finally:
+            await reader.aclose()
+
+    firsts, after_kill = asyncio.run(main())
+    assert firsts == [f"n{i % 50}" for i in range(400)]  # no reply went to another caller
+    assert after_kill == "n7"  # personalised, not the native fallback
+    assert _reader_addrs(cache) == []  # aclose() closed them
