@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--json] [--quick]`: the project against its peers and its ceiling.
+"""`python -m benchmarks [--json] [--quick] [--broker amqp]`: the project against its peers and its ceiling.
 
 Runs from the repository root on this machine: the sandbox at 50 ms latency,
 Redis as broker (db 0) and cache (db 1). Progress goes to stderr, the table to
@@ -25,6 +25,7 @@ from typing import Any
 from benchmarks import costs, delivery, pressure, report
 from benchmarks.context import Bench, progress
 from benchmarks.measure import median
+from producers.settings import redact_url
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="small backlogs, one repetition (~1 min)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379",
                         help="Redis base URL: db 0 is the broker, db 1 the cache")
+    parser.add_argument("--broker", choices=["redis", "amqp"], default="redis",
+                        help="broker of the delivery and publish sections (the others stage "
+                             "backlogs on Redis and stay there)")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//",
+                        help="RabbitMQ URL for --broker amqp")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
-    bench = Bench(quick=args.quick, redis_base=args.redis.rstrip("/"))
+    bench = Bench(quick=args.quick, redis_base=args.redis.rstrip("/"),
+                  amqp_url=args.amqp if args.broker == "amqp" else None)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0], "quick": args.quick,
-                    "python": platform.python_version(), "broker": bench.broker_url,
+                    "python": platform.python_version(), "broker": redact_url(bench.delivery_broker_url),
                     "cache": bench.cache_url, "run_id": bench.run_id},
         "definition": delivery.DEFINITION,
         "plan": asdict(plan),

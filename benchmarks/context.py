@@ -22,6 +22,7 @@ import httpx
 import redis
 from pydantic import SecretStr
 
+from benchmarks.measure import descendants
 from producers import keys
 from producers.settings import Settings
 from worker.local import Proc, scratch_dir, start_sandbox, start_worker
@@ -75,12 +76,26 @@ class Bench:
     log_dir: str = field(default_factory=lambda: scratch_dir("fashionai-bench-"))
     procs: list[Proc] = field(default_factory=list)
     log_errors: list[dict[str, Any]] = field(default_factory=list)
+    # With an AMQP URL, delivery and publish run on RabbitMQ; the other sections
+    # stage their backlogs with Redis list operations and stay on Redis.
+    amqp_url: str | None = None
+    amqp_queues: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.broker_url = f"{self.redis_base}/0"
         self.cache_url = f"{self.redis_base}/1"
         self.broker = redis.Redis.from_url(self.broker_url)
         self.cache = redis.Redis.from_url(self.cache_url)
+
+    @property
+    def delivery_broker_url(self) -> str:
+        """The broker of the delivery and publish sections."""
+        return self.amqp_url or self.broker_url
+
+    def amqp_queue(self, name: str) -> str:
+        """A queue name on RabbitMQ that close() deletes."""
+        self.amqp_queues.append(name)
+        return name
 
     @property
     def prefix(self) -> str:
@@ -90,9 +105,20 @@ class Bench:
         return f"{self.prefix}-{what}"
 
     def settings(self, sandbox: Sandbox, what: str, **changes: Any) -> Settings:
-        return Settings(api_url=sandbox.url, app_token=SecretStr(self.token),
-                        broker_url=self.broker_url, redis_url=self.cache_url,
-                        queue=self.name(what), tenant=self.name(what), log_level="INFO", **changes)
+        values: dict[str, Any] = {"broker_url": self.broker_url, **changes}
+        return Settings(api_url=sandbox.url, app_token=SecretStr(self.token), redis_url=self.cache_url,
+                        queue=self.name(what), tenant=self.name(what), log_level="INFO", **values)
+
+    def pause(self, proc: Proc) -> None:
+        """SIGSTOP a process and its children (a consumer that holds still while a backlog is built)."""
+        for pid in descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self, proc: Proc) -> None:
+        for pid in descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     # -- children --------------------------------------------------------------------
 
@@ -171,6 +197,23 @@ class Bench:
                 _kill_leftovers(proc)
         self.procs.clear()
         self.clean()
+        self._delete_amqp_queues()
+
+    def _delete_amqp_queues(self) -> None:
+        if not self.amqp_url or not self.amqp_queues:
+            return
+        from kombu import Connection
+
+        try:
+            with Connection(self.amqp_url, connect_timeout=5) as conn:
+                channel = conn.channel()
+                for queue in self.amqp_queues:
+                    for name in (queue, f"{queue}.control"):
+                        with contextlib.suppress(Exception):
+                            channel.queue_delete(name)
+        except Exception as exc:
+            progress(f"could not delete the run's RabbitMQ queues: {exc!r}")
+        self.amqp_queues.clear()
 
     def clean(self) -> None:
         """Delete every key, binding and unacked entry this run created."""

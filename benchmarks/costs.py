@@ -57,10 +57,14 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
     machine (other processes, CPU frequency) lands on both alike, while each
     runs warm as it would in a loop of its own.
     """
-    settings = Settings(broker_url=bench.broker_url, redis_url=bench.cache_url,
+    settings = Settings(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url,
                         queue=bench.name("publish"), tenant=bench.name("publish"))
     publisher = Publisher(settings)
     queue = bench.name("publish-celery")
+    peers.configure(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url)
+    if bench.amqp_url:
+        bench.amqp_queue(settings.queue)
+        bench.amqp_queue(queue)
     ours: list[int] = []
     theirs: list[int] = []
     bodies = [backlog.event_body("pub", i) for i in range(block)]

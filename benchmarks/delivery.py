@@ -21,11 +21,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from benchmarks import backlog, peers
 from benchmarks.context import Bench, Sandbox, progress, wait_for_line
 from benchmarks.measure import descendants, tree_cpu_seconds
 from producers import keys
+from producers.publisher import Publisher
+from producers.settings import Settings
 from worker.local import Proc
 
 DEFINITION = ("events/s = backlog N / (first upstream request seen by the sandbox -> last outcome "
@@ -69,11 +72,17 @@ def _drain(name: str, sandbox: Sandbox, roots: list[int], *, release: Callable[[
 
 def run_project(bench: Bench, n: int, label: str = "project") -> Drain:
     sandbox = bench.sandbox()
-    settings = bench.settings(sandbox, f"{label}-{time.monotonic_ns() % 10**6}")
+    settings = bench.settings(sandbox, f"{label}-{time.monotonic_ns() % 10**6}",
+                              broker_url=bench.delivery_broker_url)
     try:
         progress(f"{label}: staging {n} events")
-        release = backlog.stage_project(settings, bench.broker, n)
-        worker = bench.worker(settings, settings.queue)
+        if bench.amqp_url:
+            bench.amqp_queue(settings.queue)
+            worker = bench.worker(settings, settings.queue)
+            release = _stage_project_amqp(bench, worker, settings, n)
+        else:
+            release = backlog.stage_project(settings, bench.broker, n)
+            worker = bench.worker(settings, settings.queue)
         stats_key = keys.stats(settings.tenant)
 
         def finished() -> tuple[int, int]:
@@ -90,21 +99,40 @@ def run_project(bench: Bench, n: int, label: str = "project") -> Drain:
         sandbox.close()
 
 
+def _stage_project_amqp(bench: Bench, worker: Proc, settings: Settings, n: int) -> Callable[[], None]:
+    """RabbitMQ cannot move a staged queue in one step: the ready worker is paused
+    (SIGSTOP) while the backlog is published onto its queue, and resumed by release."""
+    bench.pause(worker)
+    fast = settings.model_copy(update={"amqp_confirm_publish": False})  # staging, not measured
+    with Publisher(fast) as publisher:
+        for start in range(0, n, 1000):
+            publisher.publish_many(backlog.event_body(settings.tenant, i)
+                                   for i in range(start, min(n, start + 1000)))
+    return lambda: bench.resume(worker)
+
+
 def run_peer(bench: Bench, pool: str, concurrency: int, n: int) -> Drain:
     label = f"celery-{pool}-{concurrency}"
     sandbox = bench.sandbox()
     queue = bench.name(f"{label}-{time.monotonic_ns() % 10**6}")
-    peers.configure(broker_url=bench.broker_url, redis_url=bench.cache_url, api_url=sandbox.url,
+    peers.configure(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url, api_url=sandbox.url,
                     token=bench.token, queue=queue, tenant=queue, connections=concurrency)
     try:
         progress(f"{label}: staging {n} tasks with deliver.apply_async()")
-        release = backlog.stage_peer(queue, queue, bench.broker, n)
+        if not bench.amqp_url:
+            release = backlog.stage_peer(queue, queue, bench.broker, n)
         worker = bench.spawn(label, [sys.executable, "-m", "celery", "-A", "benchmarks.peers",
                                      "worker", "--pool", pool, "-c", str(concurrency), "-Q", queue,
                                      "-n", f"{queue}@%h", "--without-gossip", "--without-mingle",
                                      "--without-heartbeat", "-l", "WARNING"], env=peers.env())
         wait_for_line(worker, "peer ready")
         time.sleep(0.5 if pool == "threads" else 1.0)  # prefork children finish forking
+        if bench.amqp_url:
+            bench.amqp_queue(queue)
+            bench.pause(worker)  # as for the project: hold still while the backlog is built
+            for i in range(n):
+                peers.deliver.apply_async((backlog.event_body(queue, i),), queue=queue)
+            release = partial(bench.resume, worker)
 
         def finished() -> tuple[int, int]:
             cached, dead = (int(v or 0) for v in

@@ -153,6 +153,11 @@ def table(results: Results) -> str:
         f"{m['cpus']} CPUs, load {m['load_start']:.2f} at start / {m['load_end']:.2f} at end, "
         f"sandbox latency {UPSTREAM_LATENCY_MS} ms, broker {m['broker']}")
     add(f"definition: {results['definition']}")
+    if str(m["broker"]).startswith("amqp"):
+        add("on RabbitMQ: delivery and publish ran there (each backlog published while the ready workers "
+            "were paused with SIGSTOP, then released); the Publisher waits for publisher confirms, "
+            "apply_async does not; the PING floors, read, latency, memory and rate-limit sections "
+            "ran on Redis")
     if max(m["load_start"], m["load_end"]) > 1.0:
         add(f"note: load average above 1 on {m['cpus']} CPUs: other work on this machine competed "
             "for CPU, so throughput and latency figures are lower than on an idle machine")

@@ -76,6 +76,19 @@ def test_quick_benchmark_reports_every_section_with_every_event_accounted_for():
     assert all(isinstance(t["pass"], bool) and t["value"] is not None for t in targets), targets
 
 
+def test_quick_benchmark_on_rabbitmq_delivers_and_publishes_there():
+    result = _run("benchmarks", "--quick", "--broker", "amqp", timeout=400)
+    assert "errors" not in result
+    assert result["worker_log_errors"] == []
+    assert result["machine"]["broker"].startswith("amqp://guest:***@")  # the password is not printed
+    for name in ("project", "celery-threads-100", "celery-prefork-2"):
+        run = result["delivery"][name]["median"]
+        assert run["finished"] == run["backlog"] and run["failed"] == 0, (name, run)
+    assert _positive(result["ratios"]["project_vs_best_peer"])
+    publish = result["publish"]
+    assert _positive(publish["project"]["p50_us"]) and _positive(publish["celery"]["p50_us"])
+
+
 def test_request_path_profile_takes_a_publish_apart():
     result = _run("benchmarks.request_path", "--calls", "300", timeout=120)
     assert set(result["calls"]) == {
