@@ -105,7 +105,7 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
         results["redis_rtt"], results["redis_rtt_client"] = asdict(rtt[0]), asdict(rtt[1])
     publish = _section(results, "publish", lambda: costs.publish_costs(bench, plan.publish_calls))
     if publish:
-        results["publish"] = {"project": asdict(publish[0]), "celery": asdict(publish[1])}
+        results["publish"] = {name: asdict(timing) for name, timing in publish.items()}
     _keep(results, "read", lambda: costs.read_costs(bench, plan.read_calls))
 
     project = drains.get("project", {}).get("median")

@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from benchmarks import backlog, peers
 from benchmarks.context import Bench, progress
@@ -50,54 +52,61 @@ def _timing(what: str, samples_ns: list[int], cpu_ns: int | None = None) -> Timi
     return Timing(what, len(us), percentile(us, 50), percentile(us, 99), sum(us) / len(us), cpu)
 
 
-def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> tuple[Timing, Timing]:
-    """(project Publisher, Celery apply_async) per-call cost on the same broker.
+def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> dict[str, Timing]:
+    """Per-call cost of publishing on the same broker: "project" (Publisher),
+    "celery" (apply_async) and, on RabbitMQ, "project_unconfirmed" (Publisher
+    with publisher confirms off, as apply_async publishes).
 
-    The two take turns in blocks of `block` calls, so a slow spell of the
-    machine (other processes, CPU frequency) lands on both alike, while each
-    runs warm as it would in a loop of its own.
+    They take turns in blocks of `block` calls, so a slow spell of the machine
+    (other processes, CPU frequency) lands on all alike, while each runs warm
+    as it would in a loop of its own.
     """
     settings = Settings(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url,
                         queue=bench.name("publish"), tenant=bench.name("publish"))
-    publisher = Publisher(settings)
+    publishers = {"project": Publisher(settings)}
+    if bench.amqp_url:
+        unconfirmed = settings.model_copy(update={"amqp_confirm_publish": False})
+        publishers["project_unconfirmed"] = Publisher(unconfirmed)
     queue = bench.name("publish-celery")
     peers.configure(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url)
     if bench.amqp_url:
         bench.amqp_queue(settings.queue)
         bench.amqp_queue(queue)
-    ours: list[int] = []
-    theirs: list[int] = []
     bodies = [backlog.event_body("pub", i) for i in range(block)]
-    cpu = [0, 0]  # thread CPU time over the timed blocks: ours, theirs
+    calls_of: dict[str, Callable[[int], object]] = {
+        name: partial(_publish_one, pub) for name, pub in publishers.items()
+    }
+    calls_of["celery"] = lambda i: peers.deliver.apply_async((bodies[i % block],), queue=queue)
+    samples: dict[str, list[int]] = {name: [] for name in calls_of}
+    cpu: dict[str, int] = dict.fromkeys(calls_of, 0)  # thread CPU time over the timed blocks
     skip = -(-warmup // block) * block  # whole blocks of warm-up, so CPU and samples cover the same calls
     try:
         for start in range(0, skip + calls, block):
             n, timed = min(block, skip + calls - start), start >= skip
-            c0 = time.thread_time_ns()
-            for i in range(start, start + n):
-                t0 = time.perf_counter_ns()
-                publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
+            for name, call in calls_of.items():
+                c0 = time.thread_time_ns()
+                for i in range(start, start + n):
+                    t0 = time.perf_counter_ns()
+                    call(i)
+                    if timed:
+                        samples[name].append(time.perf_counter_ns() - t0)
                 if timed:
-                    ours.append(time.perf_counter_ns() - t0)
-            c1 = time.thread_time_ns()
-            for i in range(start, start + n):
-                body = bodies[i - start]
-                t0 = time.perf_counter_ns()
-                peers.deliver.apply_async((body,), queue=queue)
-                if timed:
-                    theirs.append(time.perf_counter_ns() - t0)
-            c2 = time.thread_time_ns()
-            if timed:
-                cpu[0] += c1 - c0
-                cpu[1] += c2 - c1
+                    cpu[name] += time.thread_time_ns() - c0
     finally:
-        publisher.close()
-    project = _timing("Publisher.product_view", ours, cpu[0] or None)
-    celery = _timing("celery apply_async", theirs, cpu[1] or None)
+        for pub in publishers.values():
+            pub.close()
+    labels = {"project": "Publisher.product_view", "celery": "celery apply_async",
+              "project_unconfirmed": "Publisher.product_view, confirms off"}
+    timings = {name: _timing(labels[name], samples[name], cpu[name] or None) for name in calls_of}
+    project, celery = timings["project"], timings["celery"]
     progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us; "
              f"apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
     bench.clean()
-    return project, celery
+    return timings
+
+
+def _publish_one(publisher: Publisher, i: int) -> bool:
+    return publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
 
 
 def redis_round_trip(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> tuple[Timing, Timing]:

@@ -112,6 +112,7 @@ def _request_path(results: Results, add: Callable[[str], None]) -> None:
     rows = [("floor:", results.get("redis_rtt")),
             ("floor:", results.get("redis_rtt_client")),
             ("publish:", _get(results, "publish", "project")),
+            ("publish:", _get(results, "publish", "project_unconfirmed")),
             ("publish:", _get(results, "publish", "celery")),
             ("read:", results.get("read"))]
     for kind, t in rows:
