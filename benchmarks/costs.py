@@ -26,7 +26,7 @@ from functools import partial
 
 from benchmarks import backlog, peers
 from benchmarks.context import Bench, progress
-from benchmarks.measure import percentile
+from benchmarks.measure import percentile, take_turns
 from producers import keys
 from producers.direct import DirectRedis
 from producers.publisher import Publisher
@@ -61,8 +61,12 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
     (other processes, CPU frequency) lands on all alike, while each runs warm
     as it would in a loop of its own.
     """
-    settings = Settings(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url,
-                        queue=bench.name("publish"), tenant=bench.name("publish"))
+    settings = Settings(
+        broker_url=bench.delivery_broker_url,
+        redis_url=bench.cache_url,
+        queue=bench.name("publish"),
+        tenant=bench.name("publish"),
+    )
     publishers = {"project": Publisher(settings)}
     if bench.amqp_url:
         unconfirmed = settings.model_copy(update={"amqp_confirm_publish": False})
@@ -77,30 +81,24 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
         name: partial(_publish_one, pub) for name, pub in publishers.items()
     }
     calls_of["celery"] = lambda i: peers.deliver.apply_async((bodies[i % block],), queue=queue)
-    samples: dict[str, list[int]] = {name: [] for name in calls_of}
-    cpu: dict[str, int] = dict.fromkeys(calls_of, 0)  # thread CPU time over the timed blocks
-    skip = -(-warmup // block) * block  # whole blocks of warm-up, so CPU and samples cover the same calls
     try:
-        for start in range(0, skip + calls, block):
-            n, timed = min(block, skip + calls - start), start >= skip
-            for name, call in calls_of.items():
-                c0 = time.thread_time_ns()
-                for i in range(start, start + n):
-                    t0 = time.perf_counter_ns()
-                    call(i)
-                    if timed:
-                        samples[name].append(time.perf_counter_ns() - t0)
-                if timed:
-                    cpu[name] += time.thread_time_ns() - c0
+        samples, cpu = take_turns(
+            calls_of, block=block, rounds=max(1, calls // block), warm_rounds=max(1, -(-warmup // block))
+        )
     finally:
         for pub in publishers.values():
             pub.close()
-    labels = {"project": "Publisher.product_view", "celery": "celery apply_async",
-              "project_unconfirmed": "Publisher.product_view, confirms off"}
+    labels = {
+        "project": "Publisher.product_view",
+        "celery": "celery apply_async",
+        "project_unconfirmed": "Publisher.product_view, confirms off",
+    }
     timings = {name: _timing(labels[name], samples[name], cpu[name] or None) for name in calls_of}
     project, celery = timings["project"], timings["celery"]
-    progress(f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us; "
-             f"apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us")
+    progress(
+        f"publish: project p50 {project.p50_us:.0f} us, p99 {project.p99_us:.0f} us; "
+        f"apply_async p50 {celery.p50_us:.0f} us, p99 {celery.p99_us:.0f} us"
+    )
     bench.clean()
     return timings
 
@@ -115,27 +113,21 @@ def redis_round_trip(bench: Bench, calls: int, warmup: int = 300, block: int = 5
     redis.Redis client (its pool checkout per call), taking turns in blocks as
     publish does (call-by-call alternation slowed both by ~25 us here)."""
     direct = DirectRedis(bench.broker_url, timeout=1.0, name="fashionai-bench")
-    floor: list[int] = []
-    client: list[int] = []
-    skip = -(-warmup // block) * block
     try:
-        for start in range(0, skip + calls, block):
-            n, timed = min(block, skip + calls - start), start >= skip
-            for _ in range(n):
-                t0 = time.perf_counter_ns()
-                direct.execute("PING")
-                if timed:
-                    floor.append(time.perf_counter_ns() - t0)
-            for _ in range(n):
-                t0 = time.perf_counter_ns()
-                bench.broker.ping()
-                if timed:
-                    client.append(time.perf_counter_ns() - t0)
+        samples, _ = take_turns(
+            {"direct": lambda _: direct.execute("PING"), "client": lambda _: bench.broker.ping()},
+            block=block,
+            rounds=max(1, calls // block),
+            warm_rounds=max(1, -(-warmup // block)),
+        )
     finally:
         direct.close()
+    floor, client = samples["direct"], samples["client"]
     timings = _timing("PING, redis-py Connection", floor), _timing("PING, redis.Redis client", client)
-    progress(f"redis round trip: p50 {timings[0].p50_us:.0f} us direct, "
-             f"{timings[1].p50_us:.0f} us through the client")
+    progress(
+        f"redis round trip: p50 {timings[0].p50_us:.0f} us direct, "
+        f"{timings[1].p50_us:.0f} us through the client"
+    )
     return timings
 
 

@@ -9,7 +9,8 @@ were reaped still count, and nothing is counted twice.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -123,3 +124,37 @@ def percentile(samples: Sequence[float], p: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
+
+
+def take_turns(
+    calls: Mapping[str, Callable[[int], object]],
+    *,
+    block: int,
+    rounds: int,
+    warm_rounds: int = 1,
+    after_round: Callable[[bool], None] | None = None,
+) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Time `calls` one by one, each taking its turn for `block` calls per round.
+
+    A slow spell of the machine (other processes, CPU frequency) then lands on
+    every contender alike, while each runs warm as in a loop of its own. The
+    first `warm_rounds` rounds are not recorded. Returns per-call wall times
+    (ns) and this thread's CPU time (ns) over the recorded rounds, per name.
+    `after_round(recorded)` runs after each round (extra work that takes turns too).
+    """
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    cpu: dict[str, int] = dict.fromkeys(calls, 0)
+    for rnd in range(warm_rounds + rounds):
+        recorded = rnd >= warm_rounds
+        for name, call in calls.items():
+            c0 = time.thread_time_ns()
+            for i in range(rnd * block, (rnd + 1) * block):
+                t0 = time.perf_counter_ns()
+                call(i)
+                if recorded:
+                    samples[name].append(time.perf_counter_ns() - t0)
+            if recorded:
+                cpu[name] += time.thread_time_ns() - c0
+        if after_round is not None:
+            after_round(recorded)
+    return samples, cpu

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from benchmarks.measure import percentile
+from benchmarks.measure import percentile, take_turns
 from producers import keys
 from producers.direct import DirectRedis
 from producers.event import make_event
@@ -79,8 +79,12 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         t3 = pc()
         direct.execute("LPUSH", QUEUE, message)
         t4 = pc()
-        for name, value in (("validate", t1 - t0), ("envelope", t2 - t1), ("kombu framing", t3 - t2),
-                            ("LPUSH round trip", t4 - t3)):
+        for name, value in (
+            ("validate", t1 - t0),
+            ("envelope", t2 - t1),
+            ("kombu framing", t3 - t2),
+            ("LPUSH round trip", t4 - t3),
+        ):
             out[name].append(value)
 
     rows: dict[str, Callable[[int], object]] = {
@@ -90,24 +94,16 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         "Publisher.product_view": lambda i: publisher.product_view(f"s{i}", f"p{i}"),
         "RankingReader.order (200 native)": lambda _: reader.order("productView", "p1", "s1", NATIVE),
     }
-    samples: dict[str, list[int]] = {name: [] for name in rows}
-    cpu_ns: dict[str, int] = dict.fromkeys(rows, 0)
     stage_names = ("validate", "envelope", "kombu framing", "LPUSH round trip")
     stages: dict[str, list[int]] = {n: [] for n in stage_names}
     per_round = max(1, calls // rounds)
+
+    def publish_apart(recorded: bool) -> None:
+        for i in range(per_round):
+            publish_stages(i, stages if recorded else {n: [] for n in stages})
+
     try:
-        for rnd in range(rounds + 1):  # round 0 warms up
-            for name, fn in rows.items():
-                c0 = time.thread_time_ns()
-                for i in range(per_round):
-                    t0 = time.perf_counter_ns()
-                    fn(i)
-                    if rnd:
-                        samples[name].append(time.perf_counter_ns() - t0)
-                if rnd:
-                    cpu_ns[name] += time.thread_time_ns() - c0
-            for i in range(per_round):
-                publish_stages(i, stages if rnd else {n: [] for n in stages})
+        samples, cpu_ns = take_turns(rows, block=per_round, rounds=rounds, after_round=publish_apart)
     finally:
         client.delete(QUEUE, ranking_key)
         publisher.close()
@@ -147,8 +143,12 @@ async def _async_publisher(settings: Settings, calls: int, together: int = 5000)
         await publisher.aclose()
         redis.Redis.from_url(settings.broker_url).delete(QUEUE)
     us = [v / 1000 for v in one_by_one]
-    return {"one_by_one_p50_us": percentile(us, 50), "one_by_one_p99_us": percentile(us, 99),
-            "together": together, "together_us_per_event": elapsed / 1000 / together}
+    return {
+        "one_by_one_p50_us": percentile(us, 50),
+        "one_by_one_p99_us": percentile(us, 99),
+        "together": together,
+        "together_us_per_event": elapsed / 1000 / together,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
@@ -156,10 +156,14 @@ def table(result: dict[str, Any]) -> str:
     for name, s in result["calls"].items():
         lines.append(f"{name:<36}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
     a = result["async_publisher"]
-    lines.append(f"{'AsyncPublisher, one await at a time':<36}{a['one_by_one_p50_us']:>9.1f}"
-                 f"{a['one_by_one_p99_us']:>9.1f}")
-    lines.append(f"AsyncPublisher, {a['together']:,} awaits at once: {a['together_us_per_event']:.1f} us "
-                 "per event (wall time / events)")
+    lines.append(
+        f"{'AsyncPublisher, one await at a time':<36}{a['one_by_one_p50_us']:>9.1f}"
+        f"{a['one_by_one_p99_us']:>9.1f}"
+    )
+    lines.append(
+        f"AsyncPublisher, {a['together']:,} awaits at once: {a['together_us_per_event']:.1f} us "
+        "per event (wall time / events)"
+    )
     lines.append("a publish taken apart (each stage timed inside one publish sequence):")
     for name, s in result["publish_stages"].items():
         lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
@@ -167,8 +171,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.request_path",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.request_path", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="Redis URL (a scratch db)")
     parser.add_argument("--calls", type=int, default=5000, help="timed calls per row")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
