@@ -177,17 +177,22 @@ def _close_loop(pump: Pump) -> None:
 KILL_ROUNDS = 3
 
 
-def test_repeated_sigkill_of_the_whole_worker_loses_no_event(broker_url, sandbox, cache, workers):
+def _kill_run(broker_url: str, sandbox, cache, tag: str) -> tuple[Settings, list[Event], Cached]:
+    """900 events waiting, a 150 ms upstream, small batches: what the kill tests start from."""
     sandbox.configure(latency_ms=150)
     overrides: dict[str, object] = {}
     if _is_redis(broker_url):
         # Only shortens the wait: the Redis transport gives a dead consumer's unacked
-        # messages back after visibility_timeout (default 60 s; minimum 10). Three
-        # rounds at 60 s each would make this test minutes long for nothing more.
+        # messages back after visibility_timeout (default 60 s; minimum 10). Rounds at
+        # 60 s each would make these tests minutes long for nothing more.
         overrides["visibility_timeout"] = 20
     settings = make_settings(broker_url, sandbox.url, batch_size=40, concurrency=20, **overrides)
-    events = _publish(settings, "kill9", 900)
-    cached = Cached(settings, events, cache)
+    events = _publish(settings, tag, 900)
+    return settings, events, Cached(settings, events, cache)
+
+
+def test_repeated_sigkill_of_the_whole_worker_loses_no_event(broker_url, sandbox, cache, workers):
+    settings, events, cached = _kill_run(broker_url, sandbox, cache, "kill9")
     t0, kills = time.time(), []  # for failure messages
 
     for n in range(KILL_ROUNDS):
@@ -239,14 +244,7 @@ CHILD_KILLS = 2
 
 
 def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sandbox, cache, workers):
-    sandbox.configure(latency_ms=150)
-    overrides: dict[str, object] = {}
-    if _is_redis(broker_url):
-        # Only shortens the wait for the killed child's messages (default 60 s, minimum 10).
-        overrides["visibility_timeout"] = 20
-    settings = make_settings(broker_url, sandbox.url, batch_size=40, concurrency=20, **overrides)
-    events = _publish(settings, "child9", 900)
-    cached = Cached(settings, events, cache)
+    settings, events, cached = _kill_run(broker_url, sandbox, cache, "child9")
     t0, kills = time.time(), []  # for failure messages
 
     proc = workers(settings, "-c", str(PROCESSES))
