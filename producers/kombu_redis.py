@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
 UNACKED = "unacked"
@@ -32,13 +31,12 @@ _TEMPLATE = (
 )
 
 
-def encode_message(body: bytes, queue: str, content_type: str = "application/json", *, tag: str = "") -> str:
+def encode_message(body: bytes, queue: str, content_type: str = "application/json", *, tag: str) -> str:
     """A message for LPUSH onto `queue`; the body is stored as text, not base64.
 
-    `tag` is the delivery tag, unique per message (a fresh uuid4 when empty); the
-    publisher passes the envelope's own id, which is one.
+    `tag` is the delivery tag, unique per message; the publisher passes the
+    envelope's own id, which is one.
     """
-    tag = tag or uuid.uuid4().hex
     return _TEMPLATE % (json.dumps(body.decode()), json.dumps(content_type), json.dumps(queue), tag)
 
 

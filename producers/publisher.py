@@ -110,9 +110,7 @@ class Publisher:
     def publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
         """Publish an already validated body (Event.body()). Internal fast path."""
         queue, tenant = self._route(tenant)
-        msg_id = new_id()
-        payload = encode(msg_id, tenant, time.time(), body)
-        return self._send(queue, [(payload, msg_id)])
+        return self._send(queue, _envelopes(tenant, [body]))
 
     def publish_many(self, events: Iterable[Event | Mapping[str, Any]], *, tenant: str | None = None) -> int:
         """Validate every event, then publish them all in one round trip per queue.
@@ -134,20 +132,11 @@ class Publisher:
         if not bodies:
             return 0
         queue, tenant = self._route(tenant)
-        return len(bodies) if self._send(queue, self._encode_all(tenant, bodies)) else 0
+        return len(bodies) if self._send(queue, _envelopes(tenant, bodies)) else 0
 
     def _route(self, tenant: str | None) -> tuple[str, str]:
         tenant = tenant or self.settings.tenant
         return self._queues.get(tenant) or self._queue_for(tenant), tenant
-
-    @staticmethod
-    def _encode_all(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[bytes, str]]:
-        now = time.time()
-        out = []
-        for body in bodies:
-            msg_id = new_id()
-            out.append((encode(msg_id, tenant, now, body), msg_id))
-        return out
 
     def _send(self, queue: str, messages: list[tuple[bytes, str]]) -> bool:
         """Hand `messages` (payload, id) to the broker as one unit, within the bound."""
@@ -247,8 +236,7 @@ class AsyncPublisher:
     async def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
         body = parse_event(event).body()
         queue, tenant = self._sync._route(tenant)
-        msg_id = new_id()
-        payload = encode(msg_id, tenant, time.time(), body)
+        ((payload, msg_id),) = _envelopes(tenant, [body])
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._executor, self._waiting, self._flusher = os.getpid(), None, [], None
             if self._redis is not None:
@@ -320,10 +308,9 @@ class AsyncPublisher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2 * timeout
         for attempt in (1, 2):
-            framed = [encode_message(payload, queue, tag=tag) for payload, tag in messages]
             try:
                 async with asyncio.timeout(timeout):
-                    await self._redis.execute("LPUSH", queue, *framed)
+                    await self._redis.execute("LPUSH", queue, *_kombu_framed(queue, messages))
                 self.stats.published += len(messages)
                 return True
             except redis.ResponseError:
@@ -389,7 +376,7 @@ class _RedisSink:
 
     def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None:
         # One LPUSH of every message: Redis applies it whole or not at all.
-        self._redis.execute("LPUSH", queue, *(encode_message(p, queue, tag=tag) for p, tag in messages))
+        self._redis.execute("LPUSH", queue, *_kombu_framed(queue, messages))
 
     def close(self) -> None:
         self._redis.close()
@@ -431,6 +418,21 @@ class _KombuSink:
 
     def close(self) -> None:
         self._conn.release()
+
+
+def _envelopes(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[bytes, str]]:
+    """(payload, id) per validated body: the wire envelope (producers.message), stamped now."""
+    now = time.time()
+    out = []
+    for body in bodies:
+        msg_id = new_id()
+        out.append((encode(msg_id, tenant, now, body), msg_id))
+    return out
+
+
+def _kombu_framed(queue: str, messages: list[tuple[bytes, str]]) -> list[str]:
+    """The messages in kombu's Redis format, their ids as delivery tags."""
+    return [encode_message(payload, queue, tag=msg_id) for payload, msg_id in messages]
 
 
 def _open_sink(settings: Settings) -> _Sink:
