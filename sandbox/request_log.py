@@ -6,26 +6,36 @@ roughly 0.5-1 KB each): past the limit the oldest entries are dropped, and
 indexes keep counting so ``since`` stays meaningful. It never holds the token,
 only whether it matched.
 
-Entries are stored as flat tuples of strings and numbers (a parsed body as its
-JSON text, products as a tuple) and turned into dicts only when read. Such
-tuples are left out of garbage collection: with parsed bodies kept as dicts, a
-log of ~20,000 requests made each full collection stop the server for up to
-98 ms, which showed as a 130 ms p99 for a 50 ms upstream at 1,500 requests/s.
+Entries are stored as flat tuples of bytes, strings and numbers (the body as
+it arrived, products as a tuple) and turned into dicts only when read, where
+the body is parsed. Such tuples are left out of garbage collection: with
+parsed bodies kept as dicts, a log of ~20,000 requests made each full
+collection stop the server for up to 98 ms, which showed as a 130 ms p99 for
+a 50 ms upstream at 1,500 requests/s.
 Appends come from the event loop thread, reads may come from a test thread,
 hence the lock.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from itertools import islice
 
-# One entry: (t, status, body text, body is JSON text, content-type, token ok,
-# products tuple or None). A plain tuple, not a NamedTuple: the collector stops
-# tracking exact tuples of atoms, never instances of a tuple subclass.
-_Entry = tuple[float, int, str | None, bool, str | None, bool, tuple[str, ...] | None]
+from sandbox.contract import ContractError, decode_json
+
+# One entry: (t, status, raw body or None, content-type, token ok, products
+# tuple or None). A plain tuple, not a NamedTuple: the collector stops tracking
+# exact tuples of atoms, never instances of a tuple subclass.
+_Entry = tuple[float, int, bytes | None, str | None, bool, tuple[str, ...] | None]
+
+
+def shown_body(raw: bytes) -> object:
+    """The body as the log shows it: parsed JSON when it parses, else raw text."""
+    try:
+        return decode_json(raw)
+    except ContractError:
+        return raw.decode("utf-8", "replace")
 
 
 class RequestLog:
@@ -40,22 +50,18 @@ class RequestLog:
         self,
         t: float,
         status: int,
-        body: object,
+        raw: bytes | None,
         *,
         content_type: str | None,
         token_ok: bool,
         products: list[str] | None = None,
     ) -> None:
-        """Record one request; ``body`` is the parsed JSON or the raw text.
+        """Record one request; ``raw`` is its body as it arrived (None: not read).
 
         ``products`` is given for 200 answers only.
         """
-        if body is None or isinstance(body, str):
-            text, is_json = body, False
-        else:
-            text, is_json = json.dumps(body, separators=(",", ":")), True
         kept = None if products is None else tuple(products)
-        entry: _Entry = (t, status, text, is_json, content_type, token_ok, kept)
+        entry: _Entry = (t, status, raw, content_type, token_ok, kept)
         with self._lock:
             self._entries.append(entry)
             self._count += 1
@@ -85,12 +91,12 @@ class RequestLog:
             kept = list(islice(reversed(self._entries), len(self._entries) - skip))
         kept.reverse()
         out: list[dict[str, object]] = []
-        for offset, (t, status, text, is_json, content_type, token_ok, products) in enumerate(kept):
+        for offset, (t, status, raw, content_type, token_ok, products) in enumerate(kept):
             shown: dict[str, object] = {
                 "index": first + skip + offset,
                 "t": t,
                 "status": status,
-                "body": json.loads(text) if is_json and text is not None else text,
+                "body": None if raw is None else shown_body(raw),
                 "headers": {"content-type": content_type, "token_ok": token_ok},
             }
             if products is not None:

@@ -51,47 +51,34 @@ _NOT_ALLOWED: Final = _error("method not allowed: use POST")
 _TOO_LARGE: Final = _error(f"body: larger than {MAX_BODY_BYTES} bytes")
 
 
-def _for_log(raw: bytes) -> object:
-    """The body as the log shows it: parsed JSON when it parses, else raw text."""
-    try:
-        return decode_json(raw)
-    except ContractError:
-        return raw.decode("utf-8", "replace")
-
-
 def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
 class _Refused(Exception):
-    """Steps 1-3 refused the request: answer ``status``/``reply``, log ``logged``."""
+    """Steps 1-3 refused the request: answer ``status``/``reply``."""
 
-    def __init__(self, status: int, reply: bytes, logged: object) -> None:
+    def __init__(self, status: int, reply: bytes) -> None:
         super().__init__(status)
         self.status = status
         self.reply = reply
-        self.logged = logged
 
 
-def _accept(request: web.Request, raw: bytes | None, token_ok: bool) -> tuple[object, Event]:
-    """Steps 1-3: return ``(parsed body, event)`` or raise :class:`_Refused`."""
+def _accept(request: web.Request, raw: bytes | None, token_ok: bool) -> Event:
+    """Steps 1-3: return the event or raise :class:`_Refused`."""
     if raw is None:
-        raise _Refused(413, _TOO_LARGE, None)
+        raise _Refused(413, _TOO_LARGE)
     if not token_ok:
-        raise _Refused(401, _UNAUTHORIZED, _for_log(raw))
+        raise _Refused(401, _UNAUTHORIZED)
     if request.content_type != JSON:
-        raise _Refused(415, _UNSUPPORTED, _for_log(raw))
+        raise _Refused(415, _UNSUPPORTED)
     charset = request.charset
     if charset is not None and charset.lower().replace("-", "") != "utf8":
-        raise _Refused(415, _BAD_CHARSET, _for_log(raw))
+        raise _Refused(415, _BAD_CHARSET)
     try:
-        body = decode_json(raw)
+        return validate(decode_json(raw))
     except ContractError as exc:
-        raise _Refused(400, _error(exc.reason), raw.decode("utf-8", "replace")) from exc
-    try:
-        return body, validate(body)
-    except ContractError as exc:
-        raise _Refused(400, _error(exc.reason), body) from exc
+        raise _Refused(400, _error(exc.reason)) from exc
 
 
 async def _recommend(request: web.Request) -> web.Response:
@@ -106,21 +93,19 @@ async def _recommend(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         raw = None
     try:
-        body, event = _accept(request, raw, token_ok)
+        event = _accept(request, raw, token_ok)
     except _Refused as refused:
-        state.log.append(
-            arrived, refused.status, refused.logged, content_type=content_type, token_ok=token_ok
-        )
+        state.log.append(arrived, refused.status, raw, content_type=content_type, token_ok=token_ok)
         return _reply(refused.status, refused.reply)
 
     if event.item_id and event.item_id in state.config.refuse_ids:
         reason = _error(f"data.id: {event.item_id!r} is unknown to the catalog")
-        state.log.append(arrived, 400, body, content_type=content_type, token_ok=True)
+        state.log.append(arrived, 400, raw, content_type=content_type, token_ok=True)
         return _reply(400, reason)
 
     fault = state.faults.draw()
     if fault is not None:
-        state.log.append(arrived, fault.status, body, content_type=content_type, token_ok=True)
+        state.log.append(arrived, fault.status, raw, content_type=content_type, token_ok=True)
         delay = fault.sleep_s if fault.status == 504 else state.faults.latency_s()
         if delay:
             await asyncio.sleep(delay)
@@ -128,9 +113,7 @@ async def _recommend(request: web.Request) -> web.Response:
 
     products = state.engine.rank(event)
     state.engine.record(event)
-    state.log.append(
-        arrived, 200, body, content_type=content_type, token_ok=True, products=products
-    )
+    state.log.append(arrived, 200, raw, content_type=content_type, token_ok=True, products=products)
     delay = state.faults.latency_s()
     if delay:
         await asyncio.sleep(delay)
@@ -144,7 +127,7 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
     state.log.append(
         time.time(),
         405,
-        _for_log(raw) if raw else None,
+        raw or None,
         content_type=request.headers.get(hdrs.CONTENT_TYPE),
         token_ok=token_ok,
     )

@@ -9,6 +9,7 @@ an upstream p99 of 130 ms for a 50 ms latency setting (docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import gc
+import json
 import time
 
 from sandbox.contract import validate
@@ -23,7 +24,8 @@ def _serve(log: RequestLog, engine: RankingEngine, n: int) -> None:
         event = validate(body)
         products = engine.rank(event)
         engine.record(event)
-        log.append(time.time(), 200, body, content_type="application/json", token_ok=True, products=products)
+        raw = json.dumps(body).encode()
+        log.append(time.time(), 200, raw, content_type="application/json", token_ok=True, products=products)
 
 
 def test_kept_requests_and_histories_are_not_tracked_by_the_collector() -> None:
