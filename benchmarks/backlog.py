@@ -19,14 +19,13 @@ import base64
 import copy
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 
 from benchmarks import peers
-from producers.message import encode
+from producers.message import encode, new_id
 from producers.publisher import Publisher
 from producers.settings import Settings
 
@@ -58,11 +57,12 @@ class ProjectMessages:
         self._base64 = self._template["properties"].get("body_encoding") == "base64"
 
     def message(self, body: dict[str, Any], ts: float | None = None) -> str:
-        payload = encode(uuid.uuid4().hex, self.settings.tenant, time.time() if ts is None else ts,
+        msg_id = new_id()
+        payload = encode(msg_id, self.settings.tenant, time.time() if ts is None else ts,
                          body)
         msg = copy.deepcopy(self._template)
         msg["body"] = base64.b64encode(payload).decode() if self._base64 else payload.decode()
-        msg["properties"]["delivery_tag"] = str(uuid.uuid4())
+        msg["properties"]["delivery_tag"] = msg_id  # as the Publisher tags it
         return json.dumps(msg)
 
     def push(self, broker: redis.Redis, key: str, bodies: Iterator[dict[str, Any]]) -> int:

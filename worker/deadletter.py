@@ -24,7 +24,7 @@ from typing import Any, Literal
 import redis
 
 from producers import keys
-from producers.message import Envelope, peek
+from producers.message import Envelope, compact_json, peek
 
 Kind = Literal["refused", "exhausted", "undecodable"]
 
@@ -65,7 +65,7 @@ def entry_for(
 
 
 def encode_entry(entry: dict[str, Any]) -> dict[Any, Any]:
-    return {"entry": json.dumps(entry, separators=(",", ":"))}
+    return {"entry": compact_json(entry)}
 
 
 @dataclass(frozen=True, slots=True)
