@@ -10,6 +10,7 @@ machine lands on every row alike):
 - a publish taken apart: validation (make_event), envelope (id, time, JSON),
   kombu framing, and the LPUSH round trip, each stage timed inside one real
   publish sequence, so each runs as cold or warm as it does on the request path;
+- a read taken apart the same way: key, GET round trip, JSON decode, merge;
 - the whole `Publisher.product_view` and `RankingReader.order` (200 native ids),
   and their CPU time per call (thread time over the round, / calls);
 - `AsyncPublisher`: one await at a time, and 5,000 awaits at once (wall time
@@ -39,7 +40,7 @@ from producers.event import make_event
 from producers.kombu_redis import encode_message
 from producers.message import encode, new_id
 from producers.publisher import AsyncPublisher, Publisher
-from producers.reader import RankingReader
+from producers.reader import RankingReader, decode_ranking, merge
 from producers.settings import Settings
 
 QUEUE = "fashionai-bench-request-path"
@@ -87,6 +88,25 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         ):
             out[name].append(value)
 
+    def read_stages(_: int, out: dict[str, list[int]]) -> None:
+        pc = time.perf_counter_ns
+        t0 = pc()
+        key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
+        t1 = pc()
+        raw = direct.execute("GET", key, idempotent=True)
+        t2 = pc()
+        ranking = decode_ranking(raw)
+        t3 = pc()
+        merge(ranking.products, NATIVE)
+        t4 = pc()
+        for name, value in (
+            ("key", t1 - t0),
+            ("GET round trip", t2 - t1),
+            ("JSON decode", t3 - t2),
+            ("merge (200 native)", t4 - t3),
+        ):
+            out[name].append(value)
+
     rows: dict[str, Callable[[int], object]] = {
         "PING, raw socket": raw_ping,
         "PING, redis-py Connection": lambda _: direct.execute("PING"),
@@ -96,11 +116,15 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     }
     stage_names = ("validate", "envelope", "kombu framing", "LPUSH round trip")
     stages: dict[str, list[int]] = {n: [] for n in stage_names}
+    read_names = ("key", "GET round trip", "JSON decode", "merge (200 native)")
+    rstages: dict[str, list[int]] = {n: [] for n in read_names}
     per_round = max(1, calls // rounds)
 
     def publish_apart(recorded: bool) -> None:
         for i in range(per_round):
             publish_stages(i, stages if recorded else {n: [] for n in stages})
+        for i in range(per_round):
+            read_stages(i, rstages if recorded else {n: [] for n in rstages})
 
     try:
         samples, cpu_ns = take_turns(rows, block=per_round, rounds=rounds, after_round=publish_apart)
@@ -122,6 +146,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     return {
         "calls": {name: summary(samples[name], cpu_ns[name]) for name in rows},
         "publish_stages": {name: summary(values) for name, values in stages.items()},
+        "read_stages": {name: summary(values) for name, values in rstages.items()},
         "async_publisher": asyncio.run(_async_publisher(settings, calls)),
     }
 
@@ -166,6 +191,9 @@ def table(result: dict[str, Any]) -> str:
     )
     lines.append("a publish taken apart (each stage timed inside one publish sequence):")
     for name, s in result["publish_stages"].items():
+        lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+    lines.append("a read taken apart (RankingReader.order's steps, timed the same way):")
+    for name, s in result["read_stages"].items():
         lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ call: a lock, a poll() for stray data on the socket, the retry wrapper and the
 event dispatcher. On this machine that was ~30 us of a ~100 us publish or read,
 whose floor is one round trip (~65 us; docs/PERFORMANCE.md). The request path
 makes exactly one command per call, so it keeps its own idle connections and
-talks on them directly, with redis-py's Connection, parser and errors.
+talks on them directly, with redis-py's Connection, parser and errors. It packs
+the command itself (`pack`: ~0.8 us against redis-py's ~1.6 us for an LPUSH of
+one message) and sends it with the Connection's public `send_packed_command`.
 
 - Thread-safe: a connection is used by one thread at a time (list.pop/append
   are atomic); concurrent callers each open their own, kept for reuse.
@@ -77,7 +79,8 @@ class DirectRedis:
 
     @staticmethod
     def _call(conn: Any, args: tuple[Any, ...]) -> Any:
-        conn.send_command(*args)
+        # No health check: none is configured (it would cost a PING per interval).
+        conn.send_packed_command((pack(args),), check_health=False)
         return conn.read_response()
 
     def _keep(self, conn: Any) -> None:
@@ -157,7 +160,7 @@ class AsyncDirectRedis:
 
     @staticmethod
     async def _call(conn: Any, args: tuple[Any, ...]) -> Any:
-        await conn.send_command(*args)
+        await conn.send_packed_command((pack(args),), check_health=False)
         return await conn.read_response()
 
     def _keep(self, conn: Any) -> None:
@@ -168,6 +171,26 @@ class AsyncDirectRedis:
         if self._loop is asyncio.get_running_loop():
             for conn in idle:
                 await _quietly_disconnect(conn)
+
+
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP: str as UTF-8, bytes as they are, int and float in decimal.
+
+    The same bytes redis-py's packer writes for these types; anything else
+    raises redis.DataError, as redis-py does, before anything is sent.
+    """
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            raw = arg.encode()
+        elif isinstance(arg, bytes):
+            raw = arg
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            raw = repr(arg).encode()
+        else:
+            raise redis.DataError(f"cannot send {type(arg).__name__} to Redis: use str, bytes, int or float")
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
 
 
 async def _quietly_disconnect(conn: Any) -> None:

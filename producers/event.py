@@ -85,7 +85,10 @@ def make_event(event_type: str, session_id: str, item_id: str = "", user_id: str
     raw: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
     if user_id is not None:
         raw["userId"] = user_id
-    return parse_event(raw)
+    try:  # parse_event's checks on `raw` itself hold by construction
+        return Event.model_validate(raw)
+    except ValidationError as exc:
+        raise _to_invalid(exc) from None
 
 
 def _to_invalid(exc: ValidationError) -> InvalidEvent:

@@ -16,8 +16,9 @@ of three round trips per message (measured: docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
+
+from producers.message import quote
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -31,13 +32,14 @@ _TEMPLATE = (
 )
 
 
-def encode_message(body: bytes, queue: str, content_type: str = "application/json", *, tag: str) -> str:
+def encode_message(body: bytes | str, queue: str, content_type: str = "application/json", *, tag: str) -> str:
     """A message for LPUSH onto `queue`; the body is stored as text, not base64.
 
     `tag` is the delivery tag, unique per message; the publisher passes the
     envelope's own id, which is one.
     """
-    return _TEMPLATE % (json.dumps(body.decode()), json.dumps(content_type), json.dumps(queue), tag)
+    text = body if isinstance(body, str) else body.decode()
+    return _TEMPLATE % (quote(text), quote(content_type), quote(queue), tag)
 
 
 def message_body(message: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,22 +50,49 @@ class Envelope:
 
 def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> bytes:
     """Serialise one envelope. `body` must already be a validated event body."""
+    return encode_text(msg_id, tenant, ts, body, attempt).encode()
+
+
+def encode_text(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
+    """encode() as text, for framing it again (producers.kombu_redis) without a decode."""
     # A template rather than json.dumps of a dict: this runs on the request path.
-    text = _ENVELOPE % (
-        VERSION,
-        json.dumps(msg_id),
-        json.dumps(tenant),
-        repr(float(ts)),
-        int(attempt),
-        compact_json(body),
-    )
-    return text.encode()
+    return _ENVELOPE % (VERSION, quote(msg_id), quote(tenant), repr(float(ts)), int(attempt), body_json(body))
 
 
 _ENVELOPE = '{"v":%d,"id":%s,"tenant":%s,"ts":%s,"attempt":%d,"event":%s}'
 # json.dumps(..., separators=...) builds a new encoder on every call (py-spy put
 # that at ~5% of a pump's CPU); one shared encoder does the same work.
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
+# A str as a JSON string, as json.dumps writes it (ensure_ascii), without
+# json.dumps's per-call checks: the C function json.dumps itself ends in.
+quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+_BODY = '{"sessionId":%s,"eventType":%s,"data":{"id":%s}}'
+_BODY_USER = '{"userId":%s,"sessionId":%s,"eventType":%s,"data":{"id":%s}}'
+
+
+def body_json(body: dict[str, Any]) -> str:
+    """compact_json(body) for an event body (Event.body()), filled into a template.
+
+    It runs once per event on the request path and again in the worker; the
+    encoder costs ~1.3 us here, this ~0.5 us. Anything not exactly that shape
+    (more keys, a non-string value) goes through compact_json.
+    """
+    try:
+        data = body["data"]
+        if len(data) == 1:
+            if len(body) == 3:
+                return _BODY % (quote(body["sessionId"]), quote(body["eventType"]), quote(data["id"]))
+            if len(body) == 4:
+                return _BODY_USER % (
+                    quote(body["userId"]),
+                    quote(body["sessionId"]),
+                    quote(body["eventType"]),
+                    quote(data["id"]),
+                )
+    except (KeyError, TypeError):
+        pass
+    return compact_json(body)
 
 
 def new_id() -> str:

@@ -45,7 +45,7 @@ from producers.direct import AsyncDirectRedis, DirectRedis
 from producers.errors import BrokerUnavailable, InvalidEvent
 from producers.event import Event, make_event, parse_event
 from producers.kombu_redis import encode_message
-from producers.message import CONTENT_TYPE, encode, new_id
+from producers.message import CONTENT_TYPE, encode_text, new_id
 from producers.settings import Settings, redact_url
 
 log = logging.getLogger("fashionai.publisher")
@@ -138,7 +138,7 @@ class Publisher:
         tenant = tenant or self.settings.tenant
         return self._queues.get(tenant) or self._queue_for(tenant), tenant
 
-    def _send(self, queue: str, messages: list[tuple[bytes, str]]) -> bool:
+    def _send(self, queue: str, messages: list[tuple[str, str]]) -> bool:
         """Hand `messages` (payload, id) to the broker as one unit, within the bound."""
         deadline = time.monotonic() + 2 * self.settings.publish_timeout
         with self._lock:
@@ -301,7 +301,7 @@ class AsyncPublisher:
         finally:
             self._flusher = None
 
-    async def _send_redis(self, queue: str, messages: list[tuple[bytes, str]]) -> bool:
+    async def _send_redis(self, queue: str, messages: list[tuple[str, str]]) -> bool:
         """Publisher._send's bound and retry, from the event loop."""
         assert self._redis is not None
         timeout = self.settings.publish_timeout
@@ -334,7 +334,7 @@ class AsyncPublisher:
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     queue: str
-    payload: bytes
+    payload: str
     msg_id: str
     answer: asyncio.Future[bool]
 
@@ -356,7 +356,7 @@ def _settle(answer: asyncio.Future[bool], *, result: bool = False, error: Except
 
 
 class _Sink(Protocol):
-    def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None: ...
+    def send(self, queue: str, messages: list[tuple[str, str]]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -374,7 +374,7 @@ class _RedisSink:
             settings.broker_url, timeout=settings.publish_timeout, name="fashionai-publisher", max_idle=1
         )
 
-    def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None:
+    def send(self, queue: str, messages: list[tuple[str, str]]) -> None:
         # One LPUSH of every message: Redis applies it whole or not at all.
         self._redis.execute("LPUSH", queue, *_kombu_framed(queue, messages))
 
@@ -398,7 +398,7 @@ class _KombuSink:
         self._producer = Producer(self._channel)
         self._declared: set[str] = set()
 
-    def send(self, queue: str, messages: list[tuple[bytes, str]]) -> None:
+    def send(self, queue: str, messages: list[tuple[str, str]]) -> None:
         if queue not in self._declared:
             event_queue(self._settings, queue)(self._channel).declare()
             self._declared.add(queue)
@@ -407,7 +407,7 @@ class _KombuSink:
         # them again: at least once).
         for payload, _ in messages:
             self._producer.publish(
-                payload,
+                payload.encode(),
                 routing_key=queue,
                 content_type=CONTENT_TYPE,
                 content_encoding="utf-8",
@@ -420,17 +420,17 @@ class _KombuSink:
         self._conn.release()
 
 
-def _envelopes(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[bytes, str]]:
-    """(payload, id) per validated body: the wire envelope (producers.message), stamped now."""
+def _envelopes(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(payload, id) per validated body: the wire envelope (producers.message) as text, stamped now."""
     now = time.time()
     out = []
     for body in bodies:
         msg_id = new_id()
-        out.append((encode(msg_id, tenant, now, body), msg_id))
+        out.append((encode_text(msg_id, tenant, now, body), msg_id))
     return out
 
 
-def _kombu_framed(queue: str, messages: list[tuple[bytes, str]]) -> list[str]:
+def _kombu_framed(queue: str, messages: list[tuple[str, str]]) -> list[str]:
     """The messages in kombu's Redis format, their ids as delivery tags."""
     return [encode_message(payload, queue, tag=msg_id) for payload, msg_id in messages]
 

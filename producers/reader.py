@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import filterfalse
 
 import redis
 import redis.asyncio as aioredis
@@ -55,12 +56,12 @@ def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
     """
     if not ranked:
         return list(native)
-    available = set(native)
-    head = [pid for pid in dict.fromkeys(ranked) if pid in available]
-    if not head:
+    chosen = set(ranked).intersection(native)  # in C: no set of the (longer) native list
+    if not chosen:
         return list(native)
-    chosen = set(head)
-    return head + [pid for pid in native if pid not in chosen]  # a list, not a generator: 2x faster
+    head = [pid for pid in dict.fromkeys(ranked) if pid in chosen]
+    head.extend(filterfalse(chosen.__contains__, native))
+    return head
 
 
 class RankingReader:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import aiohttp
 import httpx
 
-from producers.message import compact_json
+from producers.message import body_json
 from producers.settings import Settings
 
 USER_AGENT = "fashionai-pipeline/0.1"
@@ -134,7 +134,7 @@ class Deliverer:
 
     async def send(self, body: dict[str, Any]) -> Outcome:
         """POST one event body. Never raises for upstream or network trouble."""
-        payload = compact_json(body).encode()
+        payload = body_json(body).encode()
         try:
             async with asyncio.timeout(self._timeout):
                 request = httpx.Request(
