@@ -103,10 +103,13 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
     rtt = _section(results, "redis_rtt", lambda: costs.redis_round_trip(bench, plan.publish_calls))
     if rtt:
         results["redis_rtt"], results["redis_rtt_client"] = asdict(rtt[0]), asdict(rtt[1])
+        results["redis_rtt_polled"] = asdict(rtt[2])
     publish = _section(results, "publish", lambda: costs.publish_costs(bench, plan.publish_calls))
     if publish:
         results["publish"] = {name: asdict(timing) for name, timing in publish.items()}
-    _keep(results, "read", lambda: costs.read_costs(bench, plan.read_calls))
+    read = _section(results, "read", lambda: costs.read_costs(bench, plan.read_calls))
+    if read:
+        results["read"], results["read_blocking"] = asdict(read["project"]), asdict(read["blocking"])
 
     project = drains.get("project", {}).get("median")
     half = project["events_per_s"] / 2 if project else 500.0

@@ -6,13 +6,15 @@ warm-up, against the same Redis as everything else.
 - publish: `Publisher.product_view(...)` (validation, envelope, kombu publish,
   Redis LPUSH answered) vs the peer's `deliver.apply_async((body,))` on the
   same broker, taking turns in blocks of 500 calls. Nobody consumes those queues; they
-  are deleted afterwards.
+  are deleted afterwards. On Redis a third Publisher with `reply_poll_us=0`
+  takes its turns too: what the default's reply polling is worth.
 - floor: one PING round trip on a redis-py Connection (what publish and read
   use, producers.direct), and through a redis.Redis client for comparison;
   publish and read each need one round trip.
 - read: `RankingReader.order(event_type, id, session, native)` with a
   200-product native ordering, against pre-filled rankings of 12-50 ids in the
-  reader's format, so every call does the GET, the JSON decode and the merge.
+  reader's format, so every call does the GET, the JSON decode and the merge;
+  a reader with `reply_poll_us=0` takes turns with the default one.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
     if bench.amqp_url:
         unconfirmed = settings.model_copy(update={"amqp_confirm_publish": False})
         publishers["project_unconfirmed"] = Publisher(unconfirmed)
+    else:
+        publishers["project_blocking"] = Publisher(settings.model_copy(update={"reply_poll_us": 0}))
     queue = bench.name("publish-celery")
     peers.configure(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url)
     if bench.amqp_url:
@@ -92,6 +96,7 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
         "project": "Publisher.product_view",
         "celery": "celery apply_async",
         "project_unconfirmed": "Publisher.product_view, confirms off",
+        "project_blocking": "Publisher.product_view, reply polling off",
     }
     timings = {name: _timing(labels[name], samples[name], cpu[name] or None) for name in calls_of}
     project, celery = timings["project"], timings["celery"]
@@ -107,32 +112,47 @@ def _publish_one(publisher: Publisher, i: int) -> bool:
     return publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
 
 
-def redis_round_trip(bench: Bench, calls: int, warmup: int = 300, block: int = 500) -> tuple[Timing, Timing]:
+def redis_round_trip(
+    bench: Bench, calls: int, warmup: int = 300, block: int = 500
+) -> tuple[Timing, Timing, Timing]:
     """One PING on the broker's Redis, the floor under publish and read: on a
-    redis-py Connection directly (as publish and read do), and through a
+    redis-py Connection directly, blocking for the reply and polling for it (as
+    publish and read do by default, producers.direct), and through a
     redis.Redis client (its pool checkout per call), taking turns in blocks as
     publish does (call-by-call alternation slowed both by ~25 us here)."""
     direct = DirectRedis(bench.broker_url, timeout=1.0, name="fashionai-bench")
+    polled = DirectRedis(bench.broker_url, timeout=1.0, name="fashionai-bench", reply_poll_us=100)
     try:
         samples, _ = take_turns(
-            {"direct": lambda _: direct.execute("PING"), "client": lambda _: bench.broker.ping()},
+            {
+                "direct": lambda _: direct.execute("PING"),
+                "polled": lambda _: polled.execute("PING"),
+                "client": lambda _: bench.broker.ping(),
+            },
             block=block,
             rounds=max(1, calls // block),
             warm_rounds=max(1, -(-warmup // block)),
         )
     finally:
         direct.close()
-    floor, client = samples["direct"], samples["client"]
-    timings = _timing("PING, redis-py Connection", floor), _timing("PING, redis.Redis client", client)
+        polled.close()
+    timings = (
+        _timing("PING, redis-py Connection", samples["direct"]),
+        _timing("PING, redis.Redis client", samples["client"]),
+        _timing("PING, redis-py Connection, reply polled", samples["polled"]),
+    )
     progress(
-        f"redis round trip: p50 {timings[0].p50_us:.0f} us direct, "
+        f"redis round trip: p50 {timings[0].p50_us:.0f} us direct, {timings[2].p50_us:.0f} us polled, "
         f"{timings[1].p50_us:.0f} us through the client"
     )
     return timings
 
 
-def read_costs(bench: Bench, calls: int, rankings: int = 2000, warmup: int = 500) -> Timing:
-    """`RankingReader.order()` with a 200-id native ordering, every call a cache hit."""
+def read_costs(
+    bench: Bench, calls: int, rankings: int = 2000, warmup: int = 500, block: int = 500
+) -> dict[str, Timing]:
+    """`RankingReader.order()` with a 200-id native ordering, every call a cache hit:
+    "project" (the default reader) and "blocking" (`reply_poll_us=0`), taking turns."""
     tenant = bench.name("read")
     rng = random.Random(11)
     native = [f"p{i:04d}" for i in range(NATIVE_SIZE)]
@@ -144,21 +164,34 @@ def read_costs(bench: Bench, calls: int, rankings: int = 2000, warmup: int = 500
         key = keys.ranking(tenant, "productView", f"p{i:04d}", f"read-s{i}", None)
         pipe.set(key, json.dumps([now_ms, *ids], separators=(",", ":")), px=600_000)
     pipe.execute()
-    reader = RankingReader(Settings(redis_url=bench.cache_url, tenant=tenant))
-    samples: list[int] = []
+    settings = Settings(redis_url=bench.cache_url, tenant=tenant)
+    readers = {
+        "project": RankingReader(settings),
+        "blocking": RankingReader(settings.model_copy(update={"reply_poll_us": 0})),
+    }
+    picks = [rng.randrange(rankings) for _ in range(block)]
+
+    def read(reader: RankingReader, n: int) -> None:
+        i = picks[n % block]
+        page = reader.order("productView", f"p{i:04d}", f"read-s{i}", native)
+        if len(page) != NATIVE_SIZE:
+            raise RuntimeError(f"order() returned {len(page)} ids, expected {NATIVE_SIZE}")
+
     try:
-        for n in range(warmup + calls):
-            i = rng.randrange(rankings)
-            t0 = time.perf_counter_ns()
-            page = reader.order("productView", f"p{i:04d}", f"read-s{i}", native)
-            elapsed = time.perf_counter_ns() - t0
-            if n >= warmup:
-                samples.append(elapsed)
-            if len(page) != NATIVE_SIZE:
-                raise RuntimeError(f"order() returned {len(page)} ids, expected {NATIVE_SIZE}")
+        samples, cpu = take_turns(
+            {name: partial(read, reader) for name, reader in readers.items()},
+            block=block,
+            rounds=max(1, calls // block),
+            warm_rounds=max(1, -(-warmup // block)),
+        )
     finally:
-        reader.close()
-    timing = _timing("RankingReader.order", samples)
-    progress(f"read: p50 {timing.p50_us:.0f} us, p99 {timing.p99_us:.0f} us")
+        for reader in readers.values():
+            reader.close()
+    labels = {"project": "RankingReader.order", "blocking": "RankingReader.order, reply polling off"}
+    timings = {name: _timing(labels[name], samples[name], cpu[name]) for name in readers}
+    progress(
+        f"read: p50 {timings['project'].p50_us:.0f} us, p99 {timings['project'].p99_us:.0f} us; "
+        f"polling off p50 {timings['blocking'].p50_us:.0f} us"
+    )
     bench.clean()
-    return timing
+    return timings

@@ -108,18 +108,22 @@ def _delivery(results: Results, add: Callable[[str], None]) -> None:
 
 
 def _request_path(results: Results, add: Callable[[str], None]) -> None:
-    add(f"{'request path (per call)':<44}{'calls':>8}{'p50 us':>9}{'p99 us':>9}{'mean us':>9}")
+    add(f"{'request path (per call)':<60}{'calls':>8}{'p50 us':>9}{'p99 us':>9}{'mean us':>9}"
+        f"{'CPU us':>8}")
     rows = [("floor:", results.get("redis_rtt")),
+            ("floor:", results.get("redis_rtt_polled")),
             ("floor:", results.get("redis_rtt_client")),
             ("publish:", _get(results, "publish", "project")),
             ("publish:", _get(results, "publish", "project_unconfirmed")),
+            ("publish:", _get(results, "publish", "project_blocking")),
             ("publish:", _get(results, "publish", "celery")),
-            ("read:", results.get("read"))]
+            ("read:", results.get("read")),
+            ("read:", results.get("read_blocking"))]
     for kind, t in rows:
         if t:
             what = f"{kind} {t['what']}" + (" (200 native)" if kind == "read:" else "")
-            add(f"  {what:<42}{t['calls']:>8,}{_n(t['p50_us']):>9}{_n(t['p99_us']):>9}"
-                f"{_n(t['mean_us']):>9}")
+            add(f"  {what:<58}{t['calls']:>8,}{_n(t['p50_us']):>9}{_n(t['p99_us']):>9}"
+                f"{_n(t['mean_us']):>9}{_n(t.get('cpu_us_per_call')):>8}")
     ratio = _get(results, "ratios", "apply_async_vs_publish_p50")
     cpu = _get(results, "ratios", "apply_async_vs_publish_cpu")
     add(f"  apply_async p50 / publish p50: {_n(ratio, 2)}x; CPU per call "

@@ -5,13 +5,15 @@
 Times, call by call and in rounds that take turns (so a slow spell of the
 machine lands on every row alike):
 
-- the round trip alone: PING on a raw socket, on a redis-py Connection (what
-  publish and read use, producers.direct) and through a redis.Redis client;
+- the round trip alone: PING on a raw socket, on a redis-py Connection
+  blocking for the reply and polling for it (what publish and read use by
+  default, producers.direct), and through a redis.Redis client;
 - a publish taken apart: validation (make_event), envelope (id, time, JSON),
   kombu framing, and the LPUSH round trip, each stage timed inside one real
   publish sequence, so each runs as cold or warm as it does on the request path;
 - a read taken apart the same way: key, GET round trip, JSON decode, merge;
 - the whole `Publisher.product_view` and `RankingReader.order` (200 native ids),
+  as configured by default and with reply polling off (`reply_poll_us=0`),
   and their CPU time per call (thread time over the round, / calls);
 - `AsyncPublisher`: one await at a time, and 5,000 awaits at once (wall time
   per event: concurrent publishes share round trips).
@@ -61,6 +63,10 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     sock = _raw_socket(url)
     publisher = Publisher(settings)
     reader = RankingReader(settings)
+    blocking = settings.model_copy(update={"reply_poll_us": 0})
+    publisher_blocking = Publisher(blocking)
+    reader_blocking = RankingReader(blocking)
+    polled = DirectRedis(url, timeout=1.0, name="fashionai-bench", reply_poll_us=settings.reply_poll_us)
     ranking_key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
     client.set(ranking_key, json.dumps([1, *NATIVE[100:140]]), px=600_000)
 
@@ -78,7 +84,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         t2 = pc()
         message = encode_message(payload, QUEUE, tag=msg_id)
         t3 = pc()
-        direct.execute("LPUSH", QUEUE, message)
+        polled.execute("LPUSH", QUEUE, message)
         t4 = pc()
         for name, value in (
             ("validate", t1 - t0),
@@ -93,7 +99,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         t0 = pc()
         key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
         t1 = pc()
-        raw = direct.execute("GET", key, idempotent=True)
+        raw = polled.execute("GET", key, idempotent=True)
         t2 = pc()
         ranking = decode_ranking(raw)
         t3 = pc()
@@ -110,9 +116,14 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     rows: dict[str, Callable[[int], object]] = {
         "PING, raw socket": raw_ping,
         "PING, redis-py Connection": lambda _: direct.execute("PING"),
+        "PING, Connection, reply polled": lambda _: polled.execute("PING"),
         "PING, redis.Redis client": lambda _: client.ping(),
         "Publisher.product_view": lambda i: publisher.product_view(f"s{i}", f"p{i}"),
+        "Publisher.product_view, polling off": lambda i: publisher_blocking.product_view(f"s{i}", f"p{i}"),
         "RankingReader.order (200 native)": lambda _: reader.order("productView", "p1", "s1", NATIVE),
+        "RankingReader.order, polling off": lambda _: reader_blocking.order(
+            "productView", "p1", "s1", NATIVE
+        ),
     }
     stage_names = ("validate", "envelope", "kombu framing", "LPUSH round trip")
     stages: dict[str, list[int]] = {n: [] for n in stage_names}
@@ -130,9 +141,8 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         samples, cpu_ns = take_turns(rows, block=per_round, rounds=rounds, after_round=publish_apart)
     finally:
         client.delete(QUEUE, ranking_key)
-        publisher.close()
-        reader.close()
-        direct.close()
+        for closeable in (publisher, reader, publisher_blocking, reader_blocking, direct, polled):
+            closeable.close()
         client.close()
         sock.close()
 
@@ -177,12 +187,12 @@ async def _async_publisher(settings: Settings, calls: int, together: int = 5000)
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'call':<36}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
+    lines = [f"{'call':<40}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
     for name, s in result["calls"].items():
-        lines.append(f"{name:<36}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
+        lines.append(f"{name:<40}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
     a = result["async_publisher"]
     lines.append(
-        f"{'AsyncPublisher, one await at a time':<36}{a['one_by_one_p50_us']:>9.1f}"
+        f"{'AsyncPublisher, one await at a time':<40}{a['one_by_one_p50_us']:>9.1f}"
         f"{a['one_by_one_p99_us']:>9.1f}"
     )
     lines.append(
@@ -191,10 +201,10 @@ def table(result: dict[str, Any]) -> str:
     )
     lines.append("a publish taken apart (each stage timed inside one publish sequence):")
     for name, s in result["publish_stages"].items():
-        lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+        lines.append(f"  {name:<38}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
     lines.append("a read taken apart (RankingReader.order's steps, timed the same way):")
     for name, s in result["read_stages"].items():
-        lines.append(f"  {name:<34}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+        lines.append(f"  {name:<38}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
     return "\n".join(lines)
 
 

@@ -371,7 +371,11 @@ class _RedisSink:
 
     def __init__(self, settings: Settings) -> None:
         self._redis = DirectRedis(
-            settings.broker_url, timeout=settings.publish_timeout, name="fashionai-publisher", max_idle=1
+            settings.broker_url,
+            timeout=settings.publish_timeout,
+            name="fashionai-publisher",
+            max_idle=1,
+            reply_poll_us=settings.reply_poll_us,
         )
 
     def send(self, queue: str, messages: list[tuple[str, str]]) -> None:

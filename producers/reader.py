@@ -75,7 +75,14 @@ class RankingReader:
         self.settings = settings or Settings()
         self._client = client
         self._direct = (
-            None if client else DirectRedis(self.settings.redis_url, timeout=0.25, name="fashionai-reader")
+            None
+            if client
+            else DirectRedis(
+                self.settings.redis_url,
+                timeout=0.25,
+                name="fashionai-reader",
+                reply_poll_us=self.settings.reply_poll_us,
+            )
         )
 
     def get(

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(default=0.5, gt=0)
     on_broker_down: Literal["raise", "drop"] = "raise"
     amqp_confirm_publish: bool = True
+    # Publish (Redis broker) and RankingReader poll their socket for Redis's reply
+    # for up to this long before blocking; 0: block at once. Lower latency and
+    # no more CPU per call here; stops by itself when replies take longer
+    # (producers.direct, docs/PERFORMANCE.md).
+    reply_poll_us: int = Field(default=100, ge=0, le=10_000)
 
     # Worker side
     batch_size: int = Field(default=200, ge=1, le=10_000)

@@ -59,9 +59,12 @@ def test_quick_benchmark_reports_every_section_with_every_event_accounted_for():
     for timing in (
         result["redis_rtt"],
         result["redis_rtt_client"],
+        result["redis_rtt_polled"],
         result["publish"]["project"],
+        result["publish"]["project_blocking"],
         result["publish"]["celery"],
         result["read"],
+        result["read_blocking"],
     ):
         assert timing["calls"] > 0 and _positive(timing["p50_us"]) and timing["p99_us"] >= timing["p50_us"]
     latency = result["latency"]
@@ -89,16 +92,22 @@ def test_quick_benchmark_on_rabbitmq_delivers_and_publishes_there():
     assert _positive(publish["project"]["p50_us"]) and _positive(publish["celery"]["p50_us"])
 
 
-def test_request_path_profile_takes_a_publish_apart():
+def test_request_path_profile_takes_a_publish_and_a_read_apart():
     result = _run("benchmarks.request_path", "--calls", "300", timeout=120)
     assert set(result["calls"]) == {
         "PING, raw socket",
         "PING, redis-py Connection",
+        "PING, Connection, reply polled",
         "PING, redis.Redis client",
         "Publisher.product_view",
+        "Publisher.product_view, polling off",
         "RankingReader.order (200 native)",
+        "RankingReader.order, polling off",
     }
     assert set(result["publish_stages"]) == {"validate", "envelope", "kombu framing", "LPUSH round trip"}
+    assert set(result["read_stages"]) == {"key", "GET round trip", "JSON decode", "merge (200 native)"}
+    stages = [*result["publish_stages"].values(), *result["read_stages"].values()]
+    assert all(s["calls"] == 300 and _positive(s["p50_us"]) for s in stages)
     assert all(_positive(s["p50_us"]) and _positive(s["cpu_us_per_call"]) for s in result["calls"].values())
     assert _positive(result["async_publisher"]["together_us_per_event"])
 
