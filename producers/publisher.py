@@ -43,7 +43,7 @@ from kombu.exceptions import OperationalError
 from producers.broker import connect, event_queue
 from producers.direct import AsyncDirectRedis, DirectRedis
 from producers.errors import BrokerUnavailable, InvalidEvent
-from producers.event import Event, make_event, parse_event
+from producers.event import Event, event_body, parse_event
 from producers.kombu_redis import encode_message
 from producers.message import CONTENT_TYPE, encode_text, new_id
 from producers.settings import Settings, redact_url
@@ -94,16 +94,16 @@ class Publisher:
         return self.publish_body(body, tenant=tenant)
 
     def product_view(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return self.publish(make_event("productView", session_id, product_id, user_id))
+        return self.publish_body(event_body("productView", session_id, product_id, user_id))
 
     def category_view(self, session_id: str, category_id: str, user_id: str | None = None) -> bool:
-        return self.publish(make_event("categoryView", session_id, category_id, user_id))
+        return self.publish_body(event_body("categoryView", session_id, category_id, user_id))
 
     def shop_the_look(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return self.publish(make_event("shopTheLook", session_id, product_id, user_id))
+        return self.publish_body(event_body("shopTheLook", session_id, product_id, user_id))
 
     def custom_shelf(self, session_id: str, user_id: str | None = None) -> bool:
-        return self.publish(make_event("customShelf", session_id, "", user_id))
+        return self.publish_body(event_body("customShelf", session_id, "", user_id))
 
     # -- the broker side -----------------------------------------------------------
 
@@ -234,7 +234,9 @@ class AsyncPublisher:
         return f"<AsyncPublisher broker={redact_url(self.settings.broker_url)}>"
 
     async def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
-        body = parse_event(event).body()
+        return await self._publish_body(parse_event(event).body(), tenant=tenant)
+
+    async def _publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
         queue, tenant = self._sync._route(tenant)
         ((payload, msg_id),) = _envelopes(tenant, [body])
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
@@ -249,16 +251,16 @@ class AsyncPublisher:
         return await answer
 
     async def product_view(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return await self.publish(make_event("productView", session_id, product_id, user_id))
+        return await self._publish_body(event_body("productView", session_id, product_id, user_id))
 
     async def category_view(self, session_id: str, category_id: str, user_id: str | None = None) -> bool:
-        return await self.publish(make_event("categoryView", session_id, category_id, user_id))
+        return await self._publish_body(event_body("categoryView", session_id, category_id, user_id))
 
     async def shop_the_look(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return await self.publish(make_event("shopTheLook", session_id, product_id, user_id))
+        return await self._publish_body(event_body("shopTheLook", session_id, product_id, user_id))
 
     async def custom_shelf(self, session_id: str, user_id: str | None = None) -> bool:
-        return await self.publish(make_event("customShelf", session_id, "", user_id))
+        return await self._publish_body(event_body("customShelf", session_id, "", user_id))
 
     async def aclose(self) -> None:
         """Wait for publishes in flight, then close the broker connection."""

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from producers.errors import InvalidEvent
-from producers.event import EVENT_TYPES, make_event, parse_event
+from producers.event import EVENT_TYPES, event_body, make_event, parse_event
 from producers.message import InvalidMessage, decode, encode
 
 
@@ -79,3 +79,37 @@ def test_envelope_round_trip_and_bad_messages():
     ]:
         with pytest.raises(InvalidMessage, match=reason):
             decode(raw)
+
+
+class _Str(str):
+    pass
+
+
+_PARTS = ["s", "", "x" * 512, "x" * 513, "雪" * 512, 7, None, _Str("sub"), b"bytes"]
+
+
+def _outcome(fn, *args):
+    try:
+        body = fn(*args)
+    except InvalidEvent as exc:
+        return ("invalid", exc.field, exc.rule)
+    return ("body", list(body.items()))
+
+
+@pytest.mark.parametrize("event_type", [*EVENT_TYPES, "pageView", ""])
+def test_event_body_shortcut_agrees_with_the_model_on_every_combination(event_type):
+    # The typed publish helpers skip the model for plainly valid parts; every
+    # other input must get exactly the model's answer (body, or field and rule).
+    def by_model(*args):
+        return make_event(*args).body()
+
+    seen = set()
+    for session_id in _PARTS:
+        for item_id in _PARTS:
+            for user_id in [None, *_PARTS]:
+                args = (event_type, session_id, item_id, user_id)
+                expected = _outcome(by_model, *args)
+                assert _outcome(event_body, *args) == expected, args
+                seen.add(expected[0])
+    if event_type in EVENT_TYPES:
+        assert seen == {"body", "invalid"}  # both kinds of outcome were exercised
