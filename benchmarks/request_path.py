@@ -8,7 +8,7 @@ machine lands on every row alike):
 - the round trip alone: PING on a raw socket, on a redis-py Connection
   blocking for the reply and polling for it (what publish and read use by
   default, producers.direct), and through a redis.Redis client;
-- a publish taken apart: validation (make_event), envelope (id, time, JSON),
+- a publish taken apart: validation (event_body, as the typed helpers), envelope (id, time, JSON),
   kombu framing, and the LPUSH round trip, each stage timed inside one real
   publish sequence, so each runs as cold or warm as it does on the request path;
 - a read taken apart the same way: key, GET round trip, JSON decode, merge;
@@ -38,9 +38,9 @@ import redis
 from benchmarks.measure import percentile, take_turns
 from producers import keys
 from producers.direct import DirectRedis
-from producers.event import make_event
+from producers.event import event_body
 from producers.kombu_redis import encode_message
-from producers.message import encode, new_id
+from producers.message import encode_text, new_id
 from producers.publisher import AsyncPublisher, Publisher
 from producers.reader import RankingReader, decode_ranking, merge
 from producers.settings import Settings
@@ -77,10 +77,10 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     def publish_stages(i: int, out: dict[str, list[int]]) -> None:
         pc = time.perf_counter_ns
         t0 = pc()
-        body = make_event("productView", f"s{i}", f"p{i}").body()
+        body = event_body("productView", f"s{i}", f"p{i}")
         t1 = pc()
         msg_id = new_id()
-        payload = encode(msg_id, settings.tenant, time.time(), body)
+        payload = encode_text(msg_id, settings.tenant, time.time(), body)
         t2 = pc()
         message = encode_message(payload, QUEUE, tag=msg_id)
         t3 = pc()
