@@ -43,6 +43,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+# select.poll is missing on Windows: there the reply is awaited by blocking, as with 0.
+_CAN_POLL = hasattr(select, "poll")
 _MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
 _REST_CALLS = 4096  # ...then this many calls block at once before polling again
 
@@ -63,7 +65,7 @@ class DirectRedis:
         self._idle: list[Any] = []  # redis.connection.Connection (untyped)
         self._max_idle = max_idle
         self._pid = os.getpid()
-        self._poll_ns = reply_poll_us * 1000
+        self._poll_ns = reply_poll_us * 1000 if _CAN_POLL else 0
         self._misses = 0  # replies in a row that came after the poll window
         self._rest = 0  # calls left that block at once
         # How replies were awaited (approximate under threads): for tests and docs.
