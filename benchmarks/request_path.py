@@ -47,6 +47,8 @@ from producers.settings import Settings
 
 QUEUE = "fashionai-bench-request-path"
 NATIVE = [f"p{i:04d}" for i in range(200)]
+PUBLISH_STAGES = ("validate", "envelope", "kombu framing", "LPUSH round trip")
+READ_STAGES = ("key", "GET round trip", "JSON decode", "merge (200 native)")
 
 
 def _raw_socket(url: str) -> socket.socket:
@@ -54,6 +56,12 @@ def _raw_socket(url: str) -> socket.socket:
     sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def _laps(out: dict[str, list[int]], names: tuple[str, ...], stamps: tuple[int, ...]) -> None:
+    """Record each stage's time: stamps[i] to stamps[i + 1] is stage names[i]."""
+    for name, start, end in zip(names, stamps, stamps[1:], strict=False):
+        out[name].append(end - start)
 
 
 def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
@@ -85,14 +93,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         message = encode_message(payload, QUEUE, tag=msg_id)
         t3 = pc()
         polled.execute("LPUSH", QUEUE, message)
-        t4 = pc()
-        for name, value in (
-            ("validate", t1 - t0),
-            ("envelope", t2 - t1),
-            ("kombu framing", t3 - t2),
-            ("LPUSH round trip", t4 - t3),
-        ):
-            out[name].append(value)
+        _laps(out, PUBLISH_STAGES, (t0, t1, t2, t3, pc()))
 
     def read_stages(_: int, out: dict[str, list[int]]) -> None:
         pc = time.perf_counter_ns
@@ -104,14 +105,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         ranking = decode_ranking(raw)
         t3 = pc()
         merge(ranking.products, NATIVE)
-        t4 = pc()
-        for name, value in (
-            ("key", t1 - t0),
-            ("GET round trip", t2 - t1),
-            ("JSON decode", t3 - t2),
-            ("merge (200 native)", t4 - t3),
-        ):
-            out[name].append(value)
+        _laps(out, READ_STAGES, (t0, t1, t2, t3, pc()))
 
     rows: dict[str, Callable[[int], object]] = {
         "PING, raw socket": raw_ping,
@@ -125,10 +119,8 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
             "productView", "p1", "s1", NATIVE
         ),
     }
-    stage_names = ("validate", "envelope", "kombu framing", "LPUSH round trip")
-    stages: dict[str, list[int]] = {n: [] for n in stage_names}
-    read_names = ("key", "GET round trip", "JSON decode", "merge (200 native)")
-    rstages: dict[str, list[int]] = {n: [] for n in read_names}
+    stages: dict[str, list[int]] = {n: [] for n in PUBLISH_STAGES}
+    rstages: dict[str, list[int]] = {n: [] for n in READ_STAGES}
     per_round = max(1, calls // rounds)
 
     def publish_apart(recorded: bool) -> None:

@@ -22,6 +22,7 @@ from producers.errors import InvalidEvent
 
 EventType = Literal["productView", "categoryView", "shopTheLook", "customShelf"]
 EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
+_TYPES: Final = frozenset(EVENT_TYPES)
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 MAX_LEN: Final = 512  # characters, for every id
@@ -54,13 +55,12 @@ class Event(BaseModel):
 
     def body(self) -> dict[str, Any]:
         """The upstream JSON body in the seed's key order, userId left out when absent."""
-        body: dict[str, Any] = {}
-        if self.userId is not None:
-            body["userId"] = self.userId
-        body["sessionId"] = self.sessionId
-        body["eventType"] = self.eventType
-        body["data"] = {"id": self.data.id}
-        return body
+        return _body(self.userId, self.sessionId, self.eventType, self.data.id)
+
+
+def _body(user_id: str | None, session_id: str, event_type: str, item_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
+    return body if user_id is None else {"userId": user_id, **body}
 
 
 def parse_event(raw: Mapping[str, Any] | Event) -> Event:
@@ -75,21 +75,13 @@ def parse_event(raw: Mapping[str, Any] | Event) -> Event:
         raise InvalidEvent("body", f"must be a JSON object, not {type(raw).__name__}")
     if raw.get("userId", "") is None:
         raise InvalidEvent("userId", "must be left out when absent, not null")
-    try:
-        return Event.model_validate(raw)
-    except ValidationError as exc:
-        raise _to_invalid(exc) from None
+    return _validated(raw)
 
 
 def make_event(event_type: str, session_id: str, item_id: str = "", user_id: str | None = None) -> Event:
     """Build and validate an event from its parts (typed helpers build on this)."""
-    raw: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
-    if user_id is not None:
-        raw["userId"] = user_id
-    try:  # parse_event's checks on `raw` itself hold by construction
-        return Event.model_validate(raw)
-    except ValidationError as exc:
-        raise _to_invalid(exc) from None
+    # parse_event's checks on the mapping itself hold by construction here.
+    return _validated(_body(user_id, session_id, event_type, item_id))
 
 
 def event_body(
@@ -109,16 +101,17 @@ def event_body(
         and len(item_id) <= MAX_LEN
         and event_type in _TYPES
         and (item_id == "") is (event_type == "customShelf")
+        and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_LEN))
     ):
-        body: dict[str, Any] = {"sessionId": session_id, "eventType": event_type, "data": {"id": item_id}}
-        if user_id is None:
-            return body
-        if type(user_id) is str and 0 < len(user_id) <= MAX_LEN:
-            return {"userId": user_id, **body}
+        return _body(user_id, session_id, event_type, item_id)
     return make_event(event_type, session_id, item_id, user_id).body()
 
 
-_TYPES: Final = frozenset(EVENT_TYPES)
+def _validated(raw: Mapping[str, Any]) -> Event:
+    try:
+        return Event.model_validate(raw)
+    except ValidationError as exc:
+        raise _to_invalid(exc) from None
 
 
 def _to_invalid(exc: ValidationError) -> InvalidEvent:
