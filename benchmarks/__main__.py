@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import costs, delivery, pressure, report
 from benchmarks.context import Bench, progress
 from benchmarks.measure import median
-from producers.settings import redact_url
+from fashionai_pipeline.producers.settings import redact_url
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,32 @@ class Plan:
     rate_seconds: float
 
 
-QUICK = Plan(reps=1, project_backlog=5000, threads_backlog=800, prefork_backlog=100,
-             publish_calls=1000, read_calls=3000, latency_seconds=3, memory_backlog=20_000,
-             memory_seconds=4, rate_limit=100, rate_seconds=3)
-FULL = Plan(reps=3, project_backlog=30_000, threads_backlog=5000, prefork_backlog=600,
-            publish_calls=5000, read_calls=20_000, latency_seconds=10, memory_backlog=200_000,
-            memory_seconds=10, rate_limit=200, rate_seconds=8)
+QUICK = Plan(
+    reps=1,
+    project_backlog=5000,
+    threads_backlog=800,
+    prefork_backlog=100,
+    publish_calls=1000,
+    read_calls=3000,
+    latency_seconds=3,
+    memory_backlog=20_000,
+    memory_seconds=4,
+    rate_limit=100,
+    rate_seconds=3,
+)
+FULL = Plan(
+    reps=3,
+    project_backlog=30_000,
+    threads_backlog=5000,
+    prefork_backlog=600,
+    publish_calls=5000,
+    read_calls=20_000,
+    latency_seconds=10,
+    memory_backlog=200_000,
+    memory_seconds=10,
+    rate_limit=200,
+    rate_seconds=8,
+)
 
 
 def _section(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
@@ -69,8 +89,9 @@ def _repeat(name: str, reps: int, run: Callable[[], delivery.Drain]) -> dict[str
         r.pop("t_first", None)
     middle = median([r["events_per_s"] for r in runs])
     chosen = min(runs, key=lambda r: abs(r["events_per_s"] - middle))
-    progress(f"{name}: {middle:,.0f} events/s (median of {reps}), "
-             f"{chosen['cpu_us_per_event']:,.0f} us CPU/event")
+    progress(
+        f"{name}: {middle:,.0f} events/s (median of {reps}), {chosen['cpu_us_per_event']:,.0f} us CPU/event"
+    )
     return {"runs": runs, "median": chosen}
 
 
@@ -89,10 +110,12 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
     contenders: list[tuple[str, int, Callable[[], delivery.Drain]]] = [
         ("ceiling-aiohttp-200", plan.reps, lambda: delivery.run_ceiling(bench, n)),
         ("project", plan.reps, lambda: delivery.run_project(bench, n)),
-        ("celery-threads-100", plan.reps,
-         lambda: delivery.run_peer(bench, "threads", 100, plan.threads_backlog)),
-        ("celery-prefork-2", 1,
-         lambda: delivery.run_peer(bench, "prefork", 2, plan.prefork_backlog)),
+        (
+            "celery-threads-100",
+            plan.reps,
+            lambda: delivery.run_peer(bench, "threads", 100, plan.threads_backlog),
+        ),
+        ("celery-prefork-2", 1, lambda: delivery.run_peer(bench, "prefork", 2, plan.prefork_backlog)),
     ]
     for name, reps, fn in contenders:
         entry = _section(results, name, partial(_repeat, name, reps, fn))
@@ -113,42 +136,61 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
 
     project = drains.get("project", {}).get("median")
     half = project["events_per_s"] / 2 if project else 500.0
-    _keep(results, "latency", lambda: pressure.latency_at(
-        bench, half, plan.latency_seconds, warmup=1.0 if plan.reps == 1 else 2.0))
+    _keep(
+        results,
+        "latency",
+        lambda: pressure.latency_at(bench, half, plan.latency_seconds, warmup=1.0 if plan.reps == 1 else 2.0),
+    )
     bench.clean()
-    _keep(results, "memory", lambda: pressure.memory_with_backlog(
-        bench, plan.memory_backlog, plan.memory_seconds))
+    _keep(
+        results,
+        "memory",
+        lambda: pressure.memory_with_backlog(bench, plan.memory_backlog, plan.memory_seconds),
+    )
     bench.clean()
-    limited = _section(results, "rate_limit", partial(
-        pressure.rate_limited, bench, plan.rate_limit, plan.rate_seconds))
+    limited = _section(
+        results, "rate_limit", partial(pressure.rate_limited, bench, plan.rate_limit, plan.rate_seconds)
+    )
     results["rate_limit"] = [asdict(run) for run in limited or []]
     bench.clean()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks",
-                                     description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object as the last line")
-    parser.add_argument("--quick", action="store_true",
-                        help="small backlogs, one repetition (~1 min)")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379",
-                        help="Redis base URL: db 0 is the broker, db 1 the cache")
-    parser.add_argument("--broker", choices=["redis", "amqp"], default="redis",
-                        help="broker of the delivery and publish sections (the others stage "
-                             "backlogs on Redis and stay there)")
-    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//",
-                        help="RabbitMQ URL for --broker amqp")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--quick", action="store_true", help="small backlogs, one repetition (~1 min)")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379", help="Redis base URL: db 0 is the broker, db 1 the cache"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=["redis", "amqp"],
+        default="redis",
+        help="broker of the delivery and publish sections (the others stage "
+        "backlogs on Redis and stay there)",
+    )
+    parser.add_argument(
+        "--amqp", default="amqp://guest:guest@127.0.0.1:5672//", help="RabbitMQ URL for --broker amqp"
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
-    bench = Bench(quick=args.quick, redis_base=args.redis.rstrip("/"),
-                  amqp_url=args.amqp if args.broker == "amqp" else None)
+    bench = Bench(
+        quick=args.quick,
+        redis_base=args.redis.rstrip("/"),
+        amqp_url=args.amqp if args.broker == "amqp" else None,
+    )
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0], "quick": args.quick,
-                    "python": platform.python_version(), "broker": redact_url(bench.delivery_broker_url),
-                    "cache": bench.cache_url, "run_id": bench.run_id},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_start": os.getloadavg()[0],
+            "quick": args.quick,
+            "python": platform.python_version(),
+            "broker": redact_url(bench.delivery_broker_url),
+            "cache": bench.cache_url,
+            "run_id": bench.run_id,
+        },
         "definition": delivery.DEFINITION,
         "plan": asdict(plan),
     }

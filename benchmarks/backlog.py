@@ -25,9 +25,9 @@ from typing import Any
 import redis
 
 from benchmarks import peers
-from producers.message import encode, new_id
-from producers.publisher import Publisher
-from producers.settings import Settings
+from fashionai_pipeline.producers.message import encode, new_id
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.settings import Settings
 
 _CHUNK = 1000
 
@@ -58,8 +58,7 @@ class ProjectMessages:
 
     def message(self, body: dict[str, Any], ts: float | None = None) -> str:
         msg_id = new_id()
-        payload = encode(msg_id, self.settings.tenant, time.time() if ts is None else ts,
-                         body)
+        payload = encode(msg_id, self.settings.tenant, time.time() if ts is None else ts, body)
         msg = copy.deepcopy(self._template)
         msg["body"] = base64.b64encode(payload).decode() if self._base64 else payload.decode()
         msg["properties"]["delivery_tag"] = msg_id  # as the Publisher tags it

@@ -36,8 +36,10 @@ async def _run(url: str, token: str, n: int, concurrency: int, tag: str) -> dict
             while next_index < n:
                 i = next_index
                 next_index += 1
-                body = json.dumps({"sessionId": f"{tag}-s{i}", "eventType": "productView",
-                                   "data": {"id": f"p{i % 5000}"}}, separators=(",", ":"))
+                body = json.dumps(
+                    {"sessionId": f"{tag}-s{i}", "eventType": "productView", "data": {"id": f"p{i % 5000}"}},
+                    separators=(",", ":"),
+                )
                 try:
                     async with session.post(url, data=body) as response:
                         payload = await response.read()

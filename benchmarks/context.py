@@ -23,9 +23,9 @@ import redis
 from pydantic import SecretStr
 
 from benchmarks.measure import descendants
-from producers import keys
-from producers.settings import Settings
-from worker.local import Proc, scratch_dir, start_sandbox, start_worker
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.local import Proc, scratch_dir, start_sandbox, start_worker
 
 UPSTREAM_LATENCY_MS = 50
 _T0 = time.monotonic()
@@ -36,7 +36,7 @@ def progress(message: str) -> None:
 
 
 class Sandbox:
-    """A fresh `python -m sandbox` at 50 ms latency, and its control routes."""
+    """A fresh `python -m fashionai_pipeline.sandbox` at 50 ms latency, and its control routes."""
 
     def __init__(self, proc: Proc) -> None:
         self.proc = proc
@@ -106,8 +106,15 @@ class Bench:
 
     def settings(self, sandbox: Sandbox, what: str, **changes: Any) -> Settings:
         values: dict[str, Any] = {"broker_url": self.broker_url, **changes}
-        return Settings(api_url=sandbox.url, app_token=SecretStr(self.token), redis_url=self.cache_url,
-                        queue=self.name(what), tenant=self.name(what), log_level="INFO", **values)
+        return Settings(
+            api_url=sandbox.url,
+            app_token=SecretStr(self.token),
+            redis_url=self.cache_url,
+            queue=self.name(what),
+            tenant=self.name(what),
+            log_level="INFO",
+            **values,
+        )
 
     def pause(self, proc: Proc) -> None:
         """SIGSTOP a process and its children (a consumer that holds still while a backlog is built)."""
@@ -123,27 +130,34 @@ class Bench:
     # -- children --------------------------------------------------------------------
 
     def sandbox(self) -> Sandbox:
-        proc = start_sandbox(self.token, log_dir=self.log_dir,
-                             knobs=["--latency-ms", str(UPSTREAM_LATENCY_MS)])
+        proc = start_sandbox(
+            self.token, log_dir=self.log_dir, knobs=["--latency-ms", str(UPSTREAM_LATENCY_MS)]
+        )
         self.procs.append(proc)
         return Sandbox(proc)
 
-    def worker(self, settings: Settings, node: str, args: Sequence[str] = ("-c", "2"),
-               wait_ready: bool = True) -> Proc:
-        """The project's worker: `python -m worker.cli worker ARGS -n NODE@%h`."""
-        proc = start_worker(settings, log_dir=self.log_dir, args=[*args, "-n", f"{node}@%h"],
-                            wait_ready=False)
+    def worker(
+        self, settings: Settings, node: str, args: Sequence[str] = ("-c", "2"), wait_ready: bool = True
+    ) -> Proc:
+        """The project's worker: `python -m fashionai_pipeline.worker.cli worker ARGS -n NODE@%h`."""
+        proc = start_worker(
+            settings, log_dir=self.log_dir, args=[*args, "-n", f"{node}@%h"], wait_ready=False
+        )
         self.procs.append(proc)
         if wait_ready:
             wait_for_line(proc, "pump started", count=_processes(args))
         return proc
 
-    def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None,
-              stdin: bool = False) -> Proc:
+    def spawn(
+        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Proc:
         log_path = os.path.join(self.log_dir, f"{name}-{time.monotonic_ns()}.log")
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
             )
@@ -168,11 +182,15 @@ class Bench:
             proc.popen.wait(5)
             if proc in self.procs:
                 self.procs.remove(proc)
-            bad = [line for line in proc.output().splitlines()
-                   if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")]
+            bad = [
+                line
+                for line in proc.output().splitlines()
+                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
+            ]
             if bad:
-                self.log_errors.append({"process": proc.name, "log": proc.log_path,
-                                        "lines": len(bad), "first": bad[0][:300]})
+                self.log_errors.append(
+                    {"process": proc.name, "log": proc.log_path, "lines": len(bad), "first": bad[0][:300]}
+                )
                 progress(f"{proc.name}: {len(bad)} error line(s) in {proc.log_path}")
 
     # -- counters --------------------------------------------------------------------

@@ -29,11 +29,11 @@ from functools import partial
 from benchmarks import backlog, peers
 from benchmarks.context import Bench, progress
 from benchmarks.measure import percentile, take_turns
-from producers import keys
-from producers.direct import DirectRedis
-from producers.publisher import Publisher
-from producers.reader import RankingReader
-from producers.settings import Settings
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.direct import DirectRedis
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.producers.settings import Settings
 
 NATIVE_SIZE = 200
 

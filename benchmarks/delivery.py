@@ -26,13 +26,15 @@ from functools import partial
 from benchmarks import backlog, peers
 from benchmarks.context import Bench, Sandbox, progress, wait_for_line
 from benchmarks.measure import descendants, tree_cpu_seconds
-from producers import keys
-from producers.publisher import Publisher
-from producers.settings import Settings
-from worker.local import Proc
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.local import Proc
 
-DEFINITION = ("events/s = backlog N / (first upstream request seen by the sandbox -> last outcome "
-              "recorded in Redis); backlog staged before the workers start; fresh sandbox at 50 ms")
+DEFINITION = (
+    "events/s = backlog N / (first upstream request seen by the sandbox -> last outcome "
+    "recorded in Redis); backlog staged before the workers start; fresh sandbox at 50 ms"
+)
 
 
 @dataclass
@@ -49,8 +51,16 @@ class Drain:
     t_first: float = 0.0
 
 
-def _drain(name: str, sandbox: Sandbox, roots: list[int], *, release: Callable[[], None],
-           finished: Callable[[], tuple[int, int]], n: int, timeout: float) -> Drain:
+def _drain(
+    name: str,
+    sandbox: Sandbox,
+    roots: list[int],
+    *,
+    release: Callable[[], None],
+    finished: Callable[[], tuple[int, int]],
+    n: int,
+    timeout: float,
+) -> Drain:
     cpu0 = tree_cpu_seconds(roots)
     processes = sum(len(descendants(root)) for root in roots)
     release()
@@ -66,14 +76,16 @@ def _drain(name: str, sandbox: Sandbox, roots: list[int], *, release: Callable[[
         progress(f"{name}: only {done}/{n} finished within {timeout:.0f}s; rate is over those")
     seconds = max(t_last - t_first, 1e-9)
     delivered = max(done - failed, 1)
-    return Drain(name, n, done / seconds, seconds, done, failed, cpu, cpu / delivered * 1e6,
-                 processes, t_first)
+    return Drain(
+        name, n, done / seconds, seconds, done, failed, cpu, cpu / delivered * 1e6, processes, t_first
+    )
 
 
 def run_project(bench: Bench, n: int, label: str = "project") -> Drain:
     sandbox = bench.sandbox()
-    settings = bench.settings(sandbox, f"{label}-{time.monotonic_ns() % 10**6}",
-                              broker_url=bench.delivery_broker_url)
+    settings = bench.settings(
+        sandbox, f"{label}-{time.monotonic_ns() % 10**6}", broker_url=bench.delivery_broker_url
+    )
     try:
         progress(f"{label}: staging {n} events")
         if bench.amqp_url:
@@ -91,8 +103,9 @@ def run_project(bench: Bench, n: int, label: str = "project") -> Drain:
             return cached + dead + invalid, dead + invalid
 
         progress(f"{label}: worker -c 2 ready; draining")
-        result = _drain(label, sandbox, [worker.pid], release=release, finished=finished, n=n,
-                        timeout=n / 100 + 60)
+        result = _drain(
+            label, sandbox, [worker.pid], release=release, finished=finished, n=n, timeout=n / 100 + 60
+        )
         bench.stop(worker)
         return result
     finally:
@@ -106,8 +119,9 @@ def _stage_project_amqp(bench: Bench, worker: Proc, settings: Settings, n: int) 
     fast = settings.model_copy(update={"amqp_confirm_publish": False})  # staging, not measured
     with Publisher(fast) as publisher:
         for start in range(0, n, 1000):
-            publisher.publish_many(backlog.event_body(settings.tenant, i)
-                                   for i in range(start, min(n, start + 1000)))
+            publisher.publish_many(
+                backlog.event_body(settings.tenant, i) for i in range(start, min(n, start + 1000))
+            )
     return lambda: bench.resume(worker)
 
 
@@ -115,16 +129,44 @@ def run_peer(bench: Bench, pool: str, concurrency: int, n: int) -> Drain:
     label = f"celery-{pool}-{concurrency}"
     sandbox = bench.sandbox()
     queue = bench.name(f"{label}-{time.monotonic_ns() % 10**6}")
-    peers.configure(broker_url=bench.delivery_broker_url, redis_url=bench.cache_url, api_url=sandbox.url,
-                    token=bench.token, queue=queue, tenant=queue, connections=concurrency)
+    peers.configure(
+        broker_url=bench.delivery_broker_url,
+        redis_url=bench.cache_url,
+        api_url=sandbox.url,
+        token=bench.token,
+        queue=queue,
+        tenant=queue,
+        connections=concurrency,
+    )
     try:
         progress(f"{label}: staging {n} tasks with deliver.apply_async()")
         if not bench.amqp_url:
             release = backlog.stage_peer(queue, queue, bench.broker, n)
-        worker = bench.spawn(label, [sys.executable, "-m", "celery", "-A", "benchmarks.peers",
-                                     "worker", "--pool", pool, "-c", str(concurrency), "-Q", queue,
-                                     "-n", f"{queue}@%h", "--without-gossip", "--without-mingle",
-                                     "--without-heartbeat", "-l", "WARNING"], env=peers.env())
+        worker = bench.spawn(
+            label,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "benchmarks.peers",
+                "worker",
+                "--pool",
+                pool,
+                "-c",
+                str(concurrency),
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ],
+            env=peers.env(),
+        )
         wait_for_line(worker, "peer ready")
         time.sleep(0.5 if pool == "threads" else 1.0)  # prefork children finish forking
         if bench.amqp_url:
@@ -135,13 +177,13 @@ def run_peer(bench: Bench, pool: str, concurrency: int, n: int) -> Drain:
             release = partial(bench.resume, worker)
 
         def finished() -> tuple[int, int]:
-            cached, dead = (int(v or 0) for v in
-                            bench.cache.hmget(keys.stats(queue), "cached", "dead"))
+            cached, dead = (int(v or 0) for v in bench.cache.hmget(keys.stats(queue), "cached", "dead"))
             return cached + dead, dead
 
         progress(f"{label}: worker ready; draining")
-        result = _drain(label, sandbox, [worker.pid], release=release, finished=finished, n=n,
-                        timeout=n / 10 + 60)
+        result = _drain(
+            label, sandbox, [worker.pid], release=release, finished=finished, n=n, timeout=n / 10 + 60
+        )
         bench.stop(worker)
         return result
     finally:
@@ -152,9 +194,21 @@ def run_ceiling(bench: Bench, n: int, concurrency: int = 200) -> Drain:
     label = f"ceiling-aiohttp-{concurrency}"
     sandbox = bench.sandbox()
     try:
-        argv = [sys.executable, "-m", "benchmarks.ceiling", "--url", sandbox.url, "--token",
-                bench.token, "--n", str(n), "--concurrency", str(concurrency),
-                "--tag", bench.name("ceiling")]
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.ceiling",
+            "--url",
+            sandbox.url,
+            "--token",
+            bench.token,
+            "--n",
+            str(n),
+            "--concurrency",
+            str(concurrency),
+            "--tag",
+            bench.name("ceiling"),
+        ]
         client = bench.spawn(label, argv, stdin=True)
         wait_for_line(client, "ceiling ready")
         stdin = client.popen.stdin
@@ -169,8 +223,9 @@ def run_ceiling(bench: Bench, n: int, concurrency: int = 200) -> Drain:
             return (int(out["ok"] + out["failed"]), int(out["failed"])) if out else (0, 0)
 
         progress(f"{label}: client ready; running")
-        result = _drain(label, sandbox, [client.pid], release=go, finished=finished, n=n,
-                        timeout=n / 100 + 60)
+        result = _drain(
+            label, sandbox, [client.pid], release=go, finished=finished, n=n, timeout=n / 100 + 60
+        )
         out = _result_line(client)
         if out:  # the client's own stamp of its last answer is finer than the 10 ms poll
             result.seconds = max(out["t_last"] - result.t_first, 1e-9)
@@ -188,4 +243,3 @@ def _result_line(proc: Proc) -> dict[str, float] | None:
         if line.startswith("{"):
             return dict(json.loads(line))
     return None
-

@@ -15,10 +15,10 @@ import time
 import redis
 from pydantic import SecretStr
 
-from producers import keys
-from producers.publisher import Publisher
-from producers.settings import Settings
-from worker.local import start_sandbox, start_worker
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.local import start_sandbox, start_worker
 
 
 def _cpu_seconds(pid: int) -> float:

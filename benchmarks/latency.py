@@ -21,20 +21,24 @@ from benchmarks.context import Bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--rate", type=float, default=1200.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 2 s warm-up)")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379",
-                        help="Redis base URL: db 0 is the broker, db 1 the cache")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379", help="Redis base URL: db 0 is the broker, db 1 the cache"
+    )
     args = parser.parse_args(argv)
     bench = Bench(quick=True, redis_base=args.redis.rstrip("/"))
     try:
         result = pressure.latency_at(bench, args.rate, args.seconds, warmup=2.0)
     finally:
         bench.close()
-    print(f"enqueue->cache at {result.rate:,.0f}/s for {result.seconds:.0f} s: p50 {result.p50_ms:.1f} ms, "
-          f"p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms ({result.samples:,} samples)")
+    print(
+        f"enqueue->cache at {result.rate:,.0f}/s for {result.seconds:.0f} s: p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms ({result.samples:,} samples)"
+    )
     print(json.dumps(asdict(result), separators=(",", ":")))
     return 0
 

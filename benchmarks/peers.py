@@ -25,7 +25,7 @@ import httpx
 import redis
 from celery import Celery, signals
 
-from producers import keys
+from fashionai_pipeline.producers import keys
 
 app = Celery("benchpeers", set_as_current=False)
 _conf: dict[str, Any] = {}
@@ -44,8 +44,7 @@ def configure(
     connections: int = 100,
 ) -> None:
     """Point the app at a broker, a cache and an upstream. Call before first use."""
-    _conf.update(redis_url=redis_url, api_url=api_url, token=token, tenant=tenant,
-                 connections=connections)
+    _conf.update(redis_url=redis_url, api_url=api_url, token=token, tenant=tenant, connections=connections)
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
@@ -96,8 +95,7 @@ def _clients() -> tuple[httpx.Client, redis.Redis]:
                 n = int(_conf["connections"])
                 _local["cache"] = redis.Redis.from_url(_conf["redis_url"], max_connections=n + 10)
                 _local["http"] = httpx.Client(
-                    headers={"X-FashionAI-APP-Token": _conf["token"],
-                             "Content-Type": "application/json"},
+                    headers={"X-FashionAI-APP-Token": _conf["token"], "Content-Type": "application/json"},
                     limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
                     timeout=httpx.Timeout(5.0, connect=2.0),
                 )
@@ -113,8 +111,9 @@ def deliver(body: dict[str, Any]) -> None:
         response = http.post(_conf["api_url"], content=json.dumps(body).encode())
         response.raise_for_status()
         products = response.json()["products"]
-        key = keys.ranking(tenant, body["eventType"], body["data"]["id"], body["sessionId"],
-                           body.get("userId"))
+        key = keys.ranking(
+            tenant, body["eventType"], body["data"]["id"], body["sessionId"], body.get("userId")
+        )
         value = json.dumps([int(time.time() * 1000), *products], separators=(",", ":"))
         pipe = cache.pipeline(transaction=False)
         pipe.set(key, value, px=1_800_000)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from benchmarks import backlog
 from benchmarks.context import Bench, progress, wait_for_line
 from benchmarks.measure import percentile, tree_memory
-from producers import keys
-from worker.local import Proc
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.worker.local import Proc
 
 _TICK = 0.005
 
@@ -96,8 +96,15 @@ def latency_at(bench: Bench, rate: float, seconds: float, warmup: float = 2.0) -
         samples = [float(x) for x in bench.cache.lrange(latency_key, 0, -1)]
         bench.stop(worker)
         measured = total - counted_from
-        return Latency(measured / elapsed, elapsed, measured, len(samples), percentile(samples, 50),
-                       percentile(samples, 99), max(samples, default=float("nan")))
+        return Latency(
+            measured / elapsed,
+            elapsed,
+            measured,
+            len(samples),
+            percentile(samples, 50),
+            percentile(samples, 99),
+            max(samples, default=float("nan")),
+        )
     finally:
         sandbox.close()
 
@@ -108,8 +115,9 @@ def memory_with_backlog(bench: Bench, n: int, seconds: float) -> MemoryRun:
         settings = bench.settings(sandbox, "memory")
         messages = backlog.ProjectMessages(settings, bench.broker)
         progress(f"memory: pushing a backlog of {n} events")
-        messages.push(bench.broker, settings.queue,
-                      (backlog.event_body(settings.tenant, i) for i in range(n)))
+        messages.push(
+            bench.broker, settings.queue, (backlog.event_body(settings.tenant, i) for i in range(n))
+        )
         worker = bench.worker(settings, settings.queue)
         progress(f"memory: worker -c 2 consuming for {seconds:.0f}s")
         time.sleep(seconds)
@@ -118,14 +126,22 @@ def memory_with_backlog(bench: Bench, n: int, seconds: float) -> MemoryRun:
         bench.stop(worker)
         bench.broker.delete(settings.queue)
         per = sorted(memory.peak_rss_mb.values(), reverse=True)
-        return MemoryRun(n, seconds, consumed, memory.max_peak_mb, memory.total_peak_mb,
-                         [round(x, 1) for x in per], memory.total_pss_mb)
+        return MemoryRun(
+            n,
+            seconds,
+            consumed,
+            memory.max_peak_mb,
+            memory.total_peak_mb,
+            [round(x, 1) for x in per],
+            memory.total_pss_mb,
+        )
     finally:
         sandbox.close()
 
 
-def rate_limited(bench: Bench, limit: float, seconds: float,
-                 counts: tuple[int, ...] = (1, 2, 4)) -> list[RateRun]:
+def rate_limited(
+    bench: Bench, limit: float, seconds: float, counts: tuple[int, ...] = (1, 2, 4)
+) -> list[RateRun]:
     """One backlog per worker count; nodes are added between backlogs, never restarted."""
     sandbox = bench.sandbox()
     runs: list[RateRun] = []
@@ -135,8 +151,10 @@ def rate_limited(bench: Bench, limit: float, seconds: float,
         n, total = int(limit * seconds), 0
         for workers in counts:
             release = backlog.stage_project(settings, bench.broker, n)
-            new = [bench.worker(settings, f"{settings.queue}-{i}", args=("-c", "1"),
-                                wait_ready=False) for i in range(len(procs), workers)]
+            new = [
+                bench.worker(settings, f"{settings.queue}-{i}", args=("-c", "1"), wait_ready=False)
+                for i in range(len(procs), workers)
+            ]
             for proc in new:
                 wait_for_line(proc, "pump started")
             procs += new
@@ -148,8 +166,7 @@ def rate_limited(bench: Bench, limit: float, seconds: float,
             times = sorted(float(e["t"]) for e in sandbox.requests() if e["status"] == 200)
             steady = [t for t in times if t >= times[0] + 1.0] if times else []
             rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
-            runs.append(RateRun(workers, limit, len(times), rate, rate / limit,
-                                _max_in_window(times, 1.0)))
+            runs.append(RateRun(workers, limit, len(times), rate, rate / limit, _max_in_window(times, 1.0)))
         return runs
     finally:
         bench.stop(*procs)

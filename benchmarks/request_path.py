@@ -36,14 +36,14 @@ from urllib.parse import urlsplit
 import redis
 
 from benchmarks.measure import percentile, take_turns
-from producers import keys
-from producers.direct import DirectRedis
-from producers.event import event_body
-from producers.kombu_redis import encode_message
-from producers.message import encode_text, new_id
-from producers.publisher import AsyncPublisher, Publisher
-from producers.reader import RankingReader, decode_ranking, merge
-from producers.settings import Settings
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.direct import DirectRedis
+from fashionai_pipeline.producers.event import event_body
+from fashionai_pipeline.producers.kombu_redis import encode_message
+from fashionai_pipeline.producers.message import encode_text, new_id
+from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
+from fashionai_pipeline.producers.reader import RankingReader, decode_ranking, merge
+from fashionai_pipeline.producers.settings import Settings
 
 QUEUE = "fashionai-bench-request-path"
 NATIVE = [f"p{i:04d}" for i in range(200)]

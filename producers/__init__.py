@@ -3,11 +3,16 @@
 Importing this package pulls in neither Celery nor httpx, and connects to nothing.
 """
 
-from producers.errors import BrokerUnavailable, FashionAIError, InvalidEvent, PublishError
-from producers.event import Event, EventData, EventType, make_event, parse_event
-from producers.publisher import AsyncPublisher, Publisher
-from producers.reader import AsyncRankingReader, Ranking, RankingReader
-from producers.settings import Settings
+# In a checkout the folder `producers/` is importable from the repository root under its
+# bare name too; refuse that, so no module of the project is ever loaded twice.
+if __name__ != "fashionai_pipeline.producers":
+    raise ImportError(f"import fashionai_pipeline.producers, not {__name__}")
+
+from fashionai_pipeline.producers.errors import BrokerUnavailable, FashionAIError, InvalidEvent, PublishError
+from fashionai_pipeline.producers.event import Event, EventData, EventType, make_event, parse_event
+from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
+from fashionai_pipeline.producers.reader import AsyncRankingReader, Ranking, RankingReader
+from fashionai_pipeline.producers.settings import Settings
 
 __all__ = [
     "AsyncPublisher",

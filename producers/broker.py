@@ -12,7 +12,7 @@ from typing import Any
 
 from kombu import Connection, Queue
 
-from producers.settings import Settings
+from fashionai_pipeline.producers.settings import Settings
 
 
 def event_queue(settings: Settings, name: str | None = None) -> Queue:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from producers.errors import InvalidEvent
+from fashionai_pipeline.producers.errors import InvalidEvent
 
 EventType = Literal["productView", "categoryView", "shopTheLook", "customShelf"]
 EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)

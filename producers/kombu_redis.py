@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from producers.message import quote
+from fashionai_pipeline.producers.message import quote
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from producers.errors import FashionAIError, InvalidEvent
-from producers.event import Event, parse_event
+from fashionai_pipeline.producers.errors import FashionAIError, InvalidEvent
+from fashionai_pipeline.producers.event import Event, parse_event
 
 VERSION = 1
 CONTENT_TYPE = "application/json"

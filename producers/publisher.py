@@ -40,13 +40,13 @@ import redis
 from kombu import Producer
 from kombu.exceptions import OperationalError
 
-from producers.broker import connect, event_queue
-from producers.direct import AsyncDirectRedis, DirectRedis
-from producers.errors import BrokerUnavailable, InvalidEvent
-from producers.event import Event, event_body, parse_event
-from producers.kombu_redis import encode_message
-from producers.message import CONTENT_TYPE, encode_text, new_id
-from producers.settings import Settings, redact_url
+from fashionai_pipeline.producers.broker import connect, event_queue
+from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis
+from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent
+from fashionai_pipeline.producers.event import Event, event_body, parse_event
+from fashionai_pipeline.producers.kombu_redis import encode_message
+from fashionai_pipeline.producers.message import CONTENT_TYPE, encode_text, new_id
+from fashionai_pipeline.producers.settings import Settings, redact_url
 
 log = logging.getLogger("fashionai.publisher")
 

@@ -18,10 +18,10 @@ from itertools import filterfalse
 import redis
 import redis.asyncio as aioredis
 
-from producers import keys
-from producers.direct import AsyncDirectRedis, DirectRedis
-from producers.errors import FashionAIError
-from producers.settings import Settings
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis
+from fashionai_pipeline.producers.errors import FashionAIError
+from fashionai_pipeline.producers.settings import Settings
 
 log = logging.getLogger("fashionai.reader")
 

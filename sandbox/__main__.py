@@ -1,4 +1,4 @@
-"""``python -m sandbox``: run the Fashion.AI sandbox in the foreground.
+"""``python -m fashionai_pipeline.sandbox``: run the Fashion.AI sandbox in the foreground.
 
 Every :class:`~sandbox.config.SandboxConfig` knob has a flag; the bound port is
 announced on stdout as ``sandbox listening on http://HOST:PORT``.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from sandbox.config import ConfigError, SandboxConfig
-from sandbox.runner import run_sandbox
+from fashionai_pipeline.sandbox.config import ConfigError, SandboxConfig
+from fashionai_pipeline.sandbox.runner import run_sandbox
 
 
 def _parser() -> argparse.ArgumentParser:
     defaults = SandboxConfig()
     p = argparse.ArgumentParser(
-        prog="python -m sandbox",
+        prog="python -m fashionai_pipeline.sandbox",
         description="Fashion.AI-compatible sandbox: the recommendation endpoint, "
         "a strict contract check, deterministic rankings and failure injection.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

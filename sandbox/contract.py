@@ -75,9 +75,7 @@ def _refuse_constant(name: str) -> object:
 
 
 # One decoder for every request: json.loads with hooks builds a new one per call.
-_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
-)
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
 
 
 def decode_json(raw: bytes) -> object:

@@ -22,8 +22,8 @@ import json
 
 from aiohttp import web
 
-from sandbox.config import ConfigError
-from sandbox.state import STATE
+from fashionai_pipeline.sandbox.config import ConfigError
+from fashionai_pipeline.sandbox.state import STATE
 
 PREFIX = "/_sandbox"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
 
-from sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.config import SandboxConfig
 
 _RATE_LIMITED: Final = json.dumps({"error": "rate limited (sandbox: injected 429)"}).encode()
 _TIMED_OUT: Final = json.dumps({"error": "upstream timed out (sandbox: injected)"}).encode()

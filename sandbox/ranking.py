@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Final
 
-from sandbox.contract import Event, EventType
+from fashionai_pipeline.sandbox.contract import Event, EventType
 
 _MASK: Final = (1 << 64) - 1
 _GOLDEN: Final = 0x9E3779B97F4A7C15  # odd, so multiplying permutes the 64-bit space
@@ -163,9 +163,7 @@ class RankingEngine:
 
     def _ordered(self, category: str, seed: int, exclude: set[str]) -> list[str]:
         # _score inlined: this line is most of the engine's cost per request
-        ranked = sorted(
-            [(((h ^ seed) * _GOLDEN) & _MASK, pid) for h, pid in self.catalog.members[category]]
-        )
+        ranked = sorted([(((h ^ seed) * _GOLDEN) & _MASK, pid) for h, pid in self.catalog.members[category]])
         return [pid for _, pid in ranked if pid not in exclude][: self.limit]
 
     def _categories_by(self, seed: int) -> list[str]:

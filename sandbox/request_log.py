@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from itertools import islice
 
-from sandbox.contract import ContractError, decode_json
+from fashionai_pipeline.sandbox.contract import ContractError, decode_json
 
 # One entry: (t, status, raw body or None, content-type, token ok, products
 # tuple or None). A plain tuple, not a NamedTuple: the collector stops tracking

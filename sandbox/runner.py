@@ -21,10 +21,10 @@ from typing import Final, TextIO
 
 from aiohttp import web
 
-from sandbox.config import SandboxConfig
-from sandbox.ranking import RankingEngine
-from sandbox.server import RECOMMENDATION_PATH, create_app
-from sandbox.state import STATE
+from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.ranking import RankingEngine
+from fashionai_pipeline.sandbox.server import RECOMMENDATION_PATH, create_app
+from fashionai_pipeline.sandbox.state import STATE
 
 _BACKLOG: Final = 1024  # benchmarks open hundreds of connections at once
 _SHUTDOWN_S: Final = 1.0  # an injected 30 s "timeout" must not hold up shutdown

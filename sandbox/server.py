@@ -28,11 +28,11 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
-from sandbox.config import SandboxConfig
-from sandbox.contract import ContractError, Event, decode_json, validate
-from sandbox.control import add_control_routes
-from sandbox.ranking import RankingEngine
-from sandbox.state import STATE, SandboxState
+from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.contract import ContractError, Event, decode_json, validate
+from fashionai_pipeline.sandbox.control import add_control_routes
+from fashionai_pipeline.sandbox.ranking import RankingEngine
+from fashionai_pipeline.sandbox.state import STATE, SandboxState
 
 RECOMMENDATION_PATH: Final = "/api/v1/products/protected/recommendation"
 TOKEN_HEADER: Final = "X-FashionAI-APP-Token"  # noqa: S105 - a header name

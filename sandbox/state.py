@@ -11,10 +11,10 @@ from typing import Final
 
 from aiohttp import web
 
-from sandbox.config import SandboxConfig
-from sandbox.fault import FaultInjector
-from sandbox.ranking import RankingEngine
-from sandbox.request_log import RequestLog
+from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.fault import FaultInjector
+from fashionai_pipeline.sandbox.ranking import RankingEngine
+from fashionai_pipeline.sandbox.request_log import RequestLog
 
 
 class SandboxState:

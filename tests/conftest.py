@@ -4,6 +4,7 @@ worker processes and the real sandbox on loopback; nothing here is a mock."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,9 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from producers.settings import Settings
-from sandbox import SandboxConfig, SandboxServer
-from worker.local import Proc, scratch_dir, start_worker
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.sandbox import SandboxConfig, SandboxServer
+from fashionai_pipeline.worker.local import Proc, scratch_dir, start_worker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -87,7 +88,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
 
 def delete_queue(settings: Settings) -> None:
     """Remove a test's queue (and, on Redis, its retry/stat keys stay with the tenant)."""
-    from producers.broker import connect
+    from fashionai_pipeline.producers.broker import connect
 
     with connect(settings, timeout=5) as conn:
         channel = conn.channel()
@@ -109,3 +110,28 @@ def delivered_bodies(server: SandboxServer) -> list[dict[str, object]]:
 
 
 __all__ = ["delivered_bodies", "make_settings", "scratch_dir", "wait_until"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any module of the project was loaded under a second name.
+
+    The folders producers/, worker/ and sandbox/ are importable from the
+    repository root by their bare names; the project's one import path is
+    fashionai_pipeline.*, and a module loaded twice would have two copies of
+    its state (settings, registries, locks).
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = tuple(os.path.join(root, part) + os.sep for part in ("producers", "worker", "sandbox"))
+    owners: dict[str, list[str]] = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(folders):
+            owners.setdefault(real, []).append(name)
+    wrong = {p: n for p, n in owners.items() if len(n) > 1 or not n[0].startswith("fashionai_pipeline.")}
+    if wrong:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        for path, names in sorted(wrong.items()):
+            print(f"\nmodule loaded under the wrong or a second name: {path} as {names}", file=sys.stderr)

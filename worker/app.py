@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps, signals
 
-from producers.broker import transport_options
-from producers.settings import Settings
-from worker.logs import install_redaction
-from worker.pump import Pump
+from fashionai_pipeline.producers.broker import transport_options
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.logs import install_redaction
+from fashionai_pipeline.worker.pump import Pump
 
 log = logging.getLogger("fashionai.worker")
 
@@ -66,7 +66,7 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
         install_redaction([settings.app_token.get_secret_value()])
         _quiet_per_request_loggers(settings)
         if settings.metrics_port:
-            from worker import metrics
+            from fashionai_pipeline.worker import metrics
 
             metrics.serve(settings.metrics_port)
             log.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)

@@ -25,13 +25,13 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from producers import keys
-from producers.message import Envelope, InvalidMessage, compact_json, decode
-from producers.settings import Settings
-from worker import scripts
-from worker.deadletter import Kind, encode_entry, entry_for
-from worker.delivery import Delivered, Failed, Outcome
-from worker.retry import RetryPolicy
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.message import Envelope, InvalidMessage, compact_json, decode
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker import scripts
+from fashionai_pipeline.worker.deadletter import Kind, encode_entry, entry_for
+from fashionai_pipeline.worker.delivery import Delivered, Failed, Outcome
+from fashionai_pipeline.worker.retry import RetryPolicy
 
 log = logging.getLogger("fashionai.worker")
 

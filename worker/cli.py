@@ -24,11 +24,11 @@ from typing import IO, Any
 
 import redis
 
-from producers.errors import FashionAIError, InvalidEvent
-from producers.event import EVENT_TYPES, make_event, parse_event
-from producers.publisher import Publisher
-from producers.reader import RankingReader
-from producers.settings import Settings
+from fashionai_pipeline.producers.errors import FashionAIError, InvalidEvent
+from fashionai_pipeline.producers.event import EVENT_TYPES, make_event, parse_event
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.producers.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +119,7 @@ def _worker(rest: list[str]) -> int:
         import tempfile
 
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fashionai-metrics-"))
-    from worker.app import create_app
+    from fashionai_pipeline.worker.app import create_app
 
     app = create_app(settings)
     if not any(a.startswith(("-l", "--loglevel")) for a in rest):
@@ -129,7 +129,7 @@ def _worker(rest: list[str]) -> int:
 
 
 def _sandbox(rest: list[str]) -> int:
-    from sandbox.__main__ import main as sandbox_main
+    from fashionai_pipeline.sandbox.__main__ import main as sandbox_main
 
     sandbox_main(rest)
     return 0
@@ -197,7 +197,7 @@ def _rankings_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _store(settings: Settings) -> Any:
-    from worker.deadletter import DeadLetterStore
+    from fashionai_pipeline.worker.deadletter import DeadLetterStore
 
     return DeadLetterStore(redis.Redis.from_url(settings.redis_url))
 
@@ -277,7 +277,7 @@ def _progress_bar(out: IO[str]) -> Any:
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    from producers import keys
+    from fashionai_pipeline.producers import keys
 
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     counters = {k: int(v) for k, v in client.hgetall(keys.stats(settings.tenant)).items()}
@@ -287,7 +287,7 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import run_demo
+    from fashionai_pipeline.worker.demo import run_demo
 
     return run_demo(settings, sessions=args.sessions, timeout=args.timeout)
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import redis
 
-from producers import keys
-from producers.message import Envelope, compact_json, peek
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.message import Envelope, compact_json, peek
 
 Kind = Literal["refused", "exhausted", "undecodable"]
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import aiohttp
 import httpx
 
-from producers.message import body_json
-from producers.settings import Settings
+from fashionai_pipeline.producers.message import body_json
+from fashionai_pipeline.producers.settings import Settings
 
 USER_AGENT = "fashionai-pipeline/0.1"
 _BODY_LIMIT = 2000

@@ -17,11 +17,18 @@ from dataclasses import dataclass
 
 import redis
 
-from producers import keys
-from producers.publisher import Publisher
-from producers.reader import RankingReader
-from producers.settings import Settings
-from worker.local import Proc, redis_answers, scratch_dir, start_redis, start_sandbox, start_worker
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.local import (
+    Proc,
+    redis_answers,
+    scratch_dir,
+    start_redis,
+    start_sandbox,
+    start_worker,
+)
 
 
 @dataclass(frozen=True)

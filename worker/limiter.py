@@ -25,9 +25,9 @@ import math
 
 import redis.asyncio as aioredis
 
-from producers import keys
-from producers.settings import Settings
-from worker import scripts
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker import scripts
 
 log = logging.getLogger("fashionai.limiter")
 

@@ -1,7 +1,7 @@
 """Starting the pipeline's parts as local processes: for the demo, tests and benchmarks.
 
-Every process started here is a real program (`python -m sandbox`,
-`python -m worker.cli worker`, `redis-server`), on 127.0.0.1 only.
+Every process started here is a real program (`python -m fashionai_pipeline.sandbox`,
+`python -m fashionai_pipeline.worker.cli worker`, `redis-server`), on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from producers.settings import Settings
+from fashionai_pipeline.producers.settings import Settings
 
 
 def free_port() -> int:
@@ -116,9 +116,15 @@ def _wait_for(proc: Proc, text: str, timeout: float) -> str:
 
 
 def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Proc:
-    """Start `python -m sandbox` on a free port; `proc.extra["url"]` is its endpoint URL."""
+    """Start `python -m fashionai_pipeline.sandbox` on a free port.
+
+    `proc.extra["url"]` is its endpoint URL, `proc.extra["base_url"]` its root.
+    """
     proc = _spawn(
-        "sandbox", [sys.executable, "-m", "sandbox", "--port", "0", "--token", token, *knobs], None, log_dir
+        "sandbox",
+        [sys.executable, "-m", "fashionai_pipeline.sandbox", "--port", "0", "--token", token, *knobs],
+        None,
+        log_dir,
     )
     try:
         line = _wait_for(proc, "sandbox listening on", 20)
@@ -134,7 +140,7 @@ def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Pro
 def start_worker(
     settings: Settings, *, log_dir: str, args: Sequence[str] = ("-c", "2"), wait_ready: bool = True
 ) -> Proc:
-    """Start `python -m worker.cli worker` with `settings` passed through the environment."""
+    """Start `python -m fashionai_pipeline.worker.cli worker`, `settings` passed through the environment."""
     # A unique node name unless one is given: on RabbitMQ a node's remote-control
     # queue is exclusive, and a node that just died (or was SIGKILLed) may still
     # hold it for a moment, which makes a same-named successor fail to start.
@@ -144,7 +150,7 @@ def start_worker(
     argv = [
         sys.executable,
         "-m",
-        "worker.cli",
+        "fashionai_pipeline.worker.cli",
         "worker",
         "--without-gossip",
         "--without-mingle",

@@ -1,6 +1,6 @@
-"""Entry-point module for `celery -A worker.main worker`: builds the app from the environment."""
+"""`celery -A fashionai_pipeline.worker.main worker`: the app, built from the environment."""
 
-from producers.settings import Settings
-from worker.app import create_app
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.app import create_app
 
 app = create_app(Settings())

@@ -33,13 +33,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from producers import keys
-from producers.settings import Settings, redact_url
-from worker import metrics, scripts
-from worker.batch import BatchProcessor, BatchResult
-from worker.brokers import Source, open_source
-from worker.delivery import Deliverer, TransportName
-from worker.limiter import RedisLimiter
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.settings import Settings, redact_url
+from fashionai_pipeline.worker import metrics, scripts
+from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
+from fashionai_pipeline.worker.brokers import Source, open_source
+from fashionai_pipeline.worker.delivery import Deliverer, TransportName
+from fashionai_pipeline.worker.limiter import RedisLimiter
 
 log = logging.getLogger("fashionai.worker")
 

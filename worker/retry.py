@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from producers.settings import Settings
+from fashionai_pipeline.producers.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,10 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
 def test_every_command_has_help(command):
     out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", *command, "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert re.search(r"usage", out.stdout, re.IGNORECASE)
@@ -39,7 +42,7 @@ def _demo(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONAI_")}
     env.update(env_overrides)
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--sessions", "15"],
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", "demo", "--sessions", "15"],
         env=env,
         capture_output=True,
         text=True,

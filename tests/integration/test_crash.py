@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from producers.event import make_event
-from producers.publisher import Publisher
-from producers.reader import RankingReader
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
 from tests.conftest import make_settings, wait_until
 
 pytestmark = pytest.mark.integration

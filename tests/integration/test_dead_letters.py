@@ -11,14 +11,14 @@ import pytest
 import redis
 from kombu import Producer
 
-from producers import keys
-from producers.broker import connect, event_queue
-from producers.event import make_event
-from producers.message import encode
-from producers.publisher import Publisher
-from producers.reader import RankingReader
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.broker import connect, event_queue
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.message import encode
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.worker.local import settings_env
 from tests.conftest import CACHE_URL, TOKEN, make_settings, wait_until
-from worker.local import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,11 @@ def _raw_publish(settings, payloads: list[bytes]) -> None:
 def _cli(settings, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *argv], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

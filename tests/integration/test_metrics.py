@@ -7,10 +7,10 @@ import urllib.request
 
 import pytest
 
-from producers import keys
-from producers.publisher import Publisher
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.worker.local import free_port
 from tests.conftest import BROKERS, TOKEN, make_settings, wait_until
-from worker.local import free_port
 
 pytestmark = pytest.mark.integration
 

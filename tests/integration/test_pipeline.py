@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from producers.event import make_event
-from producers.publisher import Publisher
-from producers.reader import RankingReader
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.worker.local import settings_env
 from tests.conftest import make_settings, wait_until
-from worker.local import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ CONTRACT_CASES = [
 
 
 def _stats(cache, settings) -> dict[str, int]:
-    from producers import keys
+    from fashionai_pipeline.producers import keys
 
     return {k.decode(): int(v) for k, v in cache.hgetall(keys.stats(settings.tenant)).items()}
 
@@ -78,7 +78,7 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
         argv = [
             sys.executable,
             "-m",
-            "worker.cli",
+            "fashionai_pipeline.worker.cli",
             "rankings",
             "get",
             "--event-type",
@@ -97,7 +97,7 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "fashionai_pipeline.worker.cli",
             "rankings",
             "get",
             "--event-type",
@@ -157,7 +157,7 @@ def test_cli_publish_from_jsonl_reports_bad_lines_and_publishes_the_rest(sandbox
     path.write_text("\n".join(lines) + "\n")
     env = {**os.environ, **settings_env(settings)}
     out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "publish", "--file", str(path)],
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", "publish", "--file", str(path)],
         env=env,
         capture_output=True,
         text=True,
@@ -177,7 +177,7 @@ def test_cli_publish_from_jsonl_reports_bad_lines_and_publishes_the_rest(sandbox
             [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "fashionai_pipeline.worker.cli",
                 "publish",
                 "--event-type",
                 "shopTheLook",
@@ -193,7 +193,7 @@ def test_cli_publish_from_jsonl_reports_bad_lines_and_publishes_the_rest(sandbox
         )
         assert ok.returncode == 0 and broker.llen(settings.queue) == 3
         stdin = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "publish", "--file", "-"],
+            [sys.executable, "-m", "fashionai_pipeline.worker.cli", "publish", "--file", "-"],
             env=env,
             input=lines[0] + "\n",
             capture_output=True,

@@ -8,14 +8,14 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from producers import keys
-from producers.event import make_event
-from producers.message import encode
-from producers.publisher import Publisher
-from producers.reader import RankingReader
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.message import encode
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.worker.batch import BatchProcessor
+from fashionai_pipeline.worker.delivery import Deliverer
 from tests.conftest import BROKERS, CACHE_URL, make_settings, wait_until
-from worker.batch import BatchProcessor
-from worker.delivery import Deliverer
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
-from producers.errors import BrokerUnavailable, InvalidEvent
-from producers.message import decode
-from producers.publisher import AsyncPublisher, Publisher
+from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent
+from fashionai_pipeline.producers.message import decode
+from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from tests.conftest import BROKERS, make_settings
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def _queued(settings) -> list[bytes]:
     """Message bodies waiting on the queue, consumed with kombu (works on both brokers)."""
     from kombu import Consumer
 
-    from producers.broker import connect, event_queue
+    from fashionai_pipeline.producers.broker import connect, event_queue
 
     bodies: list[bytes] = []
     with connect(settings, timeout=5) as conn:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from producers import keys
-from producers.reader import AsyncRankingReader, RankingReader
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.reader import AsyncRankingReader, RankingReader
 from tests.conftest import BROKERS, make_settings
 
 pytestmark = pytest.mark.integration

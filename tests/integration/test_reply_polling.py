@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from producers.direct import DirectRedis
-from producers.publisher import Publisher
-from producers.reader import RankingReader
+from fashionai_pipeline.producers.direct import DirectRedis
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
 from tests.conftest import BROKERS, CACHE_URL, make_settings
 
 pytestmark = pytest.mark.integration

@@ -30,13 +30,13 @@ from typing import Any
 
 import pytest
 
-from producers.event import Event, make_event
-from producers.message import decode
-from producers.publisher import Publisher
-from producers.reader import RankingReader
-from producers.settings import Settings
+from fashionai_pipeline.producers.event import Event, make_event
+from fashionai_pipeline.producers.message import decode
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.reader import RankingReader
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.pump import Pump
 from tests.conftest import delete_queue, make_settings, wait_until
-from worker.pump import Pump
 
 pytestmark = pytest.mark.integration
 
@@ -467,7 +467,7 @@ def test_a_batch_that_raises_is_requeued_whole_and_delivered_later(broker_url, s
 
 
 def test_a_lost_broker_connection_with_batches_in_flight_is_recovered(broker_url, sandbox, cache, request):
-    from worker.brokers import open_source
+    from fashionai_pipeline.worker.brokers import open_source
 
     sandbox.configure(latency_ms=300)
     settings = make_settings(broker_url, sandbox.url, batch_size=20, concurrency=40)

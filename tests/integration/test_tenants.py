@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from producers import keys
-from producers.errors import InvalidEvent
-from producers.publisher import Publisher
-from sandbox import SandboxConfig, SandboxServer
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.errors import InvalidEvent
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.sandbox import SandboxConfig, SandboxServer
 from tests.conftest import BROKERS, make_settings, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ import pytest
 import redis
 from kombu import Producer
 
-from producers import keys
-from producers.broker import connect, event_queue
-from producers.event import make_event
-from producers.publisher import Publisher
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.broker import connect, event_queue
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.worker.local import settings_env
 from tests.conftest import CACHE_URL, TOKEN, make_settings, wait_until
-from worker.local import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,11 @@ def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, workers, c
         ["publish", "--event-type", "productView", "--id", "p", "--session", "s", "--user", ""],
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *argv], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "fashionai_pipeline.worker.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         cli_out.append(done.stdout + done.stderr)
     worker.stop()

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sandbox import SandboxConfig, SandboxServer
-from sandbox.server import TOKEN_HEADER
+from fashionai_pipeline.sandbox import SandboxConfig, SandboxServer
+from fashionai_pipeline.sandbox.server import TOKEN_HEADER
 
 # Distinctive so a leak into a response or the request log is easy to grep for.
 TOKEN = "tok-Sb7xQ2-do-not-leak"

@@ -1,13 +1,11 @@
 """SandboxConfig rules, without a server."""
 
-
-
 from __future__ import annotations
 
 import pytest
 
-from sandbox import SandboxConfig
-from sandbox.config import KNOBS, ConfigError
+from fashionai_pipeline.sandbox import SandboxConfig
+from fashionai_pipeline.sandbox.config import KNOBS, ConfigError
 
 
 def test_defaults_match_the_documented_ones() -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.contract import EVENT_TYPES, ContractError, Event, decode_json, parse_body, validate
+from fashionai_pipeline.sandbox.contract import (
+    EVENT_TYPES,
+    ContractError,
+    Event,
+    decode_json,
+    parse_body,
+    validate,
+)
 
 
 @pytest.mark.parametrize(

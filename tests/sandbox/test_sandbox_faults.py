@@ -1,7 +1,5 @@
 """Failure injection over real HTTP: 429, 5xx, timeouts, latency, and what gets recorded."""
 
-
-
 from __future__ import annotations
 
 import time
@@ -12,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from sandbox import SandboxServer
+from fashionai_pipeline.sandbox import SandboxServer
 
 MakeEvent = Callable[..., dict[str, object]]
 Post = Callable[..., httpx.Response]
@@ -39,9 +37,7 @@ def test_rate_429_can_send_retry_after_as_http_date(
     assert 110 <= ahead <= 121
 
 
-def test_rate_5xx_answers_server_errors(
-    post: Post, make_event: MakeEvent, server: SandboxServer
-) -> None:
+def test_rate_5xx_answers_server_errors(post: Post, make_event: MakeEvent, server: SandboxServer) -> None:
     server.configure(rate_5xx=1.0)
     statuses = {post(make_event("productView", "p0001")).status_code for _ in range(30)}
     assert statuses <= {500, 502, 503}
@@ -66,9 +62,7 @@ def test_latency_adds_at_least_the_configured_delay(
     assert time.perf_counter() - started >= 0.25
 
 
-def test_latency_does_not_delay_the_log(
-    post: Post, make_event: MakeEvent, server: SandboxServer
-) -> None:
+def test_latency_does_not_delay_the_log(post: Post, make_event: MakeEvent, server: SandboxServer) -> None:
     server.configure(latency_ms=100, latency_jitter_ms=50)
     started = time.perf_counter()
     post(make_event("productView", "p0001"))

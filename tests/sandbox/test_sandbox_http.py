@@ -1,7 +1,5 @@
 """The recommendation endpoint over real HTTP on loopback: answers, auth, refusals, log."""
 
-
-
 from __future__ import annotations
 
 import json
@@ -11,8 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from sandbox import SandboxServer
-from sandbox.ranking import Catalog
+from fashionai_pipeline.sandbox import SandboxServer
+from fashionai_pipeline.sandbox.ranking import Catalog
 
 MakeEvent = Callable[..., dict[str, object]]
 Post = Callable[..., httpx.Response]

@@ -12,9 +12,9 @@ import gc
 import json
 import time
 
-from sandbox.contract import validate
-from sandbox.ranking import RankingEngine
-from sandbox.request_log import RequestLog
+from fashionai_pipeline.sandbox.contract import validate
+from fashionai_pipeline.sandbox.ranking import RankingEngine
+from fashionai_pipeline.sandbox.request_log import RequestLog
 
 
 def _serve(log: RequestLog, engine: RankingEngine, n: int) -> None:

@@ -1,4 +1,4 @@
-"""``python -m sandbox`` as a separate process: the listening line, determinism, flags."""
+"""``python -m fashionai_pipeline.sandbox`` as a separate process: the listening line, determinism, flags."""
 
 from __future__ import annotations
 
@@ -13,20 +13,18 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.server import RECOMMENDATION_PATH, TOKEN_HEADER
+from fashionai_pipeline.sandbox.server import RECOMMENDATION_PATH, TOKEN_HEADER
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"^sandbox listening on http://127\.0\.0\.1:(\d+)$")
 
 
 @contextmanager
-def sandbox_process(
-    *flags: str, hash_seed: str = "0"
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start ``python -m sandbox --port 0 ...`` and yield (process, announced port)."""
+def sandbox_process(*flags: str, hash_seed: str = "0") -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Start ``python -m fashionai_pipeline.sandbox --port 0 ...`` and yield (process, announced port)."""
     # A minimal environment: PYTHONHASHSEED varies to prove rankings avoid hash().
     with subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", *flags],
+        [sys.executable, "-m", "fashionai_pipeline.sandbox", "--port", "0", *flags],
         cwd=REPO,
         env={"PYTHONHASHSEED": hash_seed},
         stdout=subprocess.PIPE,
@@ -98,7 +96,7 @@ def test_flags_reach_the_config() -> None:
 
 def test_help_lists_every_knob() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "sandbox", "--help"],
+        [sys.executable, "-m", "fashionai_pipeline.sandbox", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -125,7 +123,7 @@ def test_help_lists_every_knob() -> None:
 
 def test_a_bad_flag_value_exits_2_naming_the_knob() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--rate-5xx", "2"],
+        [sys.executable, "-m", "fashionai_pipeline.sandbox", "--port", "0", "--rate-5xx", "2"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sandbox.contract import Event
-from sandbox.ranking import Catalog, RankingEngine, digest64
+from fashionai_pipeline.sandbox.contract import Event
+from fashionai_pipeline.sandbox.ranking import Catalog, RankingEngine, digest64
 
 
 def test_synthetic_catalog_has_500_products_in_12_categories() -> None:

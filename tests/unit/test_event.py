@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from producers.errors import InvalidEvent
-from producers.event import EVENT_TYPES, event_body, make_event, parse_event
-from producers.message import InvalidMessage, decode, encode
+from fashionai_pipeline.producers.errors import InvalidEvent
+from fashionai_pipeline.producers.event import EVENT_TYPES, event_body, make_event, parse_event
+from fashionai_pipeline.producers.message import InvalidMessage, decode, encode
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)

@@ -1,13 +1,16 @@
+import pathlib
 import subprocess
 import sys
+import zipfile
 
 
 def test_storefront_side_imports_without_the_worker_side():
     code = (
-        "import sys, producers\n"
-        "from producers import Publisher, AsyncPublisher, RankingReader, AsyncRankingReader, Settings\n"
+        "import sys, fashionai_pipeline.producers\n"
+        "from fashionai_pipeline.producers import Publisher, AsyncPublisher, Settings\n"
+        "from fashionai_pipeline.producers import RankingReader, AsyncRankingReader\n"
         "Publisher(Settings()); RankingReader(Settings())\n"
-        "worker_side = ('celery', 'httpx', 'aiohttp', 'prometheus_client', 'worker')\n"
+        "worker_side = ('celery', 'httpx', 'aiohttp', 'prometheus_client', 'fashionai_pipeline.worker')\n"
         "bad = sorted(m for m in worker_side if m in sys.modules)\n"
         "print(','.join(bad))\n"
     )
@@ -32,11 +35,7 @@ class Hide:
         return None
 
 sys.meta_path.insert(0, Hide())
-for name in ("producers", "producers.publisher", "producers.reader", "producers.broker",
-             "kombu.transport.redis", "kombu.transport.pyamqp",
-             "worker.app", "worker.pump", "worker.cli", "worker.brokers.redis",
-             "worker.brokers.kombu_consumer", "worker.delivery", "worker.metrics",
-             "sandbox.server", "sandbox.runner"):
+for name in sys.argv[2:]:
     importlib.import_module(name)
 """
 
@@ -81,14 +80,95 @@ def test_the_running_code_needs_only_declared_distributions():
     hidden = sorted(
         module
         for module, dists in packages_distributions().items()
-        if module not in {"producers", "worker", "sandbox"}
-        and not any(canonicalize_name(d) in declared for d in dists)
+        if module != "fashionai_pipeline" and not any(canonicalize_name(d) in declared for d in dists)
     )
     assert "pytest" in hidden  # the dev tools are installed here, and hidden
     out = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EVERYTHING, json.dumps(hidden)],
+        [sys.executable, "-c", _IMPORT_EVERYTHING, json.dumps(hidden), *_runtime_modules()],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PARTS = ("producers", "worker", "sandbox")
+
+
+def project_modules() -> list[str]:
+    """Every module of the project under its one import name, from the folders themselves."""
+    names = ["fashionai_pipeline"]
+    for part in PARTS:
+        for path in sorted((ROOT / part).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            dotted = ".".join(rel.parts).removesuffix(".__init__")
+            names.append(f"fashionai_pipeline.{dotted}")
+    return names
+
+
+def _runtime_modules() -> list[str]:
+    # __main__ modules run a program when imported; kombu loads its transports lazily.
+    kept = [m for m in project_modules() if not m.endswith("__main__")]
+    return [*kept, "kombu.transport.redis", "kombu.transport.pyamqp"]
+
+
+def test_bare_folder_names_refuse_to_import_from_the_checkout():
+    # From the repository root the folders are importable under their bare names;
+    # each refuses, so no module is loaded under two names.
+    for part in PARTS:
+        out = subprocess.run(
+            [sys.executable, "-c", f"import {part}"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode != 0
+        assert f"import fashionai_pipeline.{part}, not {part}" in out.stderr
+
+
+def test_the_wheel_installs_one_namespace_beside_a_projects_own_worker_and_producers(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("fashionai_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        files = {n for n in zf.namelist() if not n.split("/")[0].endswith(".dist-info")}
+    assert {n.split("/")[0] for n in files} == {"fashionai_pipeline"}
+    expected = {
+        f"fashionai_pipeline/{p.relative_to(ROOT)}" for part in PARTS for p in (ROOT / part).rglob("*.py")
+    }
+    assert expected <= files, sorted(expected - files)
+
+    # A fresh venv holding only the wheel; the dependencies come from this venv's
+    # site-packages through a path entry (not a site dir, so this venv's editable
+    # install of the project is not seen there).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site_dir = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site_dir)
+    deps = next(p for p in sys.path if p.endswith("site-packages"))
+    pathlib.Path(site_dir, "deps.pth").write_text(deps + "\n")
+
+    project = tmp_path / "shop"
+    (project / "producers").mkdir(parents=True)
+    (project / "worker.py").write_text("WHO = 'the shop worker'\n")
+    (project / "producers" / "__init__.py").write_text("WHO = 'the shop producers'\n")
+    code = (
+        "import worker, producers, fashionai_pipeline.producers as fp, fashionai_pipeline.worker.app\n"
+        "import fashionai_pipeline.sandbox\n"
+        "print(worker.WHO); print(producers.WHO); print(fp.__file__); print(fp.Publisher.__name__)\n"
+    )
+    out = subprocess.run([py, "-c", code], cwd=project, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    shop_worker, shop_producers, ours, publisher = out.stdout.split("\n")[:4]
+    assert (shop_worker, shop_producers, publisher) == ("the shop worker", "the shop producers", "Publisher")
+    assert ours.startswith(site_dir)

@@ -2,10 +2,10 @@ import email.utils
 
 import pytest
 
-from producers import keys
-from producers.reader import merge
-from worker.delivery import Delivered, Failed, classify, parse_retry_after
-from worker.retry import RetryPolicy
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.reader import merge
+from fashionai_pipeline.worker.delivery import Delivered, Failed, classify, parse_retry_after
+from fashionai_pipeline.worker.retry import RetryPolicy
 
 
 def test_merge_puts_ranked_first_and_keeps_native_authority():
@@ -79,7 +79,7 @@ def test_backoff_full_jitter_capped_and_honours_retry_after():
 
 @pytest.mark.parametrize(("rate", "burst"), [(50, 5), (200, 10), (100, 10), (50, 1), (1000, 10), (10, 50)])
 def test_limiter_grants_leave_room_for_late_sends_within_rate_plus_burst(rate, burst):
-    from worker.limiter import _LATE_SEND_GUARD, tolerance_slots
+    from fashionai_pipeline.worker.limiter import _LATE_SEND_GUARD, tolerance_slots
 
     tol = tolerance_slots(rate, burst)
     assert tol >= 0

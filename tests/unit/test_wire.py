@@ -7,11 +7,11 @@ import pytest
 import redis
 from redis.connection import Connection
 
-from producers.direct import pack
-from producers.event import EVENT_TYPES, make_event
-from producers.kombu_redis import encode_message
-from producers.message import body_json, compact_json, decode, encode, encode_text
-from producers.reader import merge
+from fashionai_pipeline.producers.direct import pack
+from fashionai_pipeline.producers.event import EVENT_TYPES, make_event
+from fashionai_pipeline.producers.kombu_redis import encode_message
+from fashionai_pipeline.producers.message import body_json, compact_json, decode, encode, encode_text
+from fashionai_pipeline.producers.reader import merge
 
 # Strings a JSON encoder must escape, and some it must not touch.
 AWKWARD = ["s", 'quo"te', "back\\slash", "new\nline", "tab\t", "ctl\x01", "é", "雪", "😀", "</script>", " "]

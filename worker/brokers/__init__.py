@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from producers.settings import Settings
+from fashionai_pipeline.producers.settings import Settings
 
 OnMessage = Callable[[int, Any], None]
 
@@ -37,9 +37,9 @@ def open_source(settings: Settings, queues: list[str], on_message: OnMessage, *,
     """Connect to the broker and start consuming `queues` (one per lane)."""
     scheme = settings.broker_url.split("://", 1)[0]
     if scheme in ("redis", "rediss"):
-        from worker.brokers.redis import RedisSource
+        from fashionai_pipeline.worker.brokers.redis import RedisSource
 
         return RedisSource(settings, queues, on_message, prefetch=prefetch)
-    from worker.brokers.kombu_consumer import KombuSource
+    from fashionai_pipeline.worker.brokers.kombu_consumer import KombuSource
 
     return KombuSource(settings, queues, on_message, prefetch=prefetch)

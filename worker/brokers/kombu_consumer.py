@@ -9,9 +9,9 @@ from typing import Any
 from kombu import Consumer
 from kombu.message import Message
 
-from producers.broker import connect, event_queue
-from producers.settings import Settings
-from worker.brokers import OnMessage
+from fashionai_pipeline.producers.broker import connect, event_queue
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.brokers import OnMessage
 
 log = logging.getLogger("fashionai.worker")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import redis
 
-from producers.kombu_redis import UNACKED, UNACKED_INDEX, message_body
-from producers.settings import Settings
-from worker.brokers import OnMessage
+from fashionai_pipeline.producers.kombu_redis import UNACKED, UNACKED_INDEX, message_body
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker.brokers import OnMessage
 
 # KEYS[1]: queue, KEYS[2]: unacked hash, KEYS[3]: unacked index. ARGV[1]: max count.
 # Returns a flat list: tag, message, tag, message, ...
