@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from itertools import islice
+from typing import Any
 
 from fashionai_pipeline.sandbox.contract import ContractError, decode_json
 
@@ -76,7 +77,7 @@ class RequestLog:
         """Requests recorded since the last clear, including dropped ones."""
         return self._count
 
-    def snapshot(self, since: int = 0) -> tuple[int, list[dict[str, object]]]:
+    def snapshot(self, since: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """``(count, entries)`` for entries with index >= ``since`` still kept.
 
         Each entry is ``{"index", "t", "status", "body", "headers":

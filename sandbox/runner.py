@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from aiohttp import web
 
@@ -148,7 +148,7 @@ class SandboxServer:
         if "seed" in changes:
             self._call(self._app[STATE].faults.reseed)
 
-    def requests(self, since: int = 0) -> list[dict[str, object]]:
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
         """The request log from index ``since`` on (see ``GET /_sandbox/requests``)."""
         return self._app[STATE].log.snapshot(since)[1]
 

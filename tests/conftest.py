@@ -106,7 +106,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def delivered_bodies(server: SandboxServer) -> list[dict[str, object]]:
-    return [r["body"] for r in server.requests() if r["status"] == 200]  # type: ignore[misc]
+    return [r["body"] for r in server.requests() if r["status"] == 200]
 
 
 __all__ = ["delivered_bodies", "make_settings", "scratch_dir", "wait_until"]

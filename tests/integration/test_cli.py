@@ -50,11 +50,17 @@ def _demo(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not in:\n{text}"
+    return match.group(1)
+
+
 def test_demo_runs_end_to_end_on_the_local_redis():
     out = _demo({})
     assert out.returncode == 0, out.stdout + out.stderr
-    published = int(re.search(r"published (\d+) events", out.stdout).group(1))
-    cached = int(re.search(r"cached rankings written\s+(\d+)", out.stdout).group(1))
+    published = int(_found(r"published (\d+) events", out.stdout))
+    cached = int(_found(r"cached rankings written\s+(\d+)", out.stdout))
     assert cached == published > 0
     assert re.search(r"latency p50 / p99\s+\d+ ms / \d+ ms", out.stdout)
     assert "stopped everything the demo started" in out.stdout
@@ -66,7 +72,7 @@ def test_demo_starts_a_private_redis_when_none_answers():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "started a private redis-server" in out.stdout
-    port = re.search(r"private redis-server at redis://127.0.0.1:(\d+)", out.stdout).group(1)
+    port = _found(r"private redis-server at redis://127.0.0.1:(\d+)", out.stdout)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"--port {port}" not in ps  # stopped again
 

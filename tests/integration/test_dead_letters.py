@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import redis
@@ -49,7 +50,7 @@ def _cli(settings, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _letters(tenant: str) -> list[dict]:
-    rows = redis.Redis.from_url(CACHE_URL).xrange(keys.dead_letters())
+    rows: Any = redis.Redis.from_url(CACHE_URL).xrange(keys.dead_letters())
     entries = [json.loads(fields[b"entry"]) | {"dlq_id": rid.decode()} for rid, fields in rows]
     return [
         e

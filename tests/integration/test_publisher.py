@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -26,11 +27,14 @@ def _queued(settings) -> list[bytes]:
     from fashionai_pipeline.producers.broker import connect, event_queue
 
     bodies: list[bytes] = []
+
+    def take(message: Any) -> None:
+        bodies.append(message.body)
+        message.ack()
+
     with connect(settings, timeout=5) as conn:
         channel = conn.channel()
-        consumer = Consumer(
-            channel, [event_queue(settings)], on_message=lambda m: (bodies.append(m.body), m.ack())
-        )
+        consumer = Consumer(channel, [event_queue(settings)], on_message=take)
         with consumer:
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:

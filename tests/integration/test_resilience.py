@@ -26,6 +26,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -35,6 +36,8 @@ from fashionai_pipeline.producers.message import decode
 from fashionai_pipeline.producers.publisher import Publisher
 from fashionai_pipeline.producers.reader import RankingReader
 from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.sandbox import SandboxServer
+from fashionai_pipeline.worker.local import Proc
 from fashionai_pipeline.worker.pump import Pump
 from tests.conftest import delete_queue, make_settings, wait_until
 
@@ -151,6 +154,27 @@ def _whereabouts(settings: Settings, sandbox: Any, missing: Sequence[Event], t0:
     return "\n".join(lines)
 
 
+def _pool_size_is(pid: int, size: int) -> bool:
+    return len(_children(pid)) == size
+
+
+def _requests_reach(sandbox: SandboxServer, count: int) -> bool:
+    return len(sandbox.requests()) >= count
+
+
+def _respawned(pid: int, seen: frozenset[int]) -> bool:
+    kids = _children(pid)
+    return len(kids) == PROCESSES and bool(kids - seen)
+
+
+def _pumps_started(proc: Proc, count: int) -> bool:
+    return proc.output().count("pump started") == count
+
+
+def _all_dead(pids: set[int]) -> bool:
+    return not any(_alive(pid) for pid in pids)
+
+
 def _settle(predicate: Callable[[], bool], timeout: float) -> bool:
     """wait_until that reports instead of raising, so a failure can say what is missing."""
     try:
@@ -198,10 +222,10 @@ def test_repeated_sigkill_of_the_whole_worker_loses_no_event(broker_url, sandbox
     for n in range(KILL_ROUNDS):
         before = len(sandbox.requests())
         proc = workers(settings, "-c", str(PROCESSES))
-        wait_until(lambda p=proc: len(_children(p.pid)) == PROCESSES, 30, "the pool children")
+        wait_until(partial(_pool_size_is, proc.pid, PROCESSES), 30, "the pool children")
         pool = _children(proc.pid)
         # Mid-run: this worker's pumps have sent at least a batch's worth upstream.
-        mid_run = _settle(lambda b=before: len(sandbox.requests()) >= b + settings.batch_size, 60)
+        mid_run = _settle(partial(_requests_reach, sandbox, before + settings.batch_size), 60)
         missing = cached.missing()
         assert mid_run, (
             f"round {n + 1}: no upstream progress within 60s with {len(missing)} events uncached "
@@ -216,7 +240,7 @@ def test_repeated_sigkill_of_the_whole_worker_loses_no_event(broker_url, sandbox
         assert cached.missing(), f"round {n + 1}: the kill came too late to test anything"
         # Prefork children die with their parent (PR_SET_PDEATHSIG): no orphan pump
         # keeps consuming (or holding messages) after the worker is gone.
-        wait_until(lambda p=pool: not any(_alive(pid) for pid in p), 10, "the pool children to die")
+        wait_until(partial(_all_dead, pool), 10, "the pool children to die")
 
     killed_at = time.monotonic()
     last = workers(settings, "-c", str(PROCESSES))
@@ -253,7 +277,7 @@ def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sand
     seen = _children(proc.pid)
     for n in range(CHILD_KILLS):
         before = len(sandbox.requests())
-        mid_run = _settle(lambda b=before: len(sandbox.requests()) >= b + settings.batch_size, 60)
+        mid_run = _settle(partial(_requests_reach, sandbox, before + settings.batch_size), 60)
         missing = cached.missing()
         assert mid_run, (
             f"kill {n + 1}: no upstream progress within 60s with {len(missing)} events uncached "
@@ -264,10 +288,10 @@ def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sand
         os.kill(victim, signal.SIGKILL)
         kills.append(round(time.time() - t0, 2))
         assert cached.missing(), f"kill {n + 1}: came too late to test anything"
-        wait_until(lambda v=victim: not _alive(v), 10, "the killed child to die")
+        wait_until(partial(_all_dead, {victim}), 10, "the killed child to die")
         # Celery replaces the lost child; the new child starts its own pump.
         wait_until(
-            lambda s=seen: len(_children(proc.pid)) == PROCESSES and _children(proc.pid) - s,
+            partial(_respawned, proc.pid, frozenset(seen)),
             60,
             f"kill {n + 1}: Celery to respawn the pool child",
         )
@@ -275,7 +299,7 @@ def test_sigkill_of_a_pool_child_is_survived_and_loses_no_event(broker_url, sand
         assert len(fresh) == 1, f"kill {n + 1}: expected one new child, got {fresh}"
         seen |= fresh
         wait_until(
-            lambda k=n: proc.output().count("pump started") == PROCESSES + k + 1,
+            partial(_pumps_started, proc, PROCESSES + n + 1),
             60,
             f"kill {n + 1}: the respawned child's pump to start",
         )
@@ -489,7 +513,7 @@ def test_a_lost_broker_connection_with_batches_in_flight_is_recovered(broker_url
                 raise ConnectionError("injected: broker connection reset")
             real_poll(timeout)
 
-        source.poll = poll
+        source.poll = poll  # type: ignore[method-assign]  # the injected fault
         return source
 
     pump = Pump(settings)
