@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+from tests.examples.shops import EXAMPLES
+
 NODE_EXAMPLE = EXAMPLES / "node"
 
 
