@@ -109,7 +109,7 @@ def event_mapping(event_type: EventType, item_id: str, shopper: Shopper) -> dict
 
 @dataclass
 class PageStats:
-    """What the page views of this process did; read by a shop's own status page or tests."""
+    """What the page views of this process did (approximate under threads: plain counters)."""
 
     published: int = 0
     not_published: int = 0
