@@ -3,6 +3,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 
 def test_storefront_side_imports_without_the_worker_side():
     code = (
@@ -107,9 +109,41 @@ def project_modules() -> list[str]:
     return names
 
 
+# Each web framework integration needs its framework's extra, and only that one:
+# checked module by module below, not with the worker's and sandbox's extras.
+INTEGRATIONS = {
+    "fashionai_pipeline.producers.integrations.django": "django",
+    "fashionai_pipeline.producers.integrations.flask": "flask",
+    "fashionai_pipeline.producers.integrations.fastapi": "fastapi",
+}
+
+
+@pytest.mark.parametrize(("module", "extra"), sorted(INTEGRATIONS.items()))
+def test_each_framework_integration_needs_only_its_extra(module, extra):
+    import json
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    declared = _declared_closure({extra})
+    hidden = sorted(
+        name
+        for name, dists in packages_distributions().items()
+        if name != "fashionai_pipeline" and not any(canonicalize_name(d) in declared for d in dists)
+    )
+    assert "celery" in hidden  # the worker's extra is not needed by a web app
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EVERYTHING, json.dumps(hidden), module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def _runtime_modules() -> list[str]:
     # __main__ modules run a program when imported; kombu loads its transports lazily.
-    kept = [m for m in project_modules() if not m.endswith("__main__")]
+    kept = [m for m in project_modules() if not m.endswith("__main__") and m not in INTEGRATIONS]
     return [*kept, "kombu.transport.redis", "kombu.transport.pyamqp"]
 
 

@@ -1,0 +1,1 @@
+"""The example shop on Django (examples/django/README in docs/INTEGRATIONS.md)."""
