@@ -92,10 +92,12 @@ def test_broker_down_with_drop_policy_counts_the_drop(caplog):
         DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", on_broker_down="drop", publish_timeout=0.2
     )
     with Publisher(settings) as pub:
-        assert pub.product_view("s", "p") is False
-        assert pub.product_view("s", "q") is False
+        first, second = pub.product_view("s", "p"), pub.product_view("s", "q")
+        assert (first.outcome, second.outcome) == ("dropped", "dropped")
+        assert not first and len({first.id, second.id}) == 2
         assert pub.stats.dropped == 2 and pub.stats.published == 0
     assert "event dropped" in caplog.text
+    assert caplog.text.count("event dropped") == 1  # once per change of the broker's state
 
 
 def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
@@ -194,8 +196,9 @@ def test_publish_many_validates_everything_first_then_publishes_in_order(broker)
         if broker == "redis":
             client = redis.Redis.from_url(settings.broker_url)
             before = _lpush_calls(client)
-        assert pub.publish_many(events) == 20
-        assert pub.publish_many([]) == 0
+        receipts = pub.publish_many(events)
+        assert [r.outcome for r in receipts] == ["published"] * 20
+        assert pub.publish_many([]) == []
         if broker == "redis":
             assert _lpush_calls(client) - before == 1  # one round trip for the list
     consumed = [decode(b).event.sessionId for b in _queued(settings)]
@@ -212,7 +215,7 @@ def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(
     )
     client = redis.Redis.from_url(settings.broker_url)
 
-    async def main() -> list[bool]:
+    async def main() -> list[str]:
         pub = AsyncPublisher(settings)
         try:
             warm = {"sessionId": "s-1", "eventType": "productView", "data": {"id": "p"}}
@@ -233,11 +236,11 @@ def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(
                 await pub.publish(
                     {"sessionId": "x", "eventType": "customShelf", "data": {"id": ""}}, tenant="c"
                 )
-            return results
+            return [r.outcome for r in results]
         finally:
             await pub.aclose()
 
-    assert asyncio.run(main()) == [True] * 400
+    assert asyncio.run(main()) == ["published"] * 400
     for tenant, parity in ((a, 1), (b, 0)):
         queued = _queued(settings.model_copy(update={"queue": settings.queue_for(tenant)}))
         sessions = sorted(int(decode(m).event.sessionId[1:]) for m in queued)
@@ -249,11 +252,13 @@ def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(
 def test_async_publishes_in_flight_together_each_get_the_broker_error():
     settings = make_settings(DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", publish_timeout=0.3)
 
-    async def main() -> list[BaseException | bool]:
+    async def main() -> list[object]:
         pub = AsyncPublisher(settings)
         try:
-            return await asyncio.gather(
-                *(pub.product_view(f"s{i}", "p") for i in range(20)), return_exceptions=True
+            return list(
+                await asyncio.gather(
+                    *(pub.product_view(f"s{i}", "p") for i in range(20)), return_exceptions=True
+                )
             )
         finally:
             await pub.aclose()
