@@ -156,6 +156,11 @@ class KombuSink:
     def send(self, queue: str, messages: Messages, deadline: float) -> None:
         ids = [msg_id for _, msg_id in messages]
         if self._blocked:
+            try:
+                self._catch_up()
+            except Exception as exc:
+                raise BrokerUnavailable(f"{self._what} unavailable: {type(exc).__name__}", ids) from exc
+        if self._blocked:
             raise BrokerUnavailable(f"{self._what} blocked publishing (memory or disk alarm)", ids)
         try:
             if queue not in self._declared:
@@ -201,6 +206,14 @@ class KombuSink:
         if tag in self._nacked:
             self._nacked.discard(tag)
             raise BrokerUnavailable(f"{self._what} refused the event (nack)", ids)
+
+    def _catch_up(self) -> None:
+        """Read what the broker sent meanwhile (connection.unblocked, late confirms), never waiting."""
+        for _ in range(100):  # a few frames at most: connection.unblocked, late acks
+            try:
+                self._conn.drain_events(timeout=0)
+            except TimeoutError:
+                return
 
     def _wait(self, deadline: float) -> float:
         left = deadline - time.monotonic()
