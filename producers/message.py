@@ -12,7 +12,7 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
 - `ts`: enqueue time (producer's clock, seconds). It orders cache writes
   (a late, older ranking never overwrites a newer one) and bounds retry age.
 - `attempt`: upstream attempts already made (0 when published).
-- `event`: the upstream body, exactly the seed's shape.
+- `event`: the upstream body, exactly the contract's shape (docs/UPSTREAM.md).
 """
 
 from __future__ import annotations
