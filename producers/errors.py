@@ -68,7 +68,8 @@ class BrokerUnavailable(PublishError):
 
 
 class PublishUnknown(PublishError):
-    """Sent, unanswered within the bound: each event of `message_ids` may or may not be queued.
+    """Sent, unanswered within the bound: each event of `message_ids` may or may not be queued
+    (the events of a list that were not sent yet are named too: publishing an id again is safe).
 
     Publish again with `message_id=` each id (the worker drops an id it has recorded).
     """

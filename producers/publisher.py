@@ -138,9 +138,9 @@ class Publisher(_Shell):
 
         Raises InvalidEvent (field prefixed with the event's position, e.g. "events[3].data.id",
         or "message_ids[2]") before touching the broker. On Redis the events go in one LPUSH,
-        which the broker applies whole or not at all; on RabbitMQ each is confirmed in turn, so a
-        failure part-way leaves the first ones queued: the error's `message_ids` (or the
-        receipts) name the rest; publish them again with the same ids.
+        which the broker applies whole or not at all; on RabbitMQ all are sent and their
+        confirms awaited together, so a failure part-way leaves some queued: the error's
+        `message_ids` (or the receipts) name the others; publish them again with the same ids.
         """
         bodies = PublisherCore.bodies(events)
         if not bodies:

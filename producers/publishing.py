@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent, PublishError, PublishUnknown
+from fashionai_pipeline.producers.errors import InvalidEvent, PublishError, PublishUnknown
 from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import check_id, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
@@ -112,17 +112,10 @@ class PublisherCore:
 
     @staticmethod
     def share(exc: PublishError, ids: Sequence[str]) -> PublishError | None:
-        """`exc` as seen by the caller of `ids`, one of several sent together (None: published).
-
-        Only the first id of `exc.message_ids` may have been sent; the others were not.
-        """
+        """`exc` as seen by the caller of `ids`, one of several sent together (None: published)."""
         concerned = set(exc.message_ids) or set(ids)  # an error naming no id is about every one
         mine = [msg_id for msg_id in ids if msg_id in concerned]
-        if not mine:
-            return None
-        if isinstance(exc, PublishUnknown) and exc.message_ids[0] not in mine:
-            return BrokerUnavailable(f"{exc.reason}; this event was not sent", mine)
-        return type(exc)(exc.reason, mine)
+        return type(exc)(exc.reason, mine) if mine else None
 
     def published(self, ids: Sequence[str]) -> list[Receipt]:
         self.stats.published += len(ids)
@@ -139,21 +132,20 @@ class PublisherCore:
     def failed(self, exc: PublishError, ids: Sequence[str]) -> list[Receipt]:
         """Receipts for `ids` after `exc`, or `exc` raised (on_broker_down="raise").
 
-        The ids before `exc.message_ids` were confirmed; the first of those is the one `exc`
-        is about (unknown, or not published); the rest were not sent.
+        The ids `exc` names share its fate (not queued, or unknown); the others were confirmed.
         """
         concerned = set(exc.message_ids) or set(ids)
         done = [msg_id for msg_id in ids if msg_id not in concerned]
         rest = [msg_id for msg_id in ids if msg_id in concerned]
-        receipts = self.published(done) if done else []
+        if done:
+            self.published(done)
         if self.settings.on_broker_down != "drop":
             raise type(exc)(exc.reason, rest) from (exc.__cause__ or exc)
-        first: Outcome = "unknown" if isinstance(exc, PublishUnknown) else "dropped"
-        outcomes: list[Outcome] = [first] + ["dropped"] * (len(rest) - 1)
-        for msg_id, outcome in zip(rest, outcomes, strict=True):
-            receipts.append(Receipt(msg_id, outcome))
-        self.stats.unknown += outcomes.count("unknown")
-        self.stats.dropped += outcomes.count("dropped")
+        fate: Outcome = "unknown" if isinstance(exc, PublishUnknown) else "dropped"
+        if fate == "unknown":
+            self.stats.unknown += len(rest)
+        else:
+            self.stats.dropped += len(rest)
         if not self._failing:
             self._failing = True
             log.warning(
@@ -161,4 +153,4 @@ class PublisherCore:
                 "stats.unknown, logging again when the broker takes events",
                 exc.reason,
             )
-        return receipts  # in order: the confirmed ones come first (producers.sink)
+        return [Receipt(msg_id, "published" if msg_id not in concerned else fate) for msg_id in ids]

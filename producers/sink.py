@@ -2,8 +2,8 @@
 
 A sink takes `(payload, message id)` pairs for one queue and returns once the broker has
 all of them, or raises a PublishError naming the ids it does not know to be queued:
-BrokerUnavailable when none of those was queued, PublishUnknown when the first of them was
-sent and not confirmed (the others were not sent). Every wait is bounded by the caller's
+BrokerUnavailable when none of those was queued, PublishUnknown when any of them may have
+been (it errs on that side: publishing an id again is always safe). Every wait is bounded by the caller's
 `deadline` (time.monotonic()) and by `publish_timeout`.
 
 This module is the one boundary where kombu's and py-amqp's exceptions become the package's
@@ -125,10 +125,11 @@ class KombuSink:
         self._settings = settings
         self._what = f"broker {redact_url(settings.broker_url)}"
         self._timeout = settings.publish_timeout
-        self._confirm = settings.amqp_confirm_publish
         options = transport_options(settings, timeout=self._timeout)
+        # Confirms exist on AMQP only; there they are awaited here (class doc), not by py-amqp.
+        self._confirm = settings.amqp_confirm_publish and "confirm_publish" in options
         if "confirm_publish" in options:
-            options["confirm_publish"] = False  # confirms are awaited here (class doc)
+            options["confirm_publish"] = False
         wait = self._wait(deadline)
         conn = Connection(settings.broker_url, connect_timeout=wait, heartbeat=0, transport_options=options)
         try:
@@ -147,8 +148,9 @@ class KombuSink:
         self._settled: set[int] = set()  # tags settled above the watermark
         self._nacked: set[int] = set()
         self._blocked = False
-        self._channel.events["basic_ack"].add(self._on_ack)
-        self._channel.events["basic_nack"].add(self._on_nack)
+        if self._confirm:
+            self._channel.events["basic_ack"].add(self._on_ack)  # py-amqp's channel callbacks
+            self._channel.events["basic_nack"].add(self._on_nack)
         if hasattr(conn.connection, "on_blocked"):  # py-amqp's connection (RabbitMQ)
             conn.connection.on_blocked = self._on_blocked
             conn.connection.on_unblocked = self._on_unblocked
@@ -169,14 +171,24 @@ class KombuSink:
                 self._declared.add(queue)
         except Exception as exc:
             raise BrokerUnavailable(f"{self._what} unavailable: {type(exc).__name__}", ids) from exc
-        # One at a time, each confirmed before the next: a failure part-way leaves the
-        # earlier ones published; the error names the rest (the caller may publish again).
+        # Every message is written, then their confirms are awaited together (RabbitMQ
+        # confirms a list as fast as one); unconfirmed ones are named in the error.
+        first = self._sent + 1
         for i, (payload, _) in enumerate(messages):
-            self._publish(queue, payload, deadline, ids[i:])
-            if self._confirm:
-                self._await_confirm(self._sent, deadline, ids[i:])
+            try:
+                self._publish(queue, payload, deadline)
+            except (PublishUnknown, BrokerUnavailable) as exc:
+                # Written before it and not acked yet: their fate is unknown too.
+                tags = range(first, first + i)
+                unacked = [
+                    m for tag, m in zip(tags, ids, strict=False) if self._confirm and not self._acked_tag(tag)
+                ]
+                cls = PublishUnknown if unacked else type(exc)
+                raise cls(exc.reason, unacked + ids[i:]) from exc.__cause__
+        if self._confirm:
+            self._await_confirms(first, ids, deadline)
 
-    def _publish(self, queue: str, payload: str, deadline: float, ids: list[str]) -> None:
+    def _publish(self, queue: str, payload: str, deadline: float) -> None:
         try:
             with self._bounded(deadline):
                 self._producer.publish(
@@ -191,21 +203,33 @@ class KombuSink:
         except (KombuError, OSError, *self._conn.connection_errors, *self._conn.channel_errors) as exc:
             # A write that timed out may have left a whole frame in the socket's buffer.
             if _timed_out(exc):
-                raise PublishUnknown(f"{self._what}: publish timed out while writing", ids) from exc
-            raise BrokerUnavailable(f"{self._what} unavailable: {type(exc).__name__}", ids) from exc
+                raise PublishUnknown(f"{self._what}: publish timed out while writing") from exc
+            raise BrokerUnavailable(f"{self._what} unavailable: {type(exc).__name__}") from exc
         self._sent += 1
 
-    def _await_confirm(self, tag: int, deadline: float, ids: list[str]) -> None:
-        while tag > self._acked and tag not in self._settled:
+    def _acked_tag(self, tag: int) -> bool:
+        return tag <= self._acked or tag in self._settled
+
+    def _await_confirms(self, first: int, ids: list[str], deadline: float) -> None:
+        """Wait until every tag from `first` on is settled; raise for those not acked."""
+        tags = range(first, first + len(ids))
+        reason = ""
+        while not all(self._acked_tag(tag) for tag in tags):
             if self._blocked:
-                raise PublishUnknown(f"{self._what} blocked publishing (memory or disk alarm)", ids)
+                reason = f"{self._what} blocked publishing (memory or disk alarm)"
+                break
             try:
                 self._conn.drain_events(timeout=self._wait(deadline))
-            except (BrokerUnavailable, *self._conn.connection_errors, OSError) as exc:
-                raise PublishUnknown(f"{self._what}: sent, no confirm within the bound", ids) from exc
-        if tag in self._nacked:
-            self._nacked.discard(tag)
-            raise BrokerUnavailable(f"{self._what} refused the event (nack)", ids)
+            except (BrokerUnavailable, *self._conn.connection_errors, OSError):
+                reason = f"{self._what}: sent, no confirm within the bound"
+                break
+        pending = [msg_id for tag, msg_id in zip(tags, ids, strict=True) if not self._acked_tag(tag)]
+        nacked = [msg_id for tag, msg_id in zip(tags, ids, strict=True) if tag in self._nacked]
+        self._nacked.difference_update(tags)
+        if pending:
+            raise PublishUnknown(reason, pending + nacked)  # unknown wins: retrying is safe either way
+        if nacked:
+            raise BrokerUnavailable(f"{self._what} refused the event (nack)", nacked)
 
     def _catch_up(self) -> None:
         """Read what the broker sent meanwhile (connection.unblocked, late confirms), never waiting."""

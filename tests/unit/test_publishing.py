@@ -73,9 +73,9 @@ def test_drop_mode_counts_and_logs_once_per_change_of_state(caplog):
     assert core.failed(BrokerUnavailable("refused", [a]), [a]) == [Receipt(a, "dropped")]
     assert core.failed(PublishUnknown("stalled", [b, c]), [b, c]) == [
         Receipt(b, "unknown"),
-        Receipt(c, "dropped"),
+        Receipt(c, "unknown"),
     ]
-    assert (core.stats.dropped, core.stats.unknown) == (2, 1)
+    assert (core.stats.dropped, core.stats.unknown) == (1, 2)
     assert caplog.text.count("WARNING") == 1
     core.published([new_id()])
     assert "takes events again" in caplog.text
@@ -86,9 +86,13 @@ def test_drop_mode_counts_and_logs_once_per_change_of_state(caplog):
 def test_a_part_way_failure_keeps_the_confirmed_ones_published():
     core = _core(on_broker_down="drop")
     ids = [new_id() for _ in range(4)]
-    receipts = core.failed(PublishUnknown("no confirm", ids[2:]), ids)
-    assert [r.outcome for r in receipts] == ["published", "published", "unknown", "dropped"]
+    receipts = core.failed(PublishUnknown("no confirm", [ids[1], ids[3]]), ids)  # confirms in any order
+    assert [r.outcome for r in receipts] == ["published", "unknown", "published", "unknown"]
     assert [r.id for r in receipts] == ids
+    assert (core.stats.published, core.stats.unknown) == (2, 2)
+    with pytest.raises(BrokerUnavailable) as info:
+        _core().failed(BrokerUnavailable("nack", [ids[2]]), ids)
+    assert info.value.message_ids == (ids[2],)
 
 
 def test_share_tells_each_caller_of_a_group_commit_its_own_fate():
@@ -97,8 +101,8 @@ def test_share_tells_each_caller_of_a_group_commit_its_own_fate():
     assert PublisherCore.share(exc, ids[:1]) is None  # confirmed before the failure
     mine = PublisherCore.share(exc, ids[1:2])
     assert isinstance(mine, PublishUnknown) and mine.message_ids == (ids[1],)
-    later = PublisherCore.share(exc, ids[2:])
-    assert isinstance(later, BrokerUnavailable)  # never sent
+    refused = PublisherCore.share(BrokerUnavailable("down", ids), ids[2:])
+    assert isinstance(refused, BrokerUnavailable) and refused.message_ids == (ids[2],)
 
 
 def test_redact_masks_secrets_and_their_fragments():
