@@ -23,7 +23,12 @@ from kombu import Connection, Producer
 from kombu.exceptions import KombuError
 
 from fashionai_pipeline.producers.broker import event_queue, transport_options
-from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError, PublishUnknown
+from fashionai_pipeline.producers.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    PublishError,
+    PublishUnknown,
+)
 from fashionai_pipeline.producers.message import CONTENT_TYPE
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.templates import Codec
@@ -131,7 +136,12 @@ class KombuSink:
         if "confirm_publish" in options:
             options["confirm_publish"] = False
         wait = self._wait(deadline)
-        conn = Connection(settings.broker_url, connect_timeout=wait, heartbeat=0, transport_options=options)
+        try:
+            conn = Connection(
+                settings.broker_url, connect_timeout=wait, heartbeat=0, transport_options=options
+            )
+        except Exception as exc:  # an unknown transport in the URL: no retry will help
+            raise ConfigurationError(f"FASHIONAI_BROKER_URL: kombu cannot use {self._what}") from exc
         try:
             conn.ensure_connection(max_retries=0)
             self._channel = conn.default_channel
@@ -220,7 +230,7 @@ class KombuSink:
                 break
             try:
                 self._conn.drain_events(timeout=self._wait(deadline))
-            except (BrokerUnavailable, *self._conn.connection_errors, OSError):
+            except (BrokerUnavailable, *self._conn.connection_errors, *self._conn.channel_errors, OSError):
                 reason = f"{self._what}: sent, no confirm within the bound"
                 break
         pending = [msg_id for tag, msg_id in zip(tags, ids, strict=True) if not self._acked_tag(tag)]

@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis, NoReply
-from fashionai_pipeline.producers.errors import FashionAIError
+from fashionai_pipeline.producers.errors import ConfigurationError, FashionAIError
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.templates import PLAIN, TEMPLATES, Codec
 
@@ -93,7 +93,16 @@ class _AsyncCommands(Protocol):
 def _commands(
     url: str, *, timeout: float, name: str, tuning: Tuning, max_idle: int, sync: bool, client: Any = None
 ) -> tuple[Any, bool]:
-    """(the commands object for this path, whether it is the plain path)."""
+    """(the commands object for this path, whether it is the plain path). Raises ConfigurationError."""
+    try:
+        return _commands_for(url, timeout, name, tuning, max_idle, sync, client)
+    except ValueError as exc:  # redis-py's answer to a URL it cannot use; it names no password
+        raise ConfigurationError(f"{redact_url(url)} is not a Redis URL redis-py accepts: {exc}") from exc
+
+
+def _commands_for(
+    url: str, timeout: float, name: str, tuning: Tuning, max_idle: int, sync: bool, client: Any
+) -> tuple[Any, bool]:
     plain_class = _PlainRedis if sync else _AsyncPlainRedis
     if client is not None:
         return plain_class(client, owned=False), True

@@ -138,3 +138,15 @@ def test_bad_settings_name_the_variable_and_never_echo_a_token(monkeypatch, vari
 def test_settings_list_every_token():
     settings = Settings(app_token=TOKEN, tenants={"a": {"app_token": "tok-a"}, "b": {"app_token": TOKEN}})
     assert settings.secrets() == [TOKEN, "tok-a"]
+
+
+def test_a_broker_or_cache_url_nothing_can_use_is_a_configuration_error():
+    from fashionai_pipeline.producers import Publisher, RankingReader
+
+    with pytest.raises(ConfigurationError, match=r"FASHIONAI_BROKER_URL: .*foo://u:\*\*\*@host"):
+        Publisher(Settings(broker_url="foo://u:secret-pass@host", on_broker_down="drop")).product_view(
+            "s", "p"
+        )
+    with pytest.raises(ConfigurationError, match="not a Redis URL") as info:
+        RankingReader(Settings(redis_url="http://u:secret-pass@cache/0"))
+    assert "secret-pass" not in str(info.value)
