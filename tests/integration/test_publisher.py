@@ -14,6 +14,7 @@ from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent
 from fashionai_pipeline.producers.message import decode
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from tests.conftest import BROKERS, make_settings
+from tests.integration.own_clients import own_clients
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +106,7 @@ def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
     with Publisher(settings) as pub:
         pub.product_view("s", "before")
         client = redis.Redis.from_url(settings.broker_url)
-        addrs = [c["addr"] for c in client.client_list() if c["name"] == "fashionai-publisher"]
+        addrs = own_clients(client, "fashionai-publisher")
         assert addrs
         for addr in addrs:  # the server drops the publisher's connections
             client.client_kill_filter(addr=addr)
@@ -275,7 +276,7 @@ def test_async_publisher_reconnects_within_the_call_and_follows_a_new_loop():
 
     async def first() -> None:
         assert await pub.product_view("s", "before")
-        addrs = [c["addr"] for c in client.client_list() if c["name"] == "fashionai-publisher"]
+        addrs = own_clients(client, "fashionai-publisher")
         assert addrs
         for addr in addrs:  # the server drops the publisher's connection
             client.client_kill_filter(addr=addr)
