@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FashionAIError as exc:
         print(f"error: {redact(str(exc), settings.secrets())}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigurationError) else 1
+    except argparse.ArgumentTypeError as exc:  # a value only the command could check
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (redis.RedisError, OSError) as exc:  # the CLI's own Redis reads (dead letters, stats)
         where = redact_url(settings.redis_url)
         print(
@@ -281,7 +284,11 @@ def _since(value: str | None) -> float | None:
     try:
         return float(value)
     except ValueError:
+        pass
+    try:
         return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since {value!r}: not ISO 8601 nor unix seconds") from None
 
 
 def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,6 @@ import redis
 
 def my_ports() -> set[int]:
     """Local TCP ports of this process's sockets: other test runs share the Redis and its CLIENT LIST."""
-
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:

@@ -201,6 +201,11 @@ def test_dlq_show_of_a_malformed_id_is_a_clear_usage_error(bad_id):
     assert b"is not a dead-letter id" in done.stderr and b"Traceback" not in done.stderr
 
 
+def test_dlq_list_since_garbage_is_a_usage_error():
+    done = _cli(["dlq", "list", "--since", "last tuesday"], _cli_env())
+    assert done.returncode == 2 and b"--since" in done.stderr and b"Traceback" not in done.stderr
+
+
 def test_an_unreachable_redis_is_one_line_not_a_traceback():
     env = _cli_env(FASHIONAI_REDIS_URL="redis://:hunter2hunter2@127.0.0.1:1/0")
     for args in (["stats"], ["dlq", "list"], ["dlq", "show", "1-0"]):
