@@ -177,8 +177,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 print("error: publish needs --event-type and --session, or --file", file=sys.stderr)
                 return 2
             verdict = _verdict(publisher, make_event(args.event_type, args.session, args.id, args.user))
-            print(f"event: {verdict}")
-            return 0 if verdict.startswith("published") else 1
+            published = verdict.startswith("published")
+            print(f"event: {verdict}", file=sys.stdout if published else sys.stderr)
+            return 0 if published else 1
         return _publish_lines(publisher, args.file)
     finally:
         publisher.close()
@@ -198,9 +199,18 @@ def _publish_lines(publisher: Publisher, path: str) -> int:
                 verdict = f"refused: {exc}"
             else:
                 verdict = _verdict(publisher, event)
-            counts[next(k for k in counts if verdict.startswith(k))] += 1
-            print(f"line {lineno}: {verdict}", flush=True)
-    print(", ".join(f"{n} {what}" for what, n in counts.items()))
+            kind = next(k for k in counts if verdict.startswith(k))
+            counts[kind] += 1
+            # Published lines on stdout; every other verdict on stderr, where errors go.
+            print(
+                f"line {lineno}: {verdict}",
+                file=sys.stdout if kind == "published" else sys.stderr,
+                flush=True,
+            )
+    print(
+        f"published {counts['published']} event(s), refused {counts['refused']}, "
+        f"not published {counts['not published']}, unknown {counts['unknown']}"
+    )
     return 0 if counts["published"] == sum(counts.values()) else 1
 
 

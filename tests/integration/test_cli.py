@@ -162,9 +162,9 @@ def test_publish_file_gives_every_line_a_verdict_and_publishes_the_valid_ones(tm
         done = _cli(["publish", "--file", str(path)], env)
     else:
         done = _cli(["publish", "--file", "-"], env, stdin=lines)
-    out = done.stdout.decode()
-    assert done.returncode == 1, out + done.stderr.decode()  # some lines were refused
-    assert "Traceback" not in out + done.stderr.decode()
+    out = done.stdout.decode() + done.stderr.decode()  # published on stdout, the rest on stderr
+    assert done.returncode == 1, out  # some lines were refused
+    assert "Traceback" not in out
     verdicts = dict(re.findall(r"^line (\d+): (.*)$", out, re.MULTILINE))
     assert sorted(verdicts, key=int) == ["1", "3", "4", "5", "6", "7"]
     assert verdicts["1"].startswith("published") and verdicts["7"].startswith("published")
@@ -172,7 +172,8 @@ def test_publish_file_gives_every_line_a_verdict_and_publishes_the_valid_ones(tm
     assert verdicts["4"] == "refused: not valid JSON: nested too deeply"
     assert verdicts["5"].startswith("refused: data.id:")
     assert verdicts["6"].startswith("refused: not valid JSON")
-    assert "2 published, 4 refused, 0 not published, 0 unknown" in out
+    assert "published 2 event(s), refused 4, not published 0, unknown 0" in done.stdout.decode()
+    assert "line 1: published" in done.stdout.decode() and "line 3: refused" in done.stderr.decode()
     assert [b["sessionId"] for b in _queued(env)] == ["s1", "s3"]
 
 
@@ -186,12 +187,12 @@ def test_publish_file_of_valid_lines_exits_zero():
 def test_publish_with_drop_reports_drops_as_drops_not_as_published():
     env = _cli_env(FASHIONAI_BROKER_URL="redis://127.0.0.1:1/0", FASHIONAI_ON_BROKER_DOWN="drop")
     done = _cli(["publish", "--file", "-"], env, stdin=_body("a") + b"oops\n")
-    out = done.stdout.decode()
+    err = done.stderr.decode()
     assert done.returncode == 1
-    assert re.search(r"^line 1: not published: dropped", out, re.MULTILINE), out
-    assert "0 published, 1 refused, 1 not published, 0 unknown" in out
+    assert re.search(r"^line 1: not published: dropped", err, re.MULTILINE), err
+    assert "published 0 event(s), refused 1, not published 1, unknown 0" in done.stdout.decode()
     one = _cli(["publish", "--event-type", "productView", "--id", "p", "--session", "s"], env)
-    assert one.returncode == 1 and b"not published: dropped" in one.stdout
+    assert one.returncode == 1 and b"not published: dropped" in one.stderr
 
 
 @pytest.mark.parametrize("bad_id", ["not-an-id", "1-2-3", "'; DROP", ""])

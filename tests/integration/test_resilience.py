@@ -518,7 +518,7 @@ def test_a_lost_broker_connection_with_batches_in_flight_is_recovered(broker_url
 
     pump = Pump(settings)
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr("worker.pump.open_source", flaky_open)
+    monkeypatch.setattr("fashionai_pipeline.worker.pump.open_source", flaky_open)
 
     def cleanup() -> None:
         pump.stop(timeout=5)
