@@ -33,6 +33,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 import weakref
@@ -288,17 +289,7 @@ class AsyncPublisher(_Shell):
                     if not item.expired:
                         by_queue.setdefault(item.queue, []).append(item)
                 for queue, items in by_queue.items():
-                    for item in items:
-                        item.sent = True  # from here on, a caller that gives up does not know
-                    messages = [message for item in items for message in item.messages]
-                    try:
-                        await self._send(loop, queue, messages, min(item.deadline for item in items))
-                    except PublishError as exc:
-                        for item in items:
-                            _settle(item, PublisherCore.share(exc, [msg_id for _, msg_id in item.messages]))
-                    else:
-                        for item in items:
-                            _settle(item, None)
+                    await self._flush_queue(loop, queue, items)
         except asyncio.CancelledError:
             for item in (*batch, *self._waiting):
                 item.answer.cancel()
@@ -306,6 +297,23 @@ class AsyncPublisher(_Shell):
             raise
         finally:
             self._flusher = None
+
+    async def _flush_queue(self, loop: asyncio.AbstractEventLoop, queue: str, items: list[_Waiting]) -> None:
+        """One round trip for `items`, each caller settled with its own share of the answer."""
+        for item in items:
+            item.sent = True  # from here on, a caller that gives up does not know
+        messages = [message for item in items for message in item.messages]
+        try:
+            await self._send(loop, queue, messages, min(item.deadline for item in items))
+        except PublishError as exc:
+            for item in items:
+                _settle(item, PublisherCore.share(exc, [msg_id for _, msg_id in item.messages]))
+        except Exception as exc:  # ConfigurationError (a URL kombu cannot use)
+            for item in items:
+                _fail(item, exc)
+        else:
+            for item in items:
+                _settle(item, None)
 
     async def _send(
         self, loop: asyncio.AbstractEventLoop, queue: str, messages: list[Any], due: float
@@ -336,6 +344,17 @@ def _settle(item: _Waiting, error: PublishError | None) -> None:
         item.timer.cancel()
     if not item.answer.done():  # the caller gave up (cancelled), or its bound passed
         item.answer.set_result(error)
+
+
+def _fail(item: _Waiting, error: Exception) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if not item.answer.done():
+        # Each caller raises its own copy: one object raised in several tasks would collect
+        # all their tracebacks.
+        mine = copy.copy(error)
+        mine.__cause__ = error.__cause__
+        item.answer.set_exception(mine)
 
 
 def _expire(item: _Waiting) -> None:

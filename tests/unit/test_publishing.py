@@ -150,3 +150,22 @@ def test_a_broker_or_cache_url_nothing_can_use_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="not a Redis URL") as info:
         RankingReader(Settings(redis_url="http://u:secret-pass@cache/0"))
     assert "secret-pass" not in str(info.value)
+
+
+def test_async_callers_of_an_unusable_broker_each_get_their_own_configuration_error():
+    import asyncio
+
+    from fashionai_pipeline.producers import AsyncPublisher
+
+    async def main() -> list[BaseException | Receipt]:
+        pub = AsyncPublisher(Settings(broker_url="foo://nowhere"))
+        try:
+            return list(
+                await asyncio.gather(*(pub.custom_shelf(f"s{i}") for i in range(3)), return_exceptions=True)
+            )
+        finally:
+            await pub.aclose()
+
+    errors = asyncio.run(main())
+    assert all(isinstance(e, ConfigurationError) for e in errors)
+    assert len({id(e) for e in errors}) == 3
