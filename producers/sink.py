@@ -302,8 +302,9 @@ def _timed_out(exc: BaseException) -> bool:
 
 class BlockingSender:
     """A sync sink kept open across calls, used under a lock; Publisher's and AsyncPublisher's
-    (on its thread) way to a broker. A kombu connection found dead is replaced once within
-    the call, while the deadline allows; Redis connections are replaced by the transport."""
+    (on its thread) way to a broker. A kombu connection that failed is closed (but for one the
+    broker blocked, which still works); when nothing was sent on it, a new one is tried once
+    within the call, while the deadline allows. Redis connections are the transport's."""
 
     def __init__(self, settings: Settings, tuning: Tuning) -> None:
         self._settings = settings
@@ -329,12 +330,14 @@ class BlockingSender:
                         self._sink = self._open(deadline)
                     self._sink.send(queue, messages, deadline)
                     return
-                except BrokerUnavailable as exc:
+                except PublishError as exc:
                     if not isinstance(self._sink, KombuSink) or self._sink.blocked:
-                        raise
-                    self._discard()  # the connection may be dead; the next attempt opens one
-                    whole = len(exc.message_ids) == len(messages)
-                    if fresh or attempt == 2 or not whole or time.monotonic() >= deadline:
+                        raise  # Redis connections are the transport's; a blocked one still works
+                    # The connection may be dead, or hold half a frame after a write timed out:
+                    # the next attempt (or the next publish) opens a new one.
+                    self._discard()
+                    unsent = isinstance(exc, BrokerUnavailable) and len(exc.message_ids) == len(messages)
+                    if fresh or attempt == 2 or not unsent or time.monotonic() >= deadline:
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 

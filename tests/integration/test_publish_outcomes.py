@@ -196,9 +196,18 @@ def private_rabbitmq(tmp_path) -> Iterator[tuple[str, list[str]]]:
     proc = subprocess.Popen([server], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     command = [ctl, "-n", node]
     try:
-        done = subprocess.run([*command, "await_startup", "--timeout", "60"], env=env, capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"private RabbitMQ node did not start: {done.stderr[-500:]!r}")
+        deadline = time.monotonic() + 90  # a busy machine boots Erlang slowly
+        while True:  # await_startup fails at once until the node has registered with epmd
+            done = subprocess.run(
+                [*command, "await_startup", "--timeout", "10"], env=env, capture_output=True
+            )
+            if done.returncode == 0:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                tail = (tmp_path / "server.log").read_bytes()[-1500:]
+                raise AssertionError(f"private RabbitMQ node did not start: {done.stderr[-500:]!r}\n{tail!r}")
+            time.sleep(1)
         yield f"amqp://guest:guest@127.0.0.1:{port}//", command
     finally:
         subprocess.run([*command, "stop"], env=env, capture_output=True, timeout=60)
