@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -180,13 +181,26 @@ def test_async_publisher_broker_down():
     asyncio.run(main())
 
 
+@pytest.fixture
+def private_redis_url(tmp_path) -> Iterator[str]:
+    """A redis-server of this test's own: its command counters count this test's calls only."""
+    from fashionai_pipeline.worker.local import start_redis
+
+    proc, url = start_redis(log_dir=str(tmp_path))
+    try:
+        yield url
+    finally:
+        proc.stop(timeout=10)
+
+
 def _lpush_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
-def test_publish_many_validates_everything_first_then_publishes_in_order(broker):
-    settings = make_settings(BROKERS[broker], "http://127.0.0.1:9/unused")
+def test_publish_many_validates_everything_first_then_publishes_in_order(broker, private_redis_url):
+    url = private_redis_url if broker == "redis" else BROKERS[broker]
+    settings = make_settings(url, "http://127.0.0.1:9/unused")
     events = [{"sessionId": f"s{i}", "eventType": "productView", "data": {"id": f"p{i}"}} for i in range(20)]
     with Publisher(settings) as pub:
         bad = [*events[:3], {"sessionId": "s", "eventType": "customShelf", "data": {"id": "x"}}]
@@ -206,11 +220,11 @@ def test_publish_many_validates_everything_first_then_publishes_in_order(broker)
     assert consumed == [f"s{i}" for i in range(20)]  # consumers see publish order
 
 
-def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants():
+def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(private_redis_url):
     run = os.urandom(3).hex()
     a, b = f"a{run}", f"b{run}"
     settings = make_settings(
-        BROKERS["redis"],
+        private_redis_url,
         "http://127.0.0.1:9/unused",
         tenants={a: {"app_token": "ta"}, b: {"app_token": "tb"}},
     )
