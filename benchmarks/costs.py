@@ -108,7 +108,7 @@ def publish_costs(bench: Bench, calls: int, warmup: int = 300, block: int = 500)
     return timings
 
 
-def _publish_one(publisher: Publisher, i: int) -> bool:
+def _publish_one(publisher: Publisher, i: int) -> object:
     return publisher.product_view(f"pub-s{i}", f"p{i % 5000}")
 
 

@@ -13,8 +13,10 @@ machine lands on every row alike):
   publish sequence, so each runs as cold or warm as it does on the request path;
 - a read taken apart the same way: key, GET round trip, JSON decode, merge;
 - the whole `Publisher.product_view` and `RankingReader.order` (200 native ids),
-  as configured by default and with reply polling off (`reply_poll_us=0`),
-  and their CPU time per call (thread time over the round, / calls);
+  as configured by default and with each of the request path's optimisations
+  switched off alone (producers.transport: `reply_poll_us=0`, `direct_redis=False`,
+  `json_templates=False`; `SWITCHES` below, easy to extend), and their CPU time
+  per call (thread time over the round, / calls);
 - `AsyncPublisher`: one await at a time, and 5,000 awaits at once (wall time
   per event: concurrent publishes share round trips).
 
@@ -30,6 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +49,12 @@ from fashionai_pipeline.producers.reader import RankingReader, decode_ranking, m
 from fashionai_pipeline.producers.settings import Settings
 
 QUEUE = "fashionai-bench-request-path"
+# Each optimisation off alone (producers.transport), beside the default.
+SWITCHES: dict[str, dict[str, object]] = {
+    "polling off": {"reply_poll_us": 0},
+    "direct connections off": {"direct_redis": False},
+    "JSON templates off": {"json_templates": False},
+}
 NATIVE = [f"p{i:04d}" for i in range(200)]
 PUBLISH_STAGES = ("validate", "envelope", "kombu framing", "LPUSH round trip")
 READ_STAGES = ("key", "GET round trip", "JSON decode", "merge (200 native)")
@@ -64,6 +73,14 @@ def _laps(out: dict[str, list[int]], names: tuple[str, ...], stamps: tuple[int, 
         out[name].append(end - start)
 
 
+def _publish_one(publisher: Publisher, i: int) -> object:
+    return publisher.product_view(f"s{i}", f"p{i}")
+
+
+def _read_one(reader: RankingReader, _: int) -> object:
+    return reader.order("productView", "p1", "s1", NATIVE)
+
+
 def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     settings = Settings(broker_url=url, redis_url=url, queue=QUEUE, tenant="bench-request-path")
     direct = DirectRedis(url, timeout=1.0, name="fashionai-bench")
@@ -71,9 +88,9 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
     sock = _raw_socket(url)
     publisher = Publisher(settings)
     reader = RankingReader(settings)
-    blocking = settings.model_copy(update={"reply_poll_us": 0})
-    publisher_blocking = Publisher(blocking)
-    reader_blocking = RankingReader(blocking)
+    switched = {name: settings.model_copy(update=update) for name, update in SWITCHES.items()}
+    publishers = {name: Publisher(s) for name, s in switched.items()}
+    readers = {name: RankingReader(s) for name, s in switched.items() if "JSON" not in name}
     polled = DirectRedis(url, timeout=1.0, name="fashionai-bench", reply_poll_us=settings.reply_poll_us)
     ranking_key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
     client.set(ranking_key, json.dumps([1, *NATIVE[100:140]]), px=600_000)
@@ -100,7 +117,7 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         t0 = pc()
         key = keys.ranking(settings.tenant, "productView", "p1", "s1", None)
         t1 = pc()
-        raw = polled.execute("GET", key, idempotent=True)
+        raw = polled.execute("GET", key, retry_stale=True)
         t2 = pc()
         ranking = decode_ranking(raw)
         t3 = pc()
@@ -113,12 +130,12 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         "PING, Connection, reply polled": lambda _: polled.execute("PING"),
         "PING, redis.Redis client": lambda _: client.ping(),
         "Publisher.product_view": lambda i: publisher.product_view(f"s{i}", f"p{i}"),
-        "Publisher.product_view, polling off": lambda i: publisher_blocking.product_view(f"s{i}", f"p{i}"),
         "RankingReader.order (200 native)": lambda _: reader.order("productView", "p1", "s1", NATIVE),
-        "RankingReader.order, polling off": lambda _: reader_blocking.order(
-            "productView", "p1", "s1", NATIVE
-        ),
     }
+    for name, pub in publishers.items():
+        rows[f"Publisher.product_view, {name}"] = partial(_publish_one, pub)
+    for name, rdr in readers.items():
+        rows[f"RankingReader.order, {name}"] = partial(_read_one, rdr)
     stages: dict[str, list[int]] = {n: [] for n in PUBLISH_STAGES}
     rstages: dict[str, list[int]] = {n: [] for n in READ_STAGES}
     per_round = max(1, calls // rounds)
@@ -133,7 +150,8 @@ def run(url: str, calls: int, rounds: int = 10) -> dict[str, Any]:
         samples, cpu_ns = take_turns(rows, block=per_round, rounds=rounds, after_round=publish_apart)
     finally:
         client.delete(QUEUE, ranking_key)
-        for closeable in (publisher, reader, publisher_blocking, reader_blocking, direct, polled):
+        closeables: list[Any] = [publisher, reader, *publishers.values(), *readers.values(), direct, polled]
+        for closeable in closeables:
             closeable.close()
         client.close()
         sock.close()
@@ -179,12 +197,12 @@ async def _async_publisher(settings: Settings, calls: int, together: int = 5000)
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'call':<40}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
+    lines = [f"{'call':<52}{'p50 us':>9}{'p99 us':>9}{'CPU us/call':>13}"]
     for name, s in result["calls"].items():
-        lines.append(f"{name:<40}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
+        lines.append(f"{name:<52}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}{s['cpu_us_per_call']:>13.1f}")
     a = result["async_publisher"]
     lines.append(
-        f"{'AsyncPublisher, one await at a time':<40}{a['one_by_one_p50_us']:>9.1f}"
+        f"{'AsyncPublisher, one await at a time':<52}{a['one_by_one_p50_us']:>9.1f}"
         f"{a['one_by_one_p99_us']:>9.1f}"
     )
     lines.append(
@@ -193,10 +211,10 @@ def table(result: dict[str, Any]) -> str:
     )
     lines.append("a publish taken apart (each stage timed inside one publish sequence):")
     for name, s in result["publish_stages"].items():
-        lines.append(f"  {name:<38}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+        lines.append(f"  {name:<50}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
     lines.append("a read taken apart (RankingReader.order's steps, timed the same way):")
     for name, s in result["read_stages"].items():
-        lines.append(f"  {name:<38}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
+        lines.append(f"  {name:<50}{s['p50_us']:>9.1f}{s['p99_us']:>9.1f}")
     return "\n".join(lines)
 
 

@@ -1,31 +1,37 @@
 """One Redis command per call on redis-py Connections, without the client's per-call checkout.
 
-`redis.Redis.get()` checks a connection out of its pool and back in on every
-call: a lock, a poll() for stray data on the socket, the retry wrapper and the
-event dispatcher. On this machine that was ~30 us of a ~100 us publish or read,
-whose floor is one round trip (~65 us; docs/PERFORMANCE.md). The request path
-makes exactly one command per call, so it keeps its own idle connections and
-talks on them directly, with redis-py's Connection, parser and errors. It packs
-the command itself (`pack`: ~0.8 us against redis-py's ~1.6 us for an LPUSH of
-one message) and sends it with the Connection's public `send_packed_command`.
+The request path's first optimisation (switch: `FASHIONAI_DIRECT_REDIS`; the plain path is a
+`redis.Redis` client, producers.transport). `redis.Redis` checks a connection out of its pool
+and back in on every call: a lock, a poll() for stray data, the retry wrapper and the event
+dispatcher. The request path makes exactly one command per call, so it keeps its own idle
+connections and talks on them directly, with redis-py's Connection, parser and errors. It
+packs the command itself (`pack`, tested byte for byte against redis-py's packer) and sends
+it with the Connection's public `send_packed_command`. What it saves is measured in
+docs/PERFORMANCE.md.
 
-- Thread-safe: a connection is used by one thread at a time (list.pop/append
-  are atomic); concurrent callers each open their own, kept for reuse.
-- Fork-safe: a child never uses or closes its parent's sockets; it opens its own.
-- A reused connection that the server closed while it sat idle (restart,
-  `timeout` setting) is replaced once, within the call, for commands the
-  caller marks `idempotent`; otherwise the error is the caller's. A timeout
-  is never retried here: that would double the caller's bound.
+One sans-I/O core (`_Idle`, `_Policy`) holds the policy; `DirectRedis` and `AsyncDirectRedis`
+only do the I/O:
 
-Reply polling (`reply_poll_us`, sync only). After sending, the caller polls its
-socket for the reply for up to `reply_poll_us` before it blocks in recv. A
-blocked thread's CPU goes idle, and waking it costs time: on this machine (a
-Firecracker VM booted with `haltpoll.guest_halt_poll_ns=0`, so an idle vCPU
-halts at once) a blocking PING took ~60 us and a polled one ~34 us, with no
-more CPU time per call (docs/PERFORMANCE.md). Each poll(0) releases the GIL,
-so other threads run meanwhile. It adapts: after 16 replies in a row that
-outlast the window (a distant Redis), it stops polling for the next 4,096
-calls, then tries again, so a far Redis costs < 1 us per call on average.
+- A call waits at most `2 x timeout` in all: each wait (connect, reply) gets the smaller of
+  `timeout` and what is left of that budget (the steps of redis-py's own handshake on a new
+  connection are bounded one by one).
+- A reused connection that the server closed while it sat idle (restart, `timeout` setting)
+  fails at once; it is replaced within the call when the send failed, or, for commands the
+  caller marks `retry_stale` (safe to run twice), when the reply failed. A timeout is never
+  retried: that would stretch the caller's bound.
+- A failure after the command was sent (timeout, connection lost) raises `NoReply` from the
+  redis-py error: the command may have run. Anything before raises redis-py's error: it did not.
+- Thread-safe (sync): a connection is used by one thread at a time (list.pop/append are
+  atomic); concurrent callers each open their own, kept for reuse. Fork-safe: a child never
+  uses or closes its parent's sockets. Async: at most `max_connections` per event loop;
+  connections belong to the loop (and process) that opened them.
+
+Reply polling (`reply_poll_us`, sync only; the second optimisation). After sending, the
+caller polls its socket for the reply for up to `reply_poll_us` before it blocks in recv: a
+blocked thread's CPU goes idle, and on a machine whose idle CPUs are slow to wake, waking
+costs more than the poll (docs/PERFORMANCE.md). Each poll(0) releases the GIL. It adapts:
+after `MISSES_BEFORE_REST` replies in a row that outlast the window (a distant Redis), it
+blocks at once for the next `REST_CALLS` calls, then tries again.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -45,179 +52,12 @@ from redis.retry import Retry
 
 # select.poll is missing on Windows: there the reply is awaited by blocking, as with 0.
 _CAN_POLL = hasattr(select, "poll")
-_MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
-_REST_CALLS = 4096  # ...then this many calls block at once before polling again
+MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
+REST_CALLS = 4096  # ...then this many calls block at once before polling again
 
 
-class DirectRedis:
-    def __init__(
-        self, url: str, *, timeout: float, name: str, max_idle: int = 32, reply_poll_us: int = 0
-    ) -> None:
-        # No client-side retries: callers own their bounds. The client name shows
-        # who holds a connection in CLIENT LIST (set once, when it connects).
-        self._pool = redis.ConnectionPool.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            client_name=name,
-        )
-        self._idle: list[Any] = []  # redis.connection.Connection (untyped)
-        self._max_idle = max_idle
-        self._pid = os.getpid()
-        self._poll_ns = reply_poll_us * 1000 if _CAN_POLL else 0
-        self._misses = 0  # replies in a row that came after the poll window
-        self._rest = 0  # calls left that block at once
-        # How replies were awaited (approximate under threads): for tests and docs.
-        self.replies_polled = 0
-        self.replies_waited = 0
-
-    def execute(self, *args: Any, idempotent: bool = False) -> Any:
-        """Send one command and return its reply; raises redis-py's errors."""
-        if self._pid != os.getpid():
-            self._idle, self._pid = [], os.getpid()  # the parent's sockets stay the parent's
-        conn: Any
-        try:
-            conn, reused = self._idle.pop(), True
-        except IndexError:
-            conn, reused = self._pool.make_connection(), False
-        try:
-            reply = self._call(conn, args)
-        except redis.ConnectionError:
-            conn.disconnect()
-            if not (reused and idempotent):  # a timeout is not retried: it would double the bound
-                raise
-            conn = self._pool.make_connection()
-            try:
-                reply = self._call(conn, args)
-            except BaseException:
-                conn.disconnect()
-                raise
-        except redis.ResponseError:
-            self._keep(conn)  # an error reply leaves the connection in step
-            raise
-        except BaseException:
-            conn.disconnect()
-            raise
-        self._keep(conn)
-        return reply
-
-    def _call(self, conn: Any, args: tuple[Any, ...]) -> Any:
-        # No health check: none is configured (it would cost a PING per interval).
-        conn.send_packed_command((pack(args),), check_health=False)
-        if self._poll_ns:
-            self._poll(conn)
-        return conn.read_response()
-
-    def _poll(self, conn: Any) -> None:
-        """Return once the reply is readable or the poll window is over."""
-        if self._rest:
-            self._rest -= 1
-            return
-        sock = getattr(conn, "_sock", None)  # redis-py keeps its socket here (redis 5-8)
-        if sock is None:
-            return
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        deadline = time.perf_counter_ns() + self._poll_ns
-        while not poller.poll(0):
-            if time.perf_counter_ns() >= deadline:
-                self.replies_waited += 1
-                self._misses += 1
-                if self._misses >= _MISSES_BEFORE_REST:
-                    self._misses, self._rest = 0, _REST_CALLS
-                return
-        self.replies_polled += 1
-        self._misses = 0
-
-    def _keep(self, conn: Any) -> None:
-        if len(self._idle) < self._max_idle:
-            self._idle.append(conn)
-        else:
-            conn.disconnect()
-
-    def close(self) -> None:
-        """Close the idle connections (a later call opens new ones)."""
-        idle, self._idle = self._idle, []
-        if self._pid != os.getpid():
-            return
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
-
-
-class AsyncDirectRedis:
-    """DirectRedis for asyncio: redis.asyncio Connections, one command per call.
-
-    A connection serves one coroutine at a time. At most `max_connections`
-    exist; more concurrent callers wait for one to come free (a command takes
-    ~0.1 ms), rather than each opening its own: 400 reads at once opening 400
-    connections timed out here. Connections belong to the loop they were opened
-    on: used from a new loop (or in a forked child, which has a new loop), the
-    old ones are left alone and new ones opened.
-    """
-
-    def __init__(self, url: str, *, timeout: float, name: str, max_connections: int = 16) -> None:
-        self._pool: Any = aioredis.ConnectionPool.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=AsyncRetry(NoBackoff(), 0),
-            client_name=name,
-        )
-        self._idle: list[Any] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._max = max_connections
-        self._slots = asyncio.Semaphore(max_connections)
-
-    async def execute(self, *args: Any, idempotent: bool = False) -> Any:
-        """Send one command and return its reply; raises redis-py's errors."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._idle, self._loop, self._slots = [], loop, asyncio.Semaphore(self._max)
-        async with self._slots:
-            return await self._execute(args, idempotent)
-
-    async def _execute(self, args: tuple[Any, ...], idempotent: bool) -> Any:
-        conn: Any
-        try:
-            conn, reused = self._idle.pop(), True
-        except IndexError:
-            conn, reused = self._pool.make_connection(), False
-        try:
-            reply = await self._call(conn, args)
-        except redis.ConnectionError:
-            await _quietly_disconnect(conn)
-            if not (reused and idempotent):
-                raise
-            conn = self._pool.make_connection()
-            try:
-                reply = await self._call(conn, args)
-            except BaseException:
-                await _quietly_disconnect(conn)
-                raise
-        except redis.ResponseError:
-            self._keep(conn)
-            raise
-        except BaseException:  # a timeout or a cancellation: the reply may still come
-            await _quietly_disconnect(conn)
-            raise
-        self._keep(conn)
-        return reply
-
-    @staticmethod
-    async def _call(conn: Any, args: tuple[Any, ...]) -> Any:
-        await conn.send_packed_command((pack(args),), check_health=False)
-        return await conn.read_response()
-
-    def _keep(self, conn: Any) -> None:
-        self._idle.append(conn)  # never more than max_connections: the semaphore bounds them
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        if self._loop is asyncio.get_running_loop():
-            for conn in idle:
-                await _quietly_disconnect(conn)
+class NoReply(Exception):  # an outcome, translated by producers.transport
+    """The command was sent and no reply came; `__cause__` is redis-py's error."""
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -238,6 +78,260 @@ def pack(args: tuple[Any, ...]) -> bytes:
             raise redis.DataError(f"cannot send {type(arg).__name__} to Redis: use str, bytes, int or float")
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+class ReplyPoller:
+    """Poll a sent command's socket for its reply for up to `window_us`; adapts (module doc).
+
+    `observer`, when set, is called with True for a reply caught while polling and False
+    for one that outlasted the window: how tests and benchmarks see what polling does.
+    """
+
+    def __init__(self, window_us: int, observer: Callable[[bool], None] | None = None) -> None:
+        self.window_ns = window_us * 1000 if _CAN_POLL else 0
+        self.observer = observer
+        self._misses = 0  # replies in a row that came after the window
+        self._rest = 0  # calls left that block at once
+
+    def wait(self, conn: Any) -> None:
+        """Return once the reply is readable or the window is over (never reads)."""
+        if self._rest:
+            self._rest -= 1
+            return
+        sock = getattr(conn, "_sock", None)  # redis-py keeps its socket here (redis 5-8)
+        if sock is None:
+            return
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        deadline = time.perf_counter_ns() + self.window_ns
+        while not poller.poll(0):
+            if time.perf_counter_ns() >= deadline:
+                self._misses += 1
+                if self._misses >= MISSES_BEFORE_REST:
+                    self._misses, self._rest = 0, REST_CALLS
+                if self.observer is not None:
+                    self.observer(False)
+                return
+        self._misses = 0
+        if self.observer is not None:
+            self.observer(True)
+
+
+class _Idle:
+    """Sans-I/O: the idle connections of one owner (a process, or a process's event loop)."""
+
+    def __init__(self, max_idle: int) -> None:
+        self.max_idle = max_idle
+        self.owner: object = None
+        self.conns: list[Any] = []
+
+    def claim(self, owner: object) -> None:
+        """Drop (never close) connections of another owner: a parent's, an old loop's."""
+        if self.owner != owner:
+            self.owner, self.conns = owner, []
+
+    def take(self) -> Any | None:
+        try:
+            return self.conns.pop()
+        except IndexError:
+            return None
+
+    def keep(self, conn: Any) -> bool:
+        """Keep `conn` for reuse; False: there are enough, the caller closes it."""
+        if len(self.conns) < self.max_idle:
+            self.conns.append(conn)
+            return True
+        return False
+
+    def drain(self, owner: object) -> list[Any]:
+        """The idle connections to close (none when another owner opened them)."""
+        conns, self.conns = self.conns, []
+        return conns if owner == self.owner else []
+
+
+class _Policy:
+    """Sans-I/O: a call's budget and when a failed attempt is tried again on a fresh connection."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.budget = 2 * timeout
+
+    def wait_for(self, deadline: float, now: float) -> float:
+        """The bound of the next wait: `timeout`, or what is left of the budget."""
+        left = deadline - now
+        if left <= 0:
+            raise redis.TimeoutError("the call's time bound is spent")
+        return min(self.timeout, left)
+
+    @staticmethod
+    def fresh_retry(exc: BaseException, *, reused: bool, sent: bool, retry_stale: bool) -> bool:
+        """A stale idle connection: closed by the server, failing at once (never a timeout)."""
+        stale = isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError)
+        return reused and stale and (not sent or retry_stale)
+
+    @staticmethod
+    def connection_kwargs(pool: Any, name: str, wait: float) -> dict[str, Any]:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(socket_timeout=wait, socket_connect_timeout=wait, client_name=name)
+        return kwargs
+
+
+class DirectRedis:
+    def __init__(
+        self, url: str, *, timeout: float, name: str, max_idle: int = 32, reply_poll_us: int = 0
+    ) -> None:
+        # No client-side retries: callers own their bounds. The client name shows who holds
+        # a connection in CLIENT LIST (set once, when it connects).
+        self._pool = redis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0))
+        self._name = name
+        self._policy = _Policy(timeout)
+        self._idle = _Idle(max_idle)
+        self.poller = ReplyPoller(reply_poll_us) if reply_poll_us else None
+
+    def execute(self, *args: Any, retry_stale: bool = False) -> Any:
+        """Send one command and return its reply (module doc: bound, retry, NoReply)."""
+        deadline = time.monotonic() + self._policy.budget
+        self._idle.claim(os.getpid())
+        conn = self._idle.take()
+        if conn is None:
+            return self._attempt(self._open(deadline), args, deadline, reused=False, retry_stale=False)
+        return self._attempt(conn, args, deadline, reused=True, retry_stale=retry_stale)
+
+    def _attempt(self, conn: Any, args: tuple[Any, ...], deadline: float, **how: bool) -> Any:
+        sent = False
+        try:
+            conn.send_packed_command((pack(args),), check_health=False)  # no health check configured
+            sent = True
+            if self.poller is not None:
+                self.poller.wait(conn)
+            self._bound(conn, deadline)
+            reply = conn.read_response()
+        except redis.ResponseError:
+            self._keep(conn)  # an error reply leaves the connection in step
+            raise
+        except redis.RedisError as exc:
+            conn.disconnect()
+            if self._policy.fresh_retry(exc, sent=sent, **how):
+                return self._attempt(self._open(deadline), args, deadline, reused=False, retry_stale=False)
+            if sent:
+                raise NoReply(str(exc)) from exc
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._keep(conn)
+        return reply
+
+    def _open(self, deadline: float) -> Any:
+        wait = self._policy.wait_for(deadline, time.monotonic())
+        conn = self._pool.connection_class(**self._policy.connection_kwargs(self._pool, self._name, wait))
+        try:
+            conn.connect()
+        except BaseException:
+            conn.disconnect()
+            raise
+        return conn
+
+    def _bound(self, conn: Any, deadline: float) -> None:
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            wait = self._policy.wait_for(deadline, time.monotonic())
+            if sock.gettimeout() != wait:
+                sock.settimeout(wait)
+
+    def _keep(self, conn: Any) -> None:
+        sock = getattr(conn, "_sock", None)
+        if sock is not None and sock.gettimeout() != self._policy.timeout:
+            sock.settimeout(self._policy.timeout)  # a shortened bound is this call's only
+        if not self._idle.keep(conn):
+            conn.disconnect()
+
+    def close(self) -> None:
+        """Close the idle connections (a later call opens new ones)."""
+        for conn in self._idle.drain(os.getpid()):
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+
+class AsyncDirectRedis:
+    """DirectRedis for asyncio: redis.asyncio Connections, one command per call.
+
+    At most `max_connections` exist per loop; more concurrent callers wait for one to come
+    free, rather than each opening its own (400 reads at once opening 400 connections timed
+    out in a test). The whole call, the wait for a free connection included, is bounded by
+    `2 x timeout`. Never polls: the event loop has other work.
+    """
+
+    def __init__(self, url: str, *, timeout: float, name: str, max_connections: int = 16) -> None:
+        self._pool: Any = aioredis.ConnectionPool.from_url(url, retry=AsyncRetry(NoBackoff(), 0))
+        self._name = name
+        self._policy = _Policy(timeout)
+        self._idle = _Idle(max_connections)
+        self._max = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
+        """Send one command and return its reply (module doc: bound, retry, NoReply)."""
+        loop = asyncio.get_running_loop()
+        owner = (os.getpid(), loop)
+        if self._idle.owner != owner:
+            self._idle.claim(owner)
+            self._slots = asyncio.Semaphore(self._max)
+        deadline = loop.time() + self._policy.budget
+        sent = [False]
+        try:
+            async with asyncio.timeout_at(deadline), self._slots:
+                return await self._execute(args, retry_stale, sent)
+        except redis.ResponseError:
+            raise
+        except (redis.RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
+            if sent[0]:
+                raise NoReply(str(exc) or "no reply within the bound") from exc
+            if not isinstance(exc, redis.RedisError):
+                raise redis.TimeoutError("not connected within the bound") from exc
+            raise
+
+    async def _execute(self, args: tuple[Any, ...], retry_stale: bool, sent: list[bool]) -> Any:
+        conn = self._idle.take()
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open()
+        try:
+            return await self._attempt(conn, args, sent)
+        except redis.RedisError as exc:
+            if not self._policy.fresh_retry(exc, reused=reused, sent=sent[0], retry_stale=retry_stale):
+                raise
+        sent[0] = False
+        return await self._attempt(await self._open(), args, sent)
+
+    async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool]) -> Any:
+        try:
+            await conn.send_packed_command((pack(args),), check_health=False)
+            sent[0] = True
+            reply = await conn.read_response()
+        except redis.ResponseError:
+            self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
+            raise
+        except BaseException:  # an error, a timeout or a cancellation: the reply may still come
+            await _quietly_disconnect(conn)
+            raise
+        self._idle.keep(conn)
+        return reply
+
+    async def _open(self) -> Any:
+        kwargs = self._policy.connection_kwargs(self._pool, self._name, self._policy.timeout)
+        conn = self._pool.connection_class(**kwargs)
+        try:
+            await conn.connect()
+        except BaseException:
+            await _quietly_disconnect(conn)
+            raise
+        return conn
+
+    async def aclose(self) -> None:
+        """Close the idle connections of the running loop (a later call opens new ones)."""
+        for conn in self._idle.drain((os.getpid(), asyncio.get_running_loop())):
+            await _quietly_disconnect(conn)
 
 
 async def _quietly_disconnect(conn: Any) -> None:

@@ -1,25 +1,45 @@
-"""Every exception the project raises on purpose.
-
-The tree is split by what the caller should do about it::
+"""Every exception the storefront package raises on purpose, split by what the caller should do::
 
     FashionAIError
-    ├── InvalidEvent          (ValueError) bad input; names the field. Fix the caller.
-    ├── PublishError          the broker did not take the event within the bound.
-    │   └── BrokerUnavailable the broker could not be reached at all.
-    ├── ConfigurationError    the deployment is wrong (e.g. the token is refused).
-    └── DeliveryError         one upstream call failed; see `retryable`.
-        ├── RetryableDelivery timeouts, connection errors, 429, 5xx: try again later.
-        └── PermanentDelivery 400/401/403/404/422: retrying cannot help.
+    ├── ConfigurationError (ValueError)  settings that cannot work: a FASHIONAI_* value that fails
+    │                                    validation (names the variable and the rule, never echoes a
+    │                                    secret), an unknown tenant in the settings. Fix the deployment.
+    ├── InvalidEvent (ValueError)        an event breaks the contract (docs/UPSTREAM.md); `.field`,
+    │                                    `.rule`. An unknown tenant or a malformed message id is one
+    │                                    too ("tenant", "message_id"). Fix the caller; never retry.
+    ├── PublishError                     the broker did not confirm the event; `.message_ids`
+    │   ├── BrokerUnavailable            NOT published: the connection failed or was refused, or the
+    │   │                                broker refused the command (OOM, WRONGTYPE, READONLY, a
+    │   │                                RabbitMQ nack or a blocked connection). Safe to publish again.
+    │   └── PublishUnknown               sent, but no answer within the bound: it may or may not be
+    │                                    queued. Publish again with the same message id; the worker
+    │                                    drops an id it has already recorded.
+    ├── CacheUnavailable                 the ranking cache did not answer (RankingReader.get;
+    │                                    order() falls back to the native ordering instead).
+    └── InvalidMessage                   a queue message cannot be decoded (the worker dead-letters it).
 
-No message in this module ever contains the app token: callers build messages from
-status codes, field names and response bodies, never from request headers.
+Third-party exceptions are translated at one boundary per dependency, with `raise ... from
+exc`: redis-py in producers.transport, kombu in producers.sink, pydantic in producers.settings
+and producers.event. Nothing from redis, kombu or pydantic escapes a public call of this
+package. Settings errors are the one exception: they are raised without their pydantic cause,
+because a pydantic error holds the input value, which may hold a token.
+
+No message in this module's classes ever contains a token: callers build them from field
+names, rules, status codes and broker error words, never from request headers or settings
+values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FashionAIError(Exception):
-    """Root of the project's exceptions."""
+    """Root of the package's exceptions."""
+
+
+class ConfigurationError(FashionAIError, ValueError):
+    """The settings cannot work; no retry will fix it. The message names the variable."""
 
 
 class InvalidEvent(FashionAIError, ValueError):
@@ -32,42 +52,32 @@ class InvalidEvent(FashionAIError, ValueError):
 
 
 class PublishError(FashionAIError):
-    """The event was not handed to the broker; it has not been queued."""
+    """The broker did not confirm the events named by `message_ids` (envelope ids)."""
+
+    def __init__(self, reason: str, message_ids: Sequence[str] = ()) -> None:
+        self.reason = reason
+        self.message_ids: tuple[str, ...] = tuple(message_ids)
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[object, ...]:  # copy/pickle keep the ids
+        return (type(self), (self.reason, self.message_ids))
 
 
 class BrokerUnavailable(PublishError):
-    """The broker refused the connection or did not answer within the bound."""
+    """Not published: nothing named by `message_ids` was queued. Publishing again is safe."""
 
 
-class ConfigurationError(FashionAIError):
-    """The deployment is misconfigured; no event-level retry will fix it."""
+class PublishUnknown(PublishError):
+    """Sent, unanswered within the bound: each event of `message_ids` may or may not be queued
+    (the events of a list that were not sent yet are named too: publishing an id again is safe).
+
+    Publish again with `message_id=` each id (the worker drops an id it has recorded).
+    """
 
 
-class DeliveryError(FashionAIError):
-    """One upstream call failed."""
-
-    retryable: bool = False
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        body: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        self.reason = reason
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-        super().__init__(reason if status is None else f"{reason} (HTTP {status})")
+class CacheUnavailable(FashionAIError):
+    """The ranking cache did not answer."""
 
 
-class RetryableDelivery(DeliveryError):
-    """Timeout, connection error, 429 or 5xx: the same event may succeed later."""
-
-    retryable = True
-
-
-class PermanentDelivery(DeliveryError):
-    """The upstream refused the event for good (400/401/403/404/422)."""
+class InvalidMessage(FashionAIError):
+    """A message on the queue that cannot be decoded; the worker dead-letters it."""

@@ -1,6 +1,6 @@
 """The event contract of Fashion.AI's Personalization API, as pydantic models.
 
-Source: shared/seed/fashionai-personalization-api.txt. One event per POST::
+The contract is described in docs/UPSTREAM.md. One event per POST::
 
     {"userId": "90", "sessionId": "sess456", "eventType": "productView",
      "data": {"id": "id789"}}
@@ -54,7 +54,7 @@ class Event(BaseModel):
         return self
 
     def body(self) -> dict[str, Any]:
-        """The upstream JSON body in the seed's key order, userId left out when absent."""
+        """The upstream JSON body in the contract's key order, userId left out when absent."""
         return _body(self.userId, self.sessionId, self.eventType, self.data.id)
 
 
@@ -89,10 +89,11 @@ def event_body(
 ) -> dict[str, Any]:
     """make_event(...).body(), without building the model when the parts are plainly valid.
 
-    The typed publish helpers run this on the request path, where the model
-    costs ~2 us. Only exact `str`s within the model's limits take the short
-    way; anything else, valid or not, goes through make_event, so every error
-    is the model's own (InvalidEvent naming the field).
+    The typed publish helpers run this on the request path, where building the
+    model is a measurable part of a publish (docs/PERFORMANCE.md). Only exact
+    `str`s within the model's limits take the short way; anything else, valid or
+    not, goes through make_event, so every error is the model's own (InvalidEvent
+    naming the field).
     """
     if (
         type(session_id) is str

@@ -6,7 +6,7 @@ in the hash `unacked` (value `[message, exchange, routing_key]`) and the sorted
 set `unacked_index` (score: delivery time). Its restore sweep puts messages
 back once they are older than the visibility timeout.
 
-The project's fast paths (producers.publisher on Redis, worker.brokers.redis)
+The project's fast paths (producers.sink on Redis, worker.brokers.redis)
 use exactly these structures, so kombu, Celery tools and our own consumers can
 read each other's messages, and kombu's recovery keeps working, while a publish
 costs one LPUSH and a batch costs one script call and one ack pipeline instead
@@ -18,28 +18,22 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fashionai_pipeline.producers.message import quote
+from fashionai_pipeline.producers.message import CONTENT_TYPE
+from fashionai_pipeline.producers.templates import frame_json
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
-# The same JSON object kombu builds, as a template: this runs on the request path.
-_TEMPLATE = (
-    '{"body":%s,"content-encoding":"utf-8","content-type":%s,"headers":{},'
-    '"properties":{"delivery_mode":2,"delivery_info":{"exchange":"","routing_key":%s},'
-    '"priority":0,"delivery_tag":"%s"}}'
-)
-
-
-def encode_message(body: bytes | str, queue: str, content_type: str = "application/json", *, tag: str) -> str:
+def encode_message(body: bytes | str, queue: str, content_type: str = CONTENT_TYPE, *, tag: str) -> str:
     """A message for LPUSH onto `queue`; the body is stored as text, not base64.
 
-    `tag` is the delivery tag, unique per message; the publisher passes the
-    envelope's own id, which is one.
+    `tag` is the delivery tag, unique per message; the publisher passes the envelope's own
+    id, which is one. Written by the template codec (producers.templates); the publisher
+    frames with the codec its settings choose.
     """
     text = body if isinstance(body, str) else body.decode()
-    return _TEMPLATE % (quote(text), quote(content_type), quote(queue), tag)
+    return frame_json(text, queue, content_type, tag)
 
 
 def message_body(message: dict[str, Any]) -> bytes:

@@ -7,30 +7,31 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
      "attempt": 0, "event": {"sessionId": "s1", "eventType": "productView",
                              "data": {"id": "p1"}}}
 
-- `id`: unique per published event (128 random bits, hex); dead letters and logs name it.
+- `id`: unique per published event (128 random bits, 32 lowercase hex digits), or the id the
+  caller gave to publish the same event again; dead letters and logs name it.
 - `ts`: enqueue time (producer's clock, seconds). It orders cache writes
   (a late, older ranking never overwrites a newer one) and bounds retry age.
 - `attempt`: upstream attempts already made (0 when published).
-- `event`: the upstream body, exactly the seed's shape.
+- `event`: the upstream body, exactly the contract's shape (docs/UPSTREAM.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fashionai_pipeline.producers.errors import FashionAIError, InvalidEvent
+from fashionai_pipeline.producers.errors import InvalidEvent, InvalidMessage
 from fashionai_pipeline.producers.event import Event, parse_event
+from fashionai_pipeline.producers.templates import ENVELOPE_VERSION as VERSION
+from fashionai_pipeline.producers.templates import body_json, compact_json, envelope_json
 
-VERSION = 1
 CONTENT_TYPE = "application/json"
-
-
-class InvalidMessage(FashionAIError):
-    """A message on the queue that cannot be decoded; it goes to the dead letters."""
+# Names the worker side imports from here.
+__all__ = ["CONTENT_TYPE", "VERSION", "Envelope", "InvalidMessage", "body_json", "compact_json"]
+__all__ += ["check_id", "decode", "encode", "encode_text", "new_id", "peek"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,54 +55,27 @@ def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: i
 
 
 def encode_text(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
-    """encode() as text, for framing it again (producers.kombu_redis) without a decode."""
-    # A template rather than json.dumps of a dict: this runs on the request path.
-    return _ENVELOPE % (VERSION, quote(msg_id), quote(tenant), repr(float(ts)), int(attempt), body_json(body))
-
-
-_ENVELOPE = '{"v":%d,"id":%s,"tenant":%s,"ts":%s,"attempt":%d,"event":%s}'
-# json.dumps(..., separators=...) builds a new encoder on every call (py-spy put
-# that at ~5% of a pump's CPU); one shared encoder does the same work.
-compact_json = json.JSONEncoder(separators=(",", ":")).encode
-# A str as a JSON string, as json.dumps writes it (ensure_ascii), without
-# json.dumps's per-call checks: the C function json.dumps itself ends in.
-quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-_BODY = '{"sessionId":%s,"eventType":%s,"data":{"id":%s}}'
-_BODY_USER = '{"userId":%s,"sessionId":%s,"eventType":%s,"data":{"id":%s}}'
-
-
-def body_json(body: dict[str, Any]) -> str:
-    """compact_json(body) for an event body (Event.body()), filled into a template.
-
-    It runs once per event on the request path and again in the worker; the
-    encoder costs ~1.3 us here, this ~0.5 us. Anything not exactly that shape
-    (more keys, a non-string value) goes through compact_json.
-    """
-    try:
-        data = body["data"]
-        if len(data) == 1:
-            if len(body) == 3:
-                return _BODY % (quote(body["sessionId"]), quote(body["eventType"]), quote(data["id"]))
-            if len(body) == 4:
-                return _BODY_USER % (
-                    quote(body["userId"]),
-                    quote(body["sessionId"]),
-                    quote(body["eventType"]),
-                    quote(data["id"]),
-                )
-    except (KeyError, TypeError):
-        pass
-    return compact_json(body)
+    """encode() as text (producers.templates writes it; the request path picks its codec)."""
+    return envelope_json(msg_id, tenant, ts, body, attempt)
 
 
 def new_id() -> str:
-    """A unique message id: 128 random bits as 32 hex digits, like uuid4().hex.
-
-    uuid.uuid4() builds a UUID object around the same os.urandom(16); that cost
-    ~6 us per publish on the request path here, this ~1 us.
-    """
+    """A unique message id: 128 random bits as 32 hex digits, like uuid4().hex, without the UUID object."""
     return os.urandom(16).hex()
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_id(msg_id: object, field: str = "message_id") -> str:
+    """`msg_id` if it is a message id as new_id() makes them (32 lowercase hex digits).
+
+    Raises InvalidEvent naming `field` otherwise. A caller that retries a publish passes the
+    id it got back (Receipt.id, PublishError.message_ids), so the worker can drop the copy.
+    """
+    if type(msg_id) is not str or not _ID.fullmatch(msg_id):
+        raise InvalidEvent(field, "must be 32 lowercase hex digits, as a Receipt's id")
+    return msg_id
 
 
 def decode(raw: bytes | str) -> Envelope:

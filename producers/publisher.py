@@ -1,175 +1,171 @@
 """Publishing storefront events on the request path.
 
-`Publisher` (sync) and `AsyncPublisher` (asyncio) validate an event, wrap it in
-the wire envelope (producers.message) and hand it to the broker: on Redis one
-LPUSH in kombu's message format (producers.kombu_redis), elsewhere kombu's
-Producer. `publish_many` sends a list in one round trip.
+`Publisher` (sync) and `AsyncPublisher` (asyncio) validate an event, wrap it in the wire
+envelope (producers.message) and hand it to the broker: on Redis one LPUSH in kombu's message
+format, elsewhere kombu's Producer (producers.sink). Both are thin shells over one
+`PublisherCore` (producers.publishing), which decides everything that is not I/O.
 
 Guarantees:
-- When `publish` returns, the broker has the event (Redis answered the LPUSH;
-  RabbitMQ confirmed it when `amqp_confirm_publish` is on, the default).
-- It never blocks longer than about `publish_timeout` (default 0.5 s) per attempt;
-  a dead connection is retried once on a fresh one within the same call. Then it
-  raises BrokerUnavailable, or, with `on_broker_down="drop"`, counts a drop in
-  `stats.dropped`, logs a warning and returns False.
-- Nothing is buffered behind the caller's back: a publish returns only after
-  the broker has its event, so nothing is lost when a process exits or forks.
-  (AsyncPublisher's callers that publish while a round trip is in flight wait
-  together for the next one; each still waits for its own answer.) After a
-  fork (gunicorn --preload, uWSGI, Celery prefork) the child opens its own
-  connection on first use; the parent's is never shared.
+- Each publish returns a `Receipt` per event (`.id`, `.outcome`). "published": the broker has
+  it (Redis answered the LPUSH; RabbitMQ confirmed it when `amqp_confirm_publish` is on, the
+  default).
+- Bound: a publish returns within `2 x publish_timeout` of being called (plus the time its
+  thread or loop is not scheduled), whatever the broker does: refuses, drops the connection,
+  stalls (a stopped Redis, a RabbitMQ memory alarm). Each wait is bounded by
+  `publish_timeout` and by what is left of that budget; a connection found dead is replaced
+  once within it. The one exception: when a new connection is opened, the steps of redis-py's
+  or py-amqp's handshake are bounded one by one, so a broker that answers the first steps and
+  stalls in the middle of a handshake can hold that call for one `publish_timeout` per step.
+- When the broker does not confirm: `on_broker_down="raise"` (the default) raises
+  BrokerUnavailable (nothing of its `message_ids` was queued: the connection failed or was
+  refused, or the broker refused the command) or PublishUnknown (sent, no answer within the
+  bound: it may be queued; publish again with the same `message_id`). With
+  `on_broker_down="drop"` they are returned as `Receipt(outcome="dropped")` and
+  `Receipt(outcome="unknown")`, counted in `stats.dropped` and `stats.unknown`, and logged
+  once per change of the broker's state (a warning when it first fails, an info line when it
+  takes events again), not once per call.
+- Nothing is buffered behind the caller's back: a publish returns only after the broker
+  answered or the bound passed, so nothing is lost when a process exits or forks. After a fork
+  (gunicorn --preload, uWSGI, Celery prefork) the child opens its own connection on first use.
 - Thread-safe: one connection per publisher, used under a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, TypedDict, Unpack
 
-import redis
-from kombu import Producer
-from kombu.exceptions import OperationalError
-
-from fashionai_pipeline.producers.broker import connect, event_queue
-from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis
-from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent
+from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError, PublishUnknown
 from fashionai_pipeline.producers.event import Event, event_body, parse_event
-from fashionai_pipeline.producers.kombu_redis import encode_message
-from fashionai_pipeline.producers.message import CONTENT_TYPE, encode_text, new_id
-from fashionai_pipeline.producers.settings import Settings, redact_url
-
-log = logging.getLogger("fashionai.publisher")
+from fashionai_pipeline.producers.message import check_id
+from fashionai_pipeline.producers.publishing import PublisherCore, PublishStats, Receipt
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.sink import AsyncRedisSink, BlockingSender, is_redis
 
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 
 def _forget_connections_after_fork() -> None:
     for publisher in list(_live):
-        publisher._forget()
+        publisher._sender.forget()
 
 
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
-
-@dataclass
-class PublishStats:
-    published: int = 0
-    dropped: int = 0
+Body = dict[str, Any]
 
 
-class Publisher:
+class Options(TypedDict, total=False):
+    """The typed helpers' keyword arguments, as publish() takes them."""
+
+    tenant: str | None
+    message_id: str | None
+
+
+def _one_id(message_id: str | None) -> list[str] | None:
+    return None if message_id is None else [check_id(message_id, "message_id")]
+
+
+class _Shell:
+    """What both shells show of their core."""
+
+    _core: PublisherCore
+
+    @property
+    def settings(self) -> Settings:
+        return self._core.settings
+
+    @property
+    def stats(self) -> PublishStats:
+        return self._core.stats
+
+    def __repr__(self) -> str:
+        return self._core.describe(type(self).__name__)
+
+
+class Publisher(_Shell):
     """Synchronous publisher for web backends (Django, Flask, any WSGI app)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self.stats = PublishStats()
-        self._lock = threading.Lock()
-        self._sink: _Sink | None = None
-        self._queues: dict[str, str] = {}
+        self._core = PublisherCore(settings or Settings())
+        self._sender = BlockingSender(self._core.settings, self._core.tuning)
         _live.add(self)
 
-    def __repr__(self) -> str:
-        return f"<Publisher broker={redact_url(self.settings.broker_url)} queue={self.settings.queue}>"
+    def publish(
+        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None
+    ) -> Receipt:
+        """Validate and publish one event (module doc: bound, outcomes).
 
-    # -- the generic call and one typed helper per event type ---------------------
-
-    def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
-        """Validate and publish one event. Returns True when the broker has it.
-
-        Raises InvalidEvent (names the field) before touching the broker, and
-        BrokerUnavailable when the broker does not take it within the bound
-        (unless `on_broker_down="drop"`, then returns False).
+        Raises InvalidEvent (names the field: the event's, "tenant" or "message_id") before
+        touching the broker; BrokerUnavailable or PublishUnknown unless `on_broker_down="drop"`.
         """
-        body = parse_event(event).body()
-        return self.publish_body(body, tenant=tenant)
+        ids = _one_id(message_id)
+        return self._publish(tenant, [parse_event(event).body()], ids)[0]
 
-    def product_view(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return self.publish_body(event_body("productView", session_id, product_id, user_id))
+    def product_view(
+        self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        """Publish a productView; `tenant=` and `message_id=` as for publish()."""
+        return self._typed("productView", session_id, product_id, user_id, kw)
 
-    def category_view(self, session_id: str, category_id: str, user_id: str | None = None) -> bool:
-        return self.publish_body(event_body("categoryView", session_id, category_id, user_id))
+    def category_view(
+        self, session_id: str, category_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return self._typed("categoryView", session_id, category_id, user_id, kw)
 
-    def shop_the_look(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return self.publish_body(event_body("shopTheLook", session_id, product_id, user_id))
+    def shop_the_look(
+        self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return self._typed("shopTheLook", session_id, product_id, user_id, kw)
 
-    def custom_shelf(self, session_id: str, user_id: str | None = None) -> bool:
-        return self.publish_body(event_body("customShelf", session_id, "", user_id))
+    def custom_shelf(self, session_id: str, user_id: str | None = None, **kw: Unpack[Options]) -> Receipt:
+        return self._typed("customShelf", session_id, "", user_id, kw)
 
-    # -- the broker side -----------------------------------------------------------
+    def publish_many(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        message_ids: Sequence[str] | None = None,
+    ) -> list[Receipt]:
+        """Validate every event, then publish them all in one round trip; a Receipt per event, in order.
 
-    def publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
-        """Publish an already validated body (Event.body()). Internal fast path."""
-        queue, tenant = self._route(tenant)
-        return self._send(queue, _envelopes(tenant, [body]))
-
-    def publish_many(self, events: Iterable[Event | Mapping[str, Any]], *, tenant: str | None = None) -> int:
-        """Validate every event, then publish them all in one round trip per queue.
-
-        Raises InvalidEvent (field prefixed with the event's position, e.g.
-        "events[3].data.id") before touching the broker. On Redis the events go
-        in one LPUSH, which the broker applies whole or not at all; on RabbitMQ
-        each is confirmed in turn, so a failure part-way leaves the first ones
-        queued (publishing the list again is safe: at least once). Returns how
-        many the broker has (0 when dropped under `on_broker_down="drop"`);
-        raises BrokerUnavailable like `publish`.
+        Raises InvalidEvent (field prefixed with the event's position, e.g. "events[3].data.id",
+        or "message_ids[2]") before touching the broker. On Redis the events go in one LPUSH,
+        which the broker applies whole or not at all; on RabbitMQ all are sent and their
+        confirms awaited together, so a failure part-way leaves some queued: the error's
+        `message_ids` (or the receipts) name the others; publish them again with the same ids.
         """
-        bodies = []
-        for i, event in enumerate(events):
-            try:
-                bodies.append(parse_event(event).body())
-            except InvalidEvent as exc:
-                raise InvalidEvent(f"events[{i}].{exc.field}", exc.rule) from None
+        bodies = PublisherCore.bodies(events)
         if not bodies:
-            return 0
-        queue, tenant = self._route(tenant)
-        return len(bodies) if self._send(queue, _envelopes(tenant, bodies)) else 0
+            return []
+        return self._publish(tenant, bodies, message_ids)
 
-    def _route(self, tenant: str | None) -> tuple[str, str]:
-        tenant = tenant or self.settings.tenant
-        return self._queues.get(tenant) or self._queue_for(tenant), tenant
+    def _typed(self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options) -> Receipt:
+        body = event_body(kind, session_id, item_id, user_id)
+        return self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id")))[0]
 
-    def _send(self, queue: str, messages: list[tuple[str, str]]) -> bool:
-        """Hand `messages` (payload, id) to the broker as one unit, within the bound."""
-        deadline = time.monotonic() + 2 * self.settings.publish_timeout
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._sink is None:
-                        self._sink = _open_sink(self.settings)
-                    self._sink.send(queue, messages)
-                    self.stats.published += len(messages)
-                    return True
-                except Exception as exc:  # each transport raises its own errors
-                    if not _is_connection_error(self.settings, exc):
-                        raise
-                    self._discard()
-                    if attempt == 2 or time.monotonic() >= deadline:
-                        return self._broker_down(exc, len(messages))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _queue_for(self, tenant: str) -> str:
-        if self.settings.tenants and tenant not in self.settings.tenants:
-            known = ", ".join(sorted(self.settings.tenants))
-            raise InvalidEvent("tenant", f"unknown tenant {tenant!r} (configured: {known})")
-        if not self.settings.tenants and tenant != self.settings.tenant:
-            raise InvalidEvent("tenant", f"unknown tenant {tenant!r} (configured: {self.settings.tenant})")
-        self._queues[tenant] = queue = self.settings.queue_for(tenant)
-        return queue
+    def _publish(self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None) -> list[Receipt]:
+        core = self._core
+        queue, tenant = core.route(tenant)
+        msg_ids = core.ids(len(bodies), ids)
+        messages = core.envelopes(tenant, bodies, msg_ids)
+        try:
+            self._sender.send(queue, messages, core.deadline())
+        except PublishError as exc:
+            return core.failed(exc, msg_ids)
+        return core.published(msg_ids)
 
     def close(self) -> None:
         """Close the broker connection (a later publish opens a new one)."""
-        with self._lock:
-            self._discard()
+        self._sender.close()
 
     def __enter__(self) -> Publisher:
         return self
@@ -177,90 +173,91 @@ class Publisher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _broker_down(self, exc: Exception, events: int = 1) -> bool:
-        reason = f"broker {redact_url(self.settings.broker_url)} unavailable: {type(exc).__name__}"
-        if self.settings.on_broker_down == "drop":
-            self.stats.dropped += events
-            what = "event dropped" if events == 1 else f"{events} events dropped"
-            log.warning("%s: %s (dropped so far: %d)", what, reason, self.stats.dropped)
-            return False
-        raise BrokerUnavailable(reason) from exc
 
-    def _discard(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            # Closing a broken connection may fail; it is gone either way.
-            with contextlib.suppress(Exception):
-                sink.close()
-
-    def _forget(self) -> None:
-        # In a forked child the parent's socket must not be used or closed.
-        self._sink = None
-        self._lock = threading.Lock()
-
-
-class AsyncPublisher:
+class AsyncPublisher(_Shell):
     """asyncio publisher (FastAPI, aiohttp, Starlette).
 
-    `await publish(...)` returns once the broker has the event, with the same
-    bound and errors as Publisher; the event loop never waits on the broker.
-    On Redis it talks from the event loop itself, on a redis.asyncio Connection
-    used directly; other brokers (kombu, not asyncio) run on one dedicated
-    thread per process. Publishes made while one is in flight are sent together
-    in the next (group commit: one LPUSH per queue on Redis), so many
-    concurrent requests share round trips instead of queueing one by one. Each
-    caller still gets its own answer: True, False (dropped), or the exception.
+    `await publish(...)` has Publisher's outcomes and bound, counted from the await; the event
+    loop never waits on the broker. On Redis it talks from the event loop itself; other brokers
+    (kombu, not asyncio) run on one dedicated thread per process. Publishes made while one is
+    in flight are sent together in the next (group commit: one LPUSH per queue on Redis). Each
+    caller still gets its own answer within its own bound: a publish that could not even be sent
+    before its bound passed (the one before it stalled) is not published (BrokerUnavailable).
     Call `aclose()` before the event loop ends (app shutdown).
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self._sync = Publisher(settings)
-        self._executor: ThreadPoolExecutor | None = None
+        self._core = PublisherCore(settings or Settings())
         self._pid = os.getpid()
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
-        is_redis = self.settings.broker_url.split("://", 1)[0] in ("redis", "rediss")
-        self._redis = self._async_redis() if is_redis else None
+        self._executor: ThreadPoolExecutor | None = None
+        self._blocking: BlockingSender | None = None
+        self._redis: AsyncRedisSink | None = None
+        self._open()
 
-    @property
-    def settings(self) -> Settings:
-        return self._sync.settings
+    async def publish(
+        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None
+    ) -> Receipt:
+        """Publisher.publish, awaited."""
+        ids = _one_id(message_id)
+        return (await self._publish(tenant, [parse_event(event).body()], ids))[0]
 
-    @property
-    def stats(self) -> PublishStats:
-        return self._sync.stats
+    async def product_view(
+        self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return await self._typed("productView", session_id, product_id, user_id, kw)
 
-    def __repr__(self) -> str:
-        return f"<AsyncPublisher broker={redact_url(self.settings.broker_url)}>"
+    async def category_view(
+        self, session_id: str, category_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return await self._typed("categoryView", session_id, category_id, user_id, kw)
 
-    async def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
-        return await self._publish_body(parse_event(event).body(), tenant=tenant)
+    async def shop_the_look(
+        self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return await self._typed("shopTheLook", session_id, product_id, user_id, kw)
 
-    async def _publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
-        queue, tenant = self._sync._route(tenant)
-        ((payload, msg_id),) = _envelopes(tenant, [body])
+    async def custom_shelf(
+        self, session_id: str, user_id: str | None = None, **kw: Unpack[Options]
+    ) -> Receipt:
+        return await self._typed("customShelf", session_id, "", user_id, kw)
+
+    async def publish_many(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        message_ids: Sequence[str] | None = None,
+    ) -> list[Receipt]:
+        """Publisher.publish_many, awaited."""
+        bodies = PublisherCore.bodies(events)
+        return await self._publish(tenant, bodies, message_ids) if bodies else []
+
+    async def _typed(
+        self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options
+    ) -> Receipt:
+        body = event_body(kind, session_id, item_id, user_id)
+        return (await self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id"))))[0]
+
+    async def _publish(
+        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None
+    ) -> list[Receipt]:
+        core = self._core
+        queue, tenant = core.route(tenant)
+        msg_ids = core.ids(len(bodies), ids)
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
-            self._pid, self._executor, self._waiting, self._flusher = os.getpid(), None, [], None
-            if self._redis is not None:
-                self._redis = self._async_redis()
+            self._pid, self._waiting, self._flusher = os.getpid(), [], None
+            self._open()
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append(_Waiting(queue, payload, msg_id, answer))
+        item = _Waiting(queue, core.envelopes(tenant, bodies, msg_ids), loop.create_future())
+        item.deadline = loop.time() + core.budget
+        item.timer = loop.call_at(item.deadline, _expire, item)
+        self._waiting.append(item)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        return await answer
-
-    async def product_view(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return await self._publish_body(event_body("productView", session_id, product_id, user_id))
-
-    async def category_view(self, session_id: str, category_id: str, user_id: str | None = None) -> bool:
-        return await self._publish_body(event_body("categoryView", session_id, category_id, user_id))
-
-    async def shop_the_look(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
-        return await self._publish_body(event_body("shopTheLook", session_id, product_id, user_id))
-
-    async def custom_shelf(self, session_id: str, user_id: str | None = None) -> bool:
-        return await self._publish_body(event_body("customShelf", session_id, "", user_id))
+        error = await item.answer
+        return core.published(msg_ids) if error is None else core.failed(error, msg_ids)
 
     async def aclose(self) -> None:
         """Wait for publishes in flight, then close the broker connection."""
@@ -268,10 +265,18 @@ class AsyncPublisher:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
-        if self._executor is not None:
+        if self._executor is not None and self._blocking is not None:
             pool, self._executor = self._executor, None
-            await asyncio.get_running_loop().run_in_executor(pool, self._sync.close)
+            await asyncio.get_running_loop().run_in_executor(pool, self._blocking.close)
             pool.shutdown(wait=False)
+
+    def _open(self) -> None:
+        settings, tuning = self._core.settings, self._core.tuning
+        self._executor = None
+        if is_redis(settings):
+            self._redis = AsyncRedisSink(settings, tuning)
+        else:
+            self._blocking = BlockingSender(settings, tuning)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -281,20 +286,10 @@ class AsyncPublisher:
                 batch, self._waiting = self._waiting, []
                 by_queue: dict[str, list[_Waiting]] = {}
                 for item in batch:
-                    by_queue.setdefault(item.queue, []).append(item)
+                    if not item.expired:
+                        by_queue.setdefault(item.queue, []).append(item)
                 for queue, items in by_queue.items():
-                    messages = [(item.payload, item.msg_id) for item in items]
-                    try:
-                        if self._redis is not None:
-                            ok = await self._send_redis(queue, messages)
-                        else:
-                            ok = await loop.run_in_executor(self._pool(), self._sync._send, queue, messages)
-                    except Exception as exc:  # BrokerUnavailable, or the broker refused the command
-                        for item in items:
-                            _settle(item.answer, error=exc)
-                    else:
-                        for item in items:
-                            _settle(item.answer, result=ok)
+                    await self._flush_queue(loop, queue, items)
         except asyncio.CancelledError:
             for item in (*batch, *self._waiting):
                 item.answer.cancel()
@@ -303,152 +298,73 @@ class AsyncPublisher:
         finally:
             self._flusher = None
 
-    async def _send_redis(self, queue: str, messages: list[tuple[str, str]]) -> bool:
-        """Publisher._send's bound and retry, from the event loop."""
-        assert self._redis is not None
-        timeout = self.settings.publish_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2 * timeout
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._redis.execute("LPUSH", queue, *_kombu_framed(queue, messages))
-                self.stats.published += len(messages)
-                return True
-            except redis.ResponseError:
-                raise  # the broker refused the command: not a connection problem
-            except (redis.RedisError, OSError, TimeoutError) as exc:
-                # The failed connection is gone; the next attempt opens a new one.
-                if attempt == 2 or loop.time() >= deadline:
-                    return self._sync._broker_down(exc, len(messages))
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _flush_queue(self, loop: asyncio.AbstractEventLoop, queue: str, items: list[_Waiting]) -> None:
+        """One round trip for `items`, each caller settled with its own share of the answer."""
+        for item in items:
+            item.sent = True  # from here on, a caller that gives up does not know
+        messages = [message for item in items for message in item.messages]
+        try:
+            await self._send(loop, queue, messages, min(item.deadline for item in items))
+        except PublishError as exc:
+            for item in items:
+                _settle(item, PublisherCore.share(exc, [msg_id for _, msg_id in item.messages]))
+        except Exception as exc:  # ConfigurationError (a URL kombu cannot use)
+            for item in items:
+                _fail(item, exc)
+        else:
+            for item in items:
+                _settle(item, None)
 
-    def _async_redis(self) -> AsyncDirectRedis:
-        url, timeout = self.settings.broker_url, self.settings.publish_timeout
-        return AsyncDirectRedis(url, timeout=timeout, name="fashionai-publisher", max_connections=1)
-
-    def _pool(self) -> ThreadPoolExecutor:
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, queue: str, messages: list[Any], due: float
+    ) -> None:
+        if self._redis is not None:
+            await self._redis.send(queue, messages)
+            return
+        assert self._blocking is not None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fashionai-publish")
-        return self._executor
+        deadline = time.monotonic() + (due - loop.time())  # the thread's clock
+        await loop.run_in_executor(self._executor, self._blocking.send, queue, messages, deadline)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class _Waiting:
     queue: str
-    payload: str
-    msg_id: str
-    answer: asyncio.Future[bool]
+    messages: list[tuple[str, str]]
+    answer: asyncio.Future[PublishError | None]
+    deadline: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    sent: bool = False
+    expired: bool = False
 
 
-def _settle(answer: asyncio.Future[bool], *, result: bool = False, error: Exception | None = None) -> None:
-    if answer.done():  # the caller gave up (cancelled); the broker may still have it
-        return
-    if error is None:
-        answer.set_result(result)
-        return
-    # Each caller raises its own copy: one exception object raised in several
-    # tasks would collect all their tracebacks.
-    try:
+def _settle(item: _Waiting, error: PublishError | None) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if not item.answer.done():  # the caller gave up (cancelled), or its bound passed
+        item.answer.set_result(error)
+
+
+def _fail(item: _Waiting, error: Exception) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if not item.answer.done():
+        # Each caller raises its own copy: one object raised in several tasks would collect
+        # all their tracebacks.
         mine = copy.copy(error)
         mine.__cause__ = error.__cause__
-    except Exception:
-        mine = error
-    answer.set_exception(mine)
+        item.answer.set_exception(mine)
 
 
-class _Sink(Protocol):
-    def send(self, queue: str, messages: list[tuple[str, str]]) -> None: ...
-    def close(self) -> None: ...
-
-
-class _RedisSink:
-    """Redis broker: one LPUSH of a message in kombu's Redis format (producers.kombu_redis).
-
-    kombu's Producer.publish costs ~0.4 ms here (message object, base64 body,
-    exchange lookup); the LPUSH alone is one round trip, on a redis-py
-    Connection used directly (producers.direct). Consumers see exactly what
-    kombu would have written, minus the base64.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._redis = DirectRedis(
-            settings.broker_url,
-            timeout=settings.publish_timeout,
-            name="fashionai-publisher",
-            max_idle=1,
-            reply_poll_us=settings.reply_poll_us,
-        )
-
-    def send(self, queue: str, messages: list[tuple[str, str]]) -> None:
-        # One LPUSH of every message: Redis applies it whole or not at all.
-        self._redis.execute("LPUSH", queue, *_kombu_framed(queue, messages))
-
-    def close(self) -> None:
-        self._redis.close()
-
-
-class _KombuSink:
-    """Any other kombu transport (RabbitMQ): kombu's Producer, queue declared once."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        conn = connect(settings, timeout=settings.publish_timeout)
-        try:
-            conn.ensure_connection(max_retries=0)
-            self._channel = conn.default_channel
-        except Exception:
-            conn.release()
-            raise
-        self._conn = conn
-        self._producer = Producer(self._channel)
-        self._declared: set[str] = set()
-
-    def send(self, queue: str, messages: list[tuple[str, str]]) -> None:
-        if queue not in self._declared:
-            event_queue(self._settings, queue)(self._channel).declare()
-            self._declared.add(queue)
-        # With publisher confirms each publish waits for its confirm; a failure
-        # part-way leaves the earlier ones published (the caller may publish
-        # them again: at least once).
-        for payload, _ in messages:
-            self._producer.publish(
-                payload.encode(),
-                routing_key=queue,
-                content_type=CONTENT_TYPE,
-                content_encoding="utf-8",
-                delivery_mode=2,
-                retry=False,
-                declare=[],
-            )
-
-    def close(self) -> None:
-        self._conn.release()
-
-
-def _envelopes(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(payload, id) per validated body: the wire envelope (producers.message) as text, stamped now."""
-    now = time.time()
-    out = []
-    for body in bodies:
-        msg_id = new_id()
-        out.append((encode_text(msg_id, tenant, now, body), msg_id))
-    return out
-
-
-def _kombu_framed(queue: str, messages: list[tuple[str, str]]) -> list[str]:
-    """The messages in kombu's Redis format, their ids as delivery tags."""
-    return [encode_message(payload, queue, tag=msg_id) for payload, msg_id in messages]
-
-
-def _open_sink(settings: Settings) -> _Sink:
-    if settings.broker_url.split("://", 1)[0] in ("redis", "rediss"):
-        return _RedisSink(settings)
-    return _KombuSink(settings)
-
-
-def _is_connection_error(settings: Settings, exc: Exception) -> bool:
-    if isinstance(exc, redis.RedisError | OperationalError | OSError):
-        return not isinstance(exc, redis.ResponseError)
-    conn = connect(settings, timeout=settings.publish_timeout)
-    return isinstance(exc, (*conn.connection_errors, *conn.channel_errors))
+def _expire(item: _Waiting) -> None:
+    """The caller's bound passed before the broker answered."""
+    item.expired = True
+    if item.answer.done():
+        return
+    ids = [msg_id for _, msg_id in item.messages]
+    if item.sent:
+        item.answer.set_result(PublishUnknown("broker: sent, no answer within the bound", ids))
+    else:
+        reason = "broker: not sent within the bound (the publish before it held the connection)"
+        item.answer.set_result(BrokerUnavailable(reason, ids))

@@ -5,6 +5,12 @@ A ranking is cached under producers.keys.ranking() as `[enqueued_at_ms, id, ...]
 the page's native ordering; the native ordering alone when there is no ranking,
 the ranking is empty ("not enough data yet"), or the cache cannot be reached —
 a page always renders.
+
+`RankingReader` and `AsyncRankingReader` are thin shells over one `ReaderCore` (key,
+decode, merge, the fallback); they only do the GET, on the request path's transport
+(producers.transport: direct connections by default, polling for the reply in the sync
+reader). Each GET waits at most `2 x 0.25 s` (a connection the server closed while idle is
+replaced within the call).
 """
 
 from __future__ import annotations
@@ -14,20 +20,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import filterfalse
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
-from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis
-from fashionai_pipeline.producers.errors import FashionAIError
+from fashionai_pipeline.producers.errors import CacheUnavailable
 from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.transport import AsyncRedisTransport, RedisTransport, Tuning, cache_failures
 
 log = logging.getLogger("fashionai.reader")
 
+READ_TIMEOUT = 0.25  # seconds per wait: a page renders without its ranking rather than late
 
-class CacheUnavailable(FashionAIError):
-    """The ranking cache did not answer."""
+__all__ = ["AsyncRankingReader", "CacheUnavailable", "Ranking", "RankingReader", "decode_ranking", "merge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +46,17 @@ class Ranking:
 
     @property
     def empty(self) -> bool:
-        """True while Fashion.AI lacks data for this shopper (seed: use native ordering)."""
+        """True while Fashion.AI lacks data for this shopper (docs/UPSTREAM.md: use native ordering)."""
         return not self.products
 
 
 def decode_ranking(raw: bytes | str) -> Ranking:
-    values = json.loads(raw)
-    return Ranking(products=values[1:], enqueued_at=values[0] / 1000.0)
+    """A cached value as a Ranking. Raises CacheUnavailable for a value not in the reader's format."""
+    try:
+        values = json.loads(raw)
+        return Ranking(products=[str(p) for p in values[1:]], enqueued_at=values[0] / 1000.0)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise CacheUnavailable("ranking cache holds a value that is not a ranking") from exc
 
 
 def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
@@ -64,70 +75,76 @@ def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
     return head
 
 
-class RankingReader:
-    """Synchronous reader. One per process is enough: thread-safe and fork-aware.
+class ReaderCore:
+    """Sans-I/O: what a read means, around the one GET the shells make."""
 
-    It reads on redis-py Connections directly (producers.direct), one GET per
-    call; pass `client` to read through a redis.Redis of your own instead.
-    """
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tuning = Tuning.of(settings)
 
-    def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None) -> None:
-        self.settings = settings or Settings()
-        self._client = client
-        self._direct = (
-            None
-            if client
-            else DirectRedis(
-                self.settings.redis_url,
-                timeout=0.25,
-                name="fashionai-reader",
-                reply_poll_us=self.settings.reply_poll_us,
-            )
-        )
+    def transport(self) -> dict[str, Any]:
+        """The reader's transport: the cache, READ_TIMEOUT per wait, CacheUnavailable on every failure."""
+        url, name, failures = self.settings.redis_url, "fashionai-reader", cache_failures()
+        return {
+            "url": url,
+            "timeout": READ_TIMEOUT,
+            "name": name,
+            "tuning": self.tuning,
+            "failures": failures,
+        }
 
-    def get(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        user_id: str | None = None,
-        *,
-        tenant: str | None = None,
-    ) -> Ranking | None:
-        """The cached ranking, or None when there is none. Raises CacheUnavailable."""
-        key = keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
-        try:
-            if self._direct is not None:
-                raw = self._direct.execute("GET", key, idempotent=True)
-            else:
-                raw = self._client.get(key)  # type: ignore[union-attr]
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"ranking cache unavailable: {type(exc).__name__}") from exc
+    def key(
+        self, event_type: str, item_id: str, session_id: str, user_id: str | None, tenant: str | None
+    ) -> str:
+        return keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
+
+    @staticmethod
+    def ranking(raw: bytes | str | None) -> Ranking | None:
         return None if raw is None else decode_ranking(raw)
 
-    def order(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        native: Sequence[str],
-        user_id: str | None = None,
-        *,
-        tenant: str | None = None,
-    ) -> list[str]:
-        """The page's product ids, personalised when a non-empty ranking is cached."""
-        try:
-            ranking = self.get(event_type, item_id, session_id, user_id, tenant=tenant)
-        except CacheUnavailable as exc:
-            log.warning("%s; serving native ordering", exc)
+    @staticmethod
+    def ordered(ranking: Ranking | CacheUnavailable | None, native: Sequence[str]) -> list[str]:
+        """The page's order: personalised when `ranking` is a non-empty Ranking, else native."""
+        if isinstance(ranking, CacheUnavailable):
+            log.warning("%s; serving native ordering", ranking)
             return list(native)
         return list(native) if ranking is None else merge(ranking.products, native)
 
+
+class RankingReader:
+    """Synchronous reader. One per process is enough: thread-safe and fork-aware.
+
+    Pass `client` to read through a redis.Redis of your own instead of the reader's
+    connections.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None) -> None:
+        self._core = ReaderCore(settings or Settings())
+        self.settings = self._core.settings
+        self._redis = RedisTransport(**self._core.transport(), client=client)
+
+    def get(
+        self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
+        *, tenant: str | None = None,
+    ) -> Ranking | None:  # fmt: skip
+        """The cached ranking, or None when there is none. Raises CacheUnavailable."""
+        key = self._core.key(event_type, item_id, session_id, user_id, tenant)
+        return self._core.ranking(self._redis.execute("GET", key, retry_stale=True))
+
+    def order(
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
+        user_id: str | None = None, *, tenant: str | None = None,
+    ) -> list[str]:  # fmt: skip
+        """The page's product ids, personalised when a non-empty ranking is cached. Never raises
+        for the cache: an unreachable cache, or a value that is not a ranking, gives `native`."""
+        try:
+            ranking = self.get(event_type, item_id, session_id, user_id, tenant=tenant)
+        except CacheUnavailable as exc:
+            return self._core.ordered(exc, native)
+        return self._core.ordered(ranking, native)
+
     def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
-        else:
-            self._client.close()  # type: ignore[union-attr]
+        self._redis.close()
 
     def __enter__(self) -> RankingReader:
         return self
@@ -137,56 +154,33 @@ class RankingReader:
 
 
 class AsyncRankingReader:
-    """asyncio twin of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
-    used directly, one per concurrent coroutine; pass `client` to use your own."""
+    """asyncio counterpart of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
+    used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis."""
 
     def __init__(self, settings: Settings | None = None, *, client: aioredis.Redis | None = None) -> None:
-        self.settings = settings or Settings()
-        self._client = client
-        self._direct = (
-            None
-            if client
-            else AsyncDirectRedis(self.settings.redis_url, timeout=0.25, name="fashionai-reader")
-        )
+        self._core = ReaderCore(settings or Settings())
+        self.settings = self._core.settings
+        self._redis = AsyncRedisTransport(**self._core.transport(), client=client)
 
     async def get(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        user_id: str | None = None,
-        *,
-        tenant: str | None = None,
-    ) -> Ranking | None:
-        key = keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
-        try:
-            if self._direct is not None:
-                raw = await self._direct.execute("GET", key, idempotent=True)
-            else:
-                raw = await self._client.get(key)  # type: ignore[union-attr]
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"ranking cache unavailable: {type(exc).__name__}") from exc
-        return None if raw is None else decode_ranking(raw)
+        self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
+        *, tenant: str | None = None,
+    ) -> Ranking | None:  # fmt: skip
+        """RankingReader.get, awaited."""
+        key = self._core.key(event_type, item_id, session_id, user_id, tenant)
+        return self._core.ranking(await self._redis.execute("GET", key, retry_stale=True))
 
     async def order(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        native: Sequence[str],
-        user_id: str | None = None,
-        *,
-        tenant: str | None = None,
-    ) -> list[str]:
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
+        user_id: str | None = None, *, tenant: str | None = None,
+    ) -> list[str]:  # fmt: skip
+        """RankingReader.order, awaited."""
         try:
-            ranking = await self.get(event_type, item_id, session_id, user_id, tenant=tenant)
+            return self._core.ordered(
+                await self.get(event_type, item_id, session_id, user_id, tenant=tenant), native
+            )
         except CacheUnavailable as exc:
-            log.warning("%s; serving native ordering", exc)
-            return list(native)
-        return list(native) if ranking is None else merge(ranking.products, native)
+            return self._core.ordered(exc, native)
 
     async def aclose(self) -> None:
-        if self._direct is not None:
-            await self._direct.aclose()
-        else:
-            await self._client.aclose()  # type: ignore[union-attr]
+        await self._redis.aclose()

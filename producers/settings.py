@@ -2,15 +2,27 @@
 
 Build it once at the entry point (`Settings()`) and pass it down; nothing else in
 the project reads the environment. Importing this module connects to nothing.
+
+A value that fails validation raises ConfigurationError naming the variable and the rule
+(`FASHIONAI_TENANTS: shop-a.rate_limit: input should be a valid number`), never the value:
+pydantic's own errors echo their input, which may hold a token. Every token the environment
+or the keyword arguments carry is redacted from the message as well (producers.redaction),
+and the pydantic error is not chained to it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import os
+import re
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from fashionai_pipeline.producers.errors import ConfigurationError
+from fashionai_pipeline.producers.redaction import redact
 
 SEED_API_URL = "https://catalog.api.fashionai.dev/api/v1/products/protected/recommendation"
 
@@ -41,7 +53,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=5.0, gt=0)
 
     # Broker and cache. The cache defaults to its own database: the broker's Redis
-    # must run with noeviction, the cache may evict (RESEARCH.md).
+    # must run with noeviction, the cache may evict (docs/ARCHITECTURE.md).
     broker_url: str = "redis://127.0.0.1:6379/0"
     redis_url: str = "redis://127.0.0.1:6379/1"
     queue: str = Field(default="fashionai.events", min_length=1)
@@ -55,16 +67,21 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(default=0.5, gt=0)
     on_broker_down: Literal["raise", "drop"] = "raise"
     amqp_confirm_publish: bool = True
-    # Publish (Redis broker) and RankingReader poll their socket for Redis's reply
-    # for up to this long before blocking; 0: block at once. Lower latency and
-    # no more CPU per call here; stops by itself when replies take longer
-    # (producers.direct, docs/PERFORMANCE.md).
+    # The request path's three optimisations, each switchable alone (producers.transport;
+    # what each is worth: docs/PERFORMANCE.md). Own connections and RESP packer instead of
+    # a redis.Redis client:
+    direct_redis: bool = True
+    # On direct connections, the sync publisher and reader poll their socket for Redis's
+    # reply for up to this long before blocking; 0: block at once. Stops by itself when
+    # replies take longer (a distant Redis).
     reply_poll_us: int = Field(default=100, ge=0, le=10_000)
+    # Envelope, event body and kombu frame filled into string templates instead of json.dumps:
+    json_templates: bool = True
 
     # Worker side
     batch_size: int = Field(default=200, ge=1, le=10_000)
-    # 10 ms: at half load, 20 ms gave enqueue->cache p50/p99 85/120 ms, 10 ms 73/95
-    # (docs/PERFORMANCE.md); a backlog fills batches by size, so throughput is the same.
+    # 10 ms: lower enqueue->cache latency at half load than 20 ms (docs/PERFORMANCE.md);
+    # a backlog fills batches by size, so throughput is the same.
     batch_interval_ms: int = Field(default=10, ge=1)
     concurrency: int = Field(default=100, ge=1, le=2_000)
     visibility_timeout: int = Field(default=60, ge=10)
@@ -88,6 +105,19 @@ class Settings(BaseSettings):
     # Serve Prometheus metrics on this port from the worker's main process (0: off).
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
+    def __init__(self, **values: Any) -> None:
+        """Read FASHIONAI_* (and `values`, which win). Raises ConfigurationError, redacted."""
+        try:
+            super().__init__(**values)
+            return
+        except ValidationError as exc:
+            error = _explain(exc, values)
+        except SettingsError as exc:  # a JSON-valued variable that is not JSON
+            field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
+            error = ConfigurationError(f"{_variable(field)}: not valid JSON")
+        # Raised outside the except block: no __context__ holding the pydantic error (its input).
+        raise error
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -96,12 +126,16 @@ class Settings(BaseSettings):
     @field_validator("tenants")
     @classmethod
     def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
-        import re
-
         for name in value:
             if not re.match(_TENANT_PATTERN, name):
-                raise ValueError(f"tenants: {name!r} must match {_TENANT_PATTERN}")
+                raise ValueError(f"{name!r} must match {_TENANT_PATTERN}")
         return value
+
+    def secrets(self) -> list[str]:
+        """Every token of this deployment (app token, each tenant's), for producers.redaction."""
+        tokens = [self.app_token.get_secret_value()]
+        tokens += [cfg.app_token.get_secret_value() for cfg in self.tenants.values()]
+        return [t for t in dict.fromkeys(tokens) if t]
 
     def tenant_names(self) -> list[str]:
         """The storefronts this deployment serves."""
@@ -111,14 +145,13 @@ class Settings(BaseSettings):
         """These settings as seen by one tenant: its token, URL, limit and queue."""
         if not self.tenants:
             if name != self.tenant:
-                raise ValueError(f"tenant: unknown tenant {name!r} (configured: {self.tenant})")
+                raise ConfigurationError(f"tenant: unknown tenant {name!r} (configured: {self.tenant})")
             return self
         try:
             cfg = self.tenants[name]
         except KeyError:
-            raise ValueError(
-                f"tenant: unknown tenant {name!r} (configured: {', '.join(self.tenants)})"
-            ) from None
+            known = ", ".join(self.tenants)
+            raise ConfigurationError(f"tenant: unknown tenant {name!r} (configured: {known})") from None
         update: dict[str, object] = {"tenant": name, "app_token": cfg.app_token, "tenants": {}}
         update["queue"] = self.queue_for(name)
         for field in ("api_url", "rate_limit", "rate_burst"):
@@ -139,3 +172,46 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _variable(field: str) -> str:
+    return f"FASHIONAI_{field.upper()}"
+
+
+def _explain(exc: ValidationError, values: dict[str, Any]) -> ConfigurationError:
+    """One line per error: the variable, where inside it, the rule; never the input."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        field, *inner = [str(part) for part in err["loc"]] or ["settings"]
+        where = ".".join(inner)
+        rule = err["msg"].removeprefix("Value error, ")
+        rule = rule[:1].lower() + rule[1:]
+        lines.append(f"{_variable(field)}: {where + ': ' if where else ''}{rule}")
+    return ConfigurationError(redact("; ".join(lines), _raw_secrets(values)))
+
+
+_TOKEN_IN_JSON = re.compile(r'"app_token"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def _raw_secrets(values: dict[str, Any]) -> list[str]:
+    """Tokens in settings that failed to build: the raw variables and keyword arguments."""
+    found: list[str] = []
+    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("FASHIONAI_")}
+    for token in (env.get("FASHIONAI_APP_TOKEN"), values.get("app_token")):
+        found.append(token.get_secret_value() if isinstance(token, SecretStr) else str(token or ""))
+    for given in (values.get("tenants"), env.get("FASHIONAI_TENANTS")):
+        tenants = given
+        if isinstance(given, str):
+            found += _TOKEN_IN_JSON.findall(given)  # also in JSON too broken to parse
+            try:
+                tenants = json.loads(given)
+            except ValueError:
+                continue
+        if isinstance(tenants, dict):
+            for cfg in tenants.values():
+                token = cfg.get("app_token") if isinstance(cfg, dict) else getattr(cfg, "app_token", cfg)
+                if isinstance(token, SecretStr):
+                    token = token.get_secret_value()
+                if isinstance(token, str):
+                    found.append(token)
+    return [t for t in found if t]

@@ -58,7 +58,7 @@ def make_settings(broker_url: str, api_url: str, **overrides: object) -> Setting
         "retry_cap": 0.5,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 @pytest.fixture

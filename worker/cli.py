@@ -9,26 +9,38 @@
     fashionai-pipeline demo
 
 Configuration comes from FASHIONAI_* environment variables (producers.settings).
-Exit codes: 0 success; 1 the command ran but something was refused or missing;
-2 usage or configuration error.
+Exit codes: 0 success; 1 the command ran but something was refused, not published, of
+unknown fate, missing, or a Redis/broker it needs did not answer; 2 usage or configuration
+error (a FASHIONAI_* value that fails validation, a malformed dead-letter id). No input and
+no unreachable server ends a command with a traceback: every error is one line on stderr,
+with every token of the deployment redacted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any
 
 import redis
 
-from fashionai_pipeline.producers.errors import FashionAIError, InvalidEvent
+from fashionai_pipeline.producers.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    FashionAIError,
+    PublishError,
+    PublishUnknown,
+)
 from fashionai_pipeline.producers.event import EVENT_TYPES, make_event, parse_event
 from fashionai_pipeline.producers.publisher import Publisher
+from fashionai_pipeline.producers.publishing import Receipt
 from fashionai_pipeline.producers.reader import RankingReader
-from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.redaction import redact
+from fashionai_pipeline.producers.settings import Settings, redact_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,9 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args, Settings()))
+        settings = Settings()
+    except ConfigurationError as exc:  # already redacted, names the variable
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings))
     except FashionAIError as exc:
+        print(f"error: {redact(str(exc), settings.secrets())}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigurationError) else 1
+    except argparse.ArgumentTypeError as exc:  # a value only the command could check
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (redis.RedisError, OSError) as exc:  # the CLI's own Redis reads (dead letters, stats)
+        where = redact_url(settings.redis_url)
+        print(
+            f"error: redis {where}: {type(exc).__name__}: {redact(str(exc), settings.secrets())}",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -112,7 +139,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _worker(rest: list[str]) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ConfigurationError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
     if settings.metrics_port:
         # Multiprocess mode must be chosen before anything imports prometheus_client.
         import os
@@ -140,31 +171,86 @@ def _sandbox(rest: list[str]) -> int:
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     publisher = Publisher(settings)
-    if args.file is None:
-        if not args.event_type or not args.session:
-            print("error: publish needs --event-type and --session, or --file", file=sys.stderr)
-            return 2
-        publisher.publish(make_event(args.event_type, args.session, args.id, args.user))
-        print("published 1 event")
-        return 0
-    stream: IO[str] = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
-    published = refused = 0
+    try:
+        if args.file is None:
+            if not args.event_type or not args.session:
+                print("error: publish needs --event-type and --session, or --file", file=sys.stderr)
+                return 2
+            verdict = _verdict(publisher, make_event(args.event_type, args.session, args.id, args.user))
+            published = verdict.startswith("published")
+            print(f"event: {verdict}", file=sys.stdout if published else sys.stderr)
+            return 0 if published else 1
+        return _publish_lines(publisher, args.file)
+    finally:
+        publisher.close()
+
+
+def _publish_lines(publisher: Publisher, path: str) -> int:
+    """One verdict per non-blank line, by number; a bad line never stops the ones after it."""
+    counts = {"published": 0, "refused": 0, "not published": 0, "unknown": 0}
+    stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     with stream:
-        for lineno, line in enumerate(stream, 1):
-            if not line.strip():
+        for lineno, raw in enumerate(_lines(stream), 1):
+            if not raw.strip():
                 continue
             try:
-                body = json.loads(line)
-                event = parse_event(body)
-            except ValueError as exc:
-                reason = str(exc) if isinstance(exc, InvalidEvent) else f"not valid JSON: {exc}"
-                print(f"line {lineno}: refused: {reason}", file=sys.stderr)
-                refused += 1
-                continue
-            publisher.publish(event)
-            published += 1
-    print(f"published {published} event(s), refused {refused}")
-    return 1 if refused else 0
+                event = parse_event(_json_line(raw))
+            except ValueError as exc:  # InvalidEvent, or a line that is not JSON
+                verdict = f"refused: {exc}"
+            else:
+                verdict = _verdict(publisher, event)
+            kind = next(k for k in counts if verdict.startswith(k))
+            counts[kind] += 1
+            # Published lines on stdout; every other verdict on stderr, where errors go.
+            print(
+                f"line {lineno}: {verdict}",
+                file=sys.stdout if kind == "published" else sys.stderr,
+                flush=True,
+            )
+    print(
+        f"published {counts['published']} event(s), refused {counts['refused']}, "
+        f"not published {counts['not published']}, unknown {counts['unknown']}"
+    )
+    return 0 if counts["published"] == sum(counts.values()) else 1
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's lines as bytes, a UTF-8 byte order mark at the start left out."""
+    first = True
+    for raw in stream:
+        yield raw.removeprefix(b"\xef\xbb\xbf") if first else raw
+        first = False
+
+
+def _json_line(raw: bytes) -> Any:
+    """One line's JSON value. Raises ValueError with a reason a person can act on."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+
+
+def _verdict(publisher: Publisher, event: Any) -> str:
+    """What became of one publish, as a line: published / not published / unknown, with the id."""
+    try:
+        receipt: Receipt = publisher.publish(event)
+    except PublishUnknown as exc:
+        return f"unknown: {exc} (message id {exc.message_ids[0]}: publish again with that id)"
+    except BrokerUnavailable as exc:
+        return f"not published: {exc}"
+    except PublishError as exc:  # pragma: no cover - every PublishError is one of the two
+        return f"not published: {exc}"
+    if receipt.outcome == "published":
+        return f"published (message id {receipt.id})"
+    if receipt.outcome == "unknown":
+        return f"unknown: sent, not confirmed (message id {receipt.id}: publish again with that id)"
+    return f"not published: dropped, the broker is unavailable (message id {receipt.id})"
 
 
 # -- rankings ------------------------------------------------------------------------
@@ -208,7 +294,11 @@ def _since(value: str | None) -> float | None:
     try:
         return float(value)
     except ValueError:
+        pass
+    try:
         return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since {value!r}: not ISO 8601 nor unix seconds") from None
 
 
 def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,7 +319,17 @@ def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_DLQ_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+
+
 def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
+    if not _DLQ_ID.fullmatch(args.dlq_id):
+        print(
+            f"error: dlq show: {args.dlq_id!r} is not a dead-letter id (MILLISECONDS-SEQUENCE, "
+            "as `dlq list` prints them)",
+            file=sys.stderr,
+        )
+        return 2
     letter = _store(settings).get(args.dlq_id)
     if letter is None:
         print(f"no dead letter {args.dlq_id}", file=sys.stderr)
@@ -242,7 +342,10 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     publisher = Publisher(settings)
 
     def republish(event: dict[str, Any], tenant: str) -> None:
-        publisher.publish(event, tenant=tenant)
+        # A new message id: the old one was recorded (dead-lettered), so the worker would drop it.
+        receipt = publisher.publish(event, tenant=tenant)
+        if not receipt:  # dropped or unknown (on_broker_down=drop): the entry must stay
+            raise BrokerUnavailable(f"not published ({receipt.outcome}); the dead letter stays", [receipt.id])
 
     replayed, skipped = _store(settings).replay(
         republish, reason=args.reason, since=_since(args.since), progress=_progress_bar(sys.stderr)

@@ -101,8 +101,11 @@ def test_request_path_profile_takes_a_publish_and_a_read_apart():
         "PING, redis.Redis client",
         "Publisher.product_view",
         "Publisher.product_view, polling off",
+        "Publisher.product_view, direct connections off",
+        "Publisher.product_view, JSON templates off",
         "RankingReader.order (200 native)",
         "RankingReader.order, polling off",
+        "RankingReader.order, direct connections off",
     }
     assert set(result["publish_stages"]) == {"validate", "envelope", "kombu framing", "LPUSH round trip"}
     assert set(result["read_stages"]) == {"key", "GET round trip", "JSON decode", "merge (200 native)"}

@@ -87,3 +87,150 @@ def test_demo_names_the_fix_without_redis(tmp_path):
     )
     assert out.returncode == 2
     assert "no redis-server is on the PATH" in out.stderr and "FASHIONAI_REDIS_URL" in out.stderr
+
+
+# -- no input crashes the producer CLI ------------------------------------------------------
+
+SECRET = "tok-" + "c0ffee15bad5eed0a1b2c3"
+
+
+def _cli(args: list[str], env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONAI_")}
+    return subprocess.run(
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", *args],
+        env={**base, **env},
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    from tests.conftest import BROKERS, CACHE_URL
+
+    run = os.urandom(4).hex()
+    env = {
+        "FASHIONAI_BROKER_URL": BROKERS["redis"],
+        "FASHIONAI_REDIS_URL": CACHE_URL,
+        "FASHIONAI_QUEUE": f"test.cli.{run}",
+        "FASHIONAI_TENANT": f"tcli{run}",
+        "FASHIONAI_APP_TOKEN": SECRET,
+    }
+    env.update(extra)
+    return env
+
+
+def _queued(env: dict[str, str]) -> list[dict[str, object]]:
+    import json
+
+    import redis
+
+    from fashionai_pipeline.producers.kombu_redis import message_body
+    from fashionai_pipeline.producers.message import decode
+
+    client = redis.Redis.from_url(env["FASHIONAI_BROKER_URL"])
+    raw = client.lrange(env["FASHIONAI_QUEUE"], 0, -1)
+    client.delete(env["FASHIONAI_QUEUE"])
+    return [decode(message_body(json.loads(m))).event.body() for m in reversed(raw)]
+
+
+def _body(session: str, item: str = "p1", kind: str = "productView") -> bytes:
+    return b'{"sessionId":"%s","eventType":"%s","data":{"id":"%s"}}\n' % (
+        session.encode(),
+        kind.encode(),
+        item.encode(),
+    )
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_publish_file_gives_every_line_a_verdict_and_publishes_the_valid_ones(tmp_path, source):
+    lines = b"".join(
+        [
+            b"\xef\xbb\xbf" + _body("s1"),  # a BOM at the start
+            b"\n",  # blank: skipped, no verdict
+            b'{"sessionId":"bad\xff","eventType":"productView","data":{"id":"p"}}\n',  # invalid UTF-8
+            b"[" * 10_000 + b"]" * 10_000 + b"\n",  # 10,000 levels of nesting
+            _body("s2", ""),  # names the field
+            b"{not json\n",
+            _body("s3", "", "customShelf"),
+        ]
+    )
+    env = _cli_env()
+    if source == "file":
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(lines)
+        done = _cli(["publish", "--file", str(path)], env)
+    else:
+        done = _cli(["publish", "--file", "-"], env, stdin=lines)
+    out = done.stdout.decode() + done.stderr.decode()  # published on stdout, the rest on stderr
+    assert done.returncode == 1, out  # some lines were refused
+    assert "Traceback" not in out
+    verdicts = dict(re.findall(r"^line (\d+): (.*)$", out, re.MULTILINE))
+    assert sorted(verdicts, key=int) == ["1", "3", "4", "5", "6", "7"]
+    assert verdicts["1"].startswith("published") and verdicts["7"].startswith("published")
+    assert verdicts["3"].startswith("refused: not valid UTF-8")
+    assert verdicts["4"] == "refused: not valid JSON: nested too deeply"
+    assert verdicts["5"].startswith("refused: data.id:")
+    assert verdicts["6"].startswith("refused: not valid JSON")
+    assert "published 2 event(s), refused 4, not published 0, unknown 0" in done.stdout.decode()
+    assert "line 1: published" in done.stdout.decode() and "line 3: refused" in done.stderr.decode()
+    assert [b["sessionId"] for b in _queued(env)] == ["s1", "s3"]
+
+
+def test_publish_file_of_valid_lines_exits_zero():
+    env = _cli_env()
+    done = _cli(["publish", "--file", "-"], env, stdin=_body("a") + _body("b"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [b["sessionId"] for b in _queued(env)] == ["a", "b"]
+
+
+def test_publish_with_drop_reports_drops_as_drops_not_as_published():
+    env = _cli_env(FASHIONAI_BROKER_URL="redis://127.0.0.1:1/0", FASHIONAI_ON_BROKER_DOWN="drop")
+    done = _cli(["publish", "--file", "-"], env, stdin=_body("a") + b"oops\n")
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert re.search(r"^line 1: not published: dropped", err, re.MULTILINE), err
+    assert "published 0 event(s), refused 1, not published 1, unknown 0" in done.stdout.decode()
+    one = _cli(["publish", "--event-type", "productView", "--id", "p", "--session", "s"], env)
+    assert one.returncode == 1 and b"not published: dropped" in one.stderr
+
+
+@pytest.mark.parametrize("bad_id", ["not-an-id", "1-2-3", "'; DROP", ""])
+def test_dlq_show_of_a_malformed_id_is_a_clear_usage_error(bad_id):
+    done = _cli(["dlq", "show", bad_id], _cli_env())
+    assert done.returncode == 2
+    assert b"is not a dead-letter id" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_dlq_list_since_garbage_is_a_usage_error():
+    done = _cli(["dlq", "list", "--since", "last tuesday"], _cli_env())
+    assert done.returncode == 2 and b"--since" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_an_unreachable_redis_is_one_line_not_a_traceback():
+    env = _cli_env(FASHIONAI_REDIS_URL="redis://:hunter2hunter2@127.0.0.1:1/0")
+    for args in (["stats"], ["dlq", "list"], ["dlq", "show", "1-0"]):
+        done = _cli(args, env)
+        err = done.stderr.decode()
+        assert done.returncode == 1, err
+        assert "Traceback" not in err and "error: redis redis://:***@127.0.0.1:1/0" in err
+        assert "hunter2" not in err
+    done = _cli(["rankings", "get", "--event-type", "productView", "--id", "p", "--session", "s"], env)
+    assert done.returncode == 1 and b"ranking cache unavailable" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "tenants",
+    [
+        f'{{"shop-a": "{SECRET}"}}',  # a token where a tenant's settings belong
+        f'{{"shop-a": {{"app_token": "{SECRET}", "rate_limit": "fast"}}}}',
+        f'{{"shop-a": {{"app_token": "{SECRET}", "rate_limit": ',  # not even JSON
+    ],
+)
+def test_a_tenant_setting_that_fails_validation_never_prints_its_token(tenants):
+    for args in (["stats"], ["publish", "--file", "-"], ["worker", "--help"]):
+        done = _cli(args, _cli_env(FASHIONAI_TENANTS=tenants), stdin=_body("a"))
+        output = (done.stdout + done.stderr).decode()
+        assert done.returncode == 2, output
+        assert "FASHIONAI_TENANTS" in output and "Traceback" not in output
+        assert SECRET not in output and SECRET[:10] not in output and SECRET[-10:] not in output

@@ -47,7 +47,7 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
 
     with Publisher(settings) as publisher:
         for event in events:
-            assert publisher.publish(event) is True
+            assert publisher.publish(event).outcome == "published"
     workers(settings)
     wait_until(lambda: _stats(cache, settings).get("cached", 0) >= len(events), 60, "every event cached")
 

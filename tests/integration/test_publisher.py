@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent
 from fashionai_pipeline.producers.message import decode
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from tests.conftest import BROKERS, make_settings
+from tests.integration.own_clients import own_clients
 
 pytestmark = pytest.mark.integration
 
@@ -92,10 +94,12 @@ def test_broker_down_with_drop_policy_counts_the_drop(caplog):
         DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", on_broker_down="drop", publish_timeout=0.2
     )
     with Publisher(settings) as pub:
-        assert pub.product_view("s", "p") is False
-        assert pub.product_view("s", "q") is False
+        first, second = pub.product_view("s", "p"), pub.product_view("s", "q")
+        assert (first.outcome, second.outcome) == ("dropped", "dropped")
+        assert not first and len({first.id, second.id}) == 2
         assert pub.stats.dropped == 2 and pub.stats.published == 0
     assert "event dropped" in caplog.text
+    assert caplog.text.count("event dropped") == 1  # once per change of the broker's state
 
 
 def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
@@ -103,7 +107,7 @@ def test_publisher_keeps_working_after_the_broker_restarts_its_connection():
     with Publisher(settings) as pub:
         pub.product_view("s", "before")
         client = redis.Redis.from_url(settings.broker_url)
-        addrs = [c["addr"] for c in client.client_list() if c["name"] == "fashionai-publisher"]
+        addrs = own_clients(client, "fashionai-publisher")
         assert addrs
         for addr in addrs:  # the server drops the publisher's connections
             client.client_kill_filter(addr=addr)
@@ -177,13 +181,26 @@ def test_async_publisher_broker_down():
     asyncio.run(main())
 
 
+@pytest.fixture
+def private_redis_url(tmp_path) -> Iterator[str]:
+    """A redis-server of this test's own: its command counters count this test's calls only."""
+    from fashionai_pipeline.worker.local import start_redis
+
+    proc, url = start_redis(log_dir=str(tmp_path))
+    try:
+        yield url
+    finally:
+        proc.stop(timeout=10)
+
+
 def _lpush_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
-def test_publish_many_validates_everything_first_then_publishes_in_order(broker):
-    settings = make_settings(BROKERS[broker], "http://127.0.0.1:9/unused")
+def test_publish_many_validates_everything_first_then_publishes_in_order(broker, private_redis_url):
+    url = private_redis_url if broker == "redis" else BROKERS[broker]
+    settings = make_settings(url, "http://127.0.0.1:9/unused")
     events = [{"sessionId": f"s{i}", "eventType": "productView", "data": {"id": f"p{i}"}} for i in range(20)]
     with Publisher(settings) as pub:
         bad = [*events[:3], {"sessionId": "s", "eventType": "customShelf", "data": {"id": "x"}}]
@@ -194,25 +211,26 @@ def test_publish_many_validates_everything_first_then_publishes_in_order(broker)
         if broker == "redis":
             client = redis.Redis.from_url(settings.broker_url)
             before = _lpush_calls(client)
-        assert pub.publish_many(events) == 20
-        assert pub.publish_many([]) == 0
+        receipts = pub.publish_many(events)
+        assert [r.outcome for r in receipts] == ["published"] * 20
+        assert pub.publish_many([]) == []
         if broker == "redis":
             assert _lpush_calls(client) - before == 1  # one round trip for the list
     consumed = [decode(b).event.sessionId for b in _queued(settings)]
     assert consumed == [f"s{i}" for i in range(20)]  # consumers see publish order
 
 
-def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants():
+def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(private_redis_url):
     run = os.urandom(3).hex()
     a, b = f"a{run}", f"b{run}"
     settings = make_settings(
-        BROKERS["redis"],
+        private_redis_url,
         "http://127.0.0.1:9/unused",
         tenants={a: {"app_token": "ta"}, b: {"app_token": "tb"}},
     )
     client = redis.Redis.from_url(settings.broker_url)
 
-    async def main() -> list[bool]:
+    async def main() -> list[str]:
         pub = AsyncPublisher(settings)
         try:
             warm = {"sessionId": "s-1", "eventType": "productView", "data": {"id": "p"}}
@@ -233,11 +251,11 @@ def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(
                 await pub.publish(
                     {"sessionId": "x", "eventType": "customShelf", "data": {"id": ""}}, tenant="c"
                 )
-            return results
+            return [r.outcome for r in results]
         finally:
             await pub.aclose()
 
-    assert asyncio.run(main()) == [True] * 400
+    assert asyncio.run(main()) == ["published"] * 400
     for tenant, parity in ((a, 1), (b, 0)):
         queued = _queued(settings.model_copy(update={"queue": settings.queue_for(tenant)}))
         sessions = sorted(int(decode(m).event.sessionId[1:]) for m in queued)
@@ -249,11 +267,13 @@ def test_async_publishes_made_together_share_round_trips_and_keep_their_tenants(
 def test_async_publishes_in_flight_together_each_get_the_broker_error():
     settings = make_settings(DEAD_BROKERS["redis"], "http://127.0.0.1:9/unused", publish_timeout=0.3)
 
-    async def main() -> list[BaseException | bool]:
+    async def main() -> list[object]:
         pub = AsyncPublisher(settings)
         try:
-            return await asyncio.gather(
-                *(pub.product_view(f"s{i}", "p") for i in range(20)), return_exceptions=True
+            return list(
+                await asyncio.gather(
+                    *(pub.product_view(f"s{i}", "p") for i in range(20)), return_exceptions=True
+                )
             )
         finally:
             await pub.aclose()
@@ -270,7 +290,7 @@ def test_async_publisher_reconnects_within_the_call_and_follows_a_new_loop():
 
     async def first() -> None:
         assert await pub.product_view("s", "before")
-        addrs = [c["addr"] for c in client.client_list() if c["name"] == "fashionai-publisher"]
+        addrs = own_clients(client, "fashionai-publisher")
         assert addrs
         for addr in addrs:  # the server drops the publisher's connection
             client.client_kill_filter(addr=addr)

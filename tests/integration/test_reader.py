@@ -10,6 +10,7 @@ import pytest
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.reader import AsyncRankingReader, RankingReader
 from tests.conftest import BROKERS, make_settings
+from tests.integration.own_clients import own_clients
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,7 @@ def test_sync_and_async_readers_agree(cache, settings):
 
 
 def _reader_addrs(cache) -> list[str]:
-    return [c["addr"] for c in cache.client_list() if c["name"] == "fashionai-reader"]
+    return own_clients(cache, "fashionai-reader")
 
 
 def test_reader_reconnects_within_the_call_when_the_server_dropped_its_connection(cache, settings):

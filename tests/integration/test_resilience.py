@@ -61,7 +61,7 @@ def _publish(settings: Settings, label: str, count: int) -> list[Event]:
     events = [make_event("productView", f"{label}-{settings.tenant}-{n}", f"p{n}") for n in range(count)]
     with Publisher(settings) as pub:
         for event in events:
-            assert pub.publish(event) is True
+            assert pub.publish(event).outcome == "published"
     return events
 
 

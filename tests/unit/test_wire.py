@@ -12,6 +12,7 @@ from fashionai_pipeline.producers.event import EVENT_TYPES, make_event
 from fashionai_pipeline.producers.kombu_redis import encode_message
 from fashionai_pipeline.producers.message import body_json, compact_json, decode, encode, encode_text
 from fashionai_pipeline.producers.reader import merge
+from fashionai_pipeline.producers.templates import PLAIN, TEMPLATES
 
 # Strings a JSON encoder must escape, and some it must not touch.
 AWKWARD = ["s", 'quo"te', "back\\slash", "new\nline", "tab\t", "ctl\x01", "é", "雪", "😀", "</script>", " "]
@@ -20,10 +21,18 @@ AWKWARD = ["s", 'quo"te', "back\\slash", "new\nline", "tab\t", "ctl\x01", "é", 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 @pytest.mark.parametrize("user", [None, *AWKWARD])
 def test_body_json_writes_exactly_what_the_json_encoder_writes(event_type, user):
+    # FASHIONAI_JSON_TEMPLATES switches between the two codecs: off must change nothing on the wire.
     for text in AWKWARD:
         item = "" if event_type == "customShelf" else text
         body = make_event(event_type, text, item, user).body()
         assert body_json(body) == compact_json(body) == json.dumps(body, separators=(",", ":"))
+        assert TEMPLATES.body(body) == PLAIN.body(body)
+        envelope = TEMPLATES.envelope("0" * 32, text, 1764240000.125, body, 2)
+        assert envelope == PLAIN.envelope("0" * 32, text, 1764240000.125, body, 2)
+        frames = [
+            codec.frame(envelope, f"q:{text}", "application/json", "ab" * 16) for codec in (TEMPLATES, PLAIN)
+        ]
+        assert frames[0] == frames[1] and json.loads(frames[1])["body"] == envelope
 
 
 @pytest.mark.parametrize(
