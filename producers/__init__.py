@@ -12,11 +12,13 @@ from fashionai_pipeline.producers.errors import BrokerUnavailable, FashionAIErro
 from fashionai_pipeline.producers.event import Event, EventData, EventType, make_event, parse_event
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.reader import AsyncRankingReader, Ranking, RankingReader
+from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer, Served
 from fashionai_pipeline.producers.settings import Settings
 
 __all__ = [
     "AsyncPublisher",
     "AsyncRankingReader",
+    "AsyncRankingServer",
     "BrokerUnavailable",
     "Event",
     "EventData",
@@ -27,6 +29,8 @@ __all__ = [
     "Publisher",
     "Ranking",
     "RankingReader",
+    "RankingServer",
+    "Served",
     "Settings",
     "make_event",
     "parse_event",

@@ -12,12 +12,18 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
   (a late, older ranking never overwrites a newer one) and bounds retry age.
 - `attempt`: upstream attempts already made (0 when published).
 - `event`: the upstream body, exactly the seed's shape.
+- `notify` (optional): ask the worker to announce this event's ranking once it
+  is cached: a waiter's token (its reply channel, producers.keys.reply_channel)
+  or "key" (the ranking key's channel). Envelopes without it, and decoders that
+  predate it, are unaffected: a decoder ignores keys it does not know, and a
+  malformed value is ignored, never a reason to refuse the event.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +33,8 @@ from fashionai_pipeline.producers.event import Event, parse_event
 
 VERSION = 1
 CONTENT_TYPE = "application/json"
+NOTIFY_KEY = "key"  # `notify` value: announce on the ranking key's channel
+_NOTIFY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class InvalidMessage(FashionAIError):
@@ -40,6 +48,7 @@ class Envelope:
     ts: float
     attempt: int
     event: Event
+    notify: str | None = None
 
     def encode(self) -> bytes:
         return encode(self.id, self.tenant, self.ts, self.event.body(), self.attempt)
@@ -53,10 +62,21 @@ def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: i
     return encode_text(msg_id, tenant, ts, body, attempt).encode()
 
 
-def encode_text(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
-    """encode() as text, for framing it again (producers.kombu_redis) without a decode."""
+def encode_text(
+    msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0, notify: str | None = None
+) -> str:
+    """encode() as text, for framing it again (producers.kombu_redis) without a decode.
+
+    `notify` adds the optional field (see the module docstring); it must match
+    `[A-Za-z0-9_-]{1,64}` (ValueError otherwise), so a decoder never has to drop it.
+    """
     # A template rather than json.dumps of a dict: this runs on the request path.
-    return _ENVELOPE % (VERSION, quote(msg_id), quote(tenant), repr(float(ts)), int(attempt), body_json(body))
+    text = _ENVELOPE % (VERSION, quote(msg_id), quote(tenant), repr(float(ts)), int(attempt), body_json(body))
+    if notify is None:
+        return text
+    if not _NOTIFY.fullmatch(notify):
+        raise ValueError(f"notify: must match {_NOTIFY.pattern}")
+    return f'{text[:-1]},"notify":{quote(notify)}}}'
 
 
 _ENVELOPE = '{"v":%d,"id":%s,"tenant":%s,"ts":%s,"attempt":%d,"event":%s}'
@@ -126,7 +146,10 @@ def decode(raw: bytes | str) -> Envelope:
         event = parse_event(obj.get("event"))  # type: ignore[arg-type]
     except InvalidEvent as exc:
         raise InvalidMessage(f"event.{exc}") from None
-    return Envelope(msg_id, tenant, float(ts), attempt, event)
+    notify = obj.get("notify")
+    if not isinstance(notify, str) or not _NOTIFY.fullmatch(notify):
+        notify = None  # a hint only: a bad one costs the waiter its notice, never the event
+    return Envelope(msg_id, tenant, float(ts), attempt, event, notify)
 
 
 def peek(raw: bytes | str) -> dict[str, Any]:

@@ -83,15 +83,24 @@ class Publisher:
 
     # -- the generic call and one typed helper per event type ---------------------
 
-    def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
+    def publish(
+        self,
+        event: Event | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
+    ) -> bool:
         """Validate and publish one event. Returns True when the broker has it.
 
         Raises InvalidEvent (names the field) before touching the broker, and
         BrokerUnavailable when the broker does not take it within the bound
-        (unless `on_broker_down="drop"`, then returns False).
+        (unless `on_broker_down="drop"`, then returns False). `message_id`
+        (default: a new random id) is the envelope's id; `notify` asks the
+        worker to announce the ranking (producers.message; producers.serving).
         """
         body = parse_event(event).body()
-        return self.publish_body(body, tenant=tenant)
+        return self.publish_body(body, tenant=tenant, message_id=message_id, notify=notify)
 
     def product_view(self, session_id: str, product_id: str, user_id: str | None = None) -> bool:
         return self.publish_body(event_body("productView", session_id, product_id, user_id))
@@ -107,12 +116,27 @@ class Publisher:
 
     # -- the broker side -----------------------------------------------------------
 
-    def publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
+    def publish_body(
+        self,
+        body: dict[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
+    ) -> bool:
         """Publish an already validated body (Event.body()). Internal fast path."""
         queue, tenant = self._route(tenant)
-        return self._send(queue, _envelopes(tenant, [body]))
+        ids = None if message_id is None else [message_id]
+        return self._send(queue, _envelopes(tenant, [body], ids, notify))
 
-    def publish_many(self, events: Iterable[Event | Mapping[str, Any]], *, tenant: str | None = None) -> int:
+    def publish_many(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        message_ids: Sequence[str] | None = None,
+        notify: str | None = None,
+    ) -> int:
         """Validate every event, then publish them all in one round trip per queue.
 
         Raises InvalidEvent (field prefixed with the event's position, e.g.
@@ -131,8 +155,10 @@ class Publisher:
                 raise InvalidEvent(f"events[{i}].{exc.field}", exc.rule) from None
         if not bodies:
             return 0
+        if message_ids is not None and len(message_ids) != len(bodies):
+            raise ValueError("message_ids: one id per event")
         queue, tenant = self._route(tenant)
-        return len(bodies) if self._send(queue, _envelopes(tenant, bodies)) else 0
+        return len(bodies) if self._send(queue, _envelopes(tenant, bodies, message_ids, notify)) else 0
 
     def _route(self, tenant: str | None) -> tuple[str, str]:
         tenant = tenant or self.settings.tenant
@@ -233,12 +259,31 @@ class AsyncPublisher:
     def __repr__(self) -> str:
         return f"<AsyncPublisher broker={redact_url(self.settings.broker_url)}>"
 
-    async def publish(self, event: Event | Mapping[str, Any], *, tenant: str | None = None) -> bool:
-        return await self._publish_body(parse_event(event).body(), tenant=tenant)
+    async def publish(
+        self,
+        event: Event | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
+    ) -> bool:
+        """Publisher.publish for asyncio: same validation, bound, errors and keywords."""
+        return await self._publish_body(
+            parse_event(event).body(), tenant=tenant, message_id=message_id, notify=notify
+        )
 
-    async def _publish_body(self, body: dict[str, Any], *, tenant: str | None = None) -> bool:
+    async def _publish_body(
+        self,
+        body: dict[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
+    ) -> bool:
         queue, tenant = self._sync._route(tenant)
-        ((payload, msg_id),) = _envelopes(tenant, [body])
+        ((payload, msg_id),) = _envelopes(
+            tenant, [body], None if message_id is None else [message_id], notify
+        )
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._executor, self._waiting, self._flusher = os.getpid(), None, [], None
             if self._redis is not None:
@@ -426,13 +471,18 @@ class _KombuSink:
         self._conn.release()
 
 
-def _envelopes(tenant: str, bodies: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+def _envelopes(
+    tenant: str,
+    bodies: Sequence[dict[str, Any]],
+    ids: Sequence[str] | None = None,
+    notify: str | None = None,
+) -> list[tuple[str, str]]:
     """(payload, id) per validated body: the wire envelope (producers.message) as text, stamped now."""
     now = time.time()
     out = []
-    for body in bodies:
-        msg_id = new_id()
-        out.append((encode_text(msg_id, tenant, now, body), msg_id))
+    for i, body in enumerate(bodies):
+        msg_id = new_id() if ids is None else ids[i]
+        out.append((encode_text(msg_id, tenant, now, body, notify=notify), msg_id))
     return out
 
 
