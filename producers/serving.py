@@ -68,7 +68,7 @@ class Served:
 
 def served_from(
     ranking: Ranking | None,
-    native: Sequence[str],
+    native: Sequence[str] | None,
     *,
     since_ms: int | None,
     now: float,
@@ -77,19 +77,21 @@ def served_from(
     """The answer for a ranking found (or not) in the cache or in a notice. Pure.
 
     `since_ms`: the ms timestamp at which the call began publishing (None for a
-    plain read); a ranking enqueued at or after it is "fresh".
+    plain read); a ranking enqueued at or after it is "fresh". `native` None:
+    the ranking itself, not merged (a caller that has no native list yet).
     """
     if ranking is None or ranking.empty:
-        return Served(list(native), "native", None, message_id)
+        return Served(list(native or ()), "native", None, message_id)
     enqueued_ms = round(ranking.enqueued_at * 1000)
     age = max(0, round(now * 1000) - enqueued_ms)
     fresh = since_ms is not None and enqueued_ms >= since_ms
-    return Served(merge(ranking.products, native), "fresh" if fresh else "cached", age, message_id)
+    products = list(dict.fromkeys(ranking.products)) if native is None else merge(ranking.products, native)
+    return Served(products, "fresh" if fresh else "cached", age, message_id)
 
 
-def fallback(native: Sequence[str], message_id: str | None = None) -> Served:
+def fallback(native: Sequence[str] | None, message_id: str | None = None) -> Served:
     """The answer when the cache failed: the native ordering, labelled so."""
-    return Served(list(native), "fallback", None, message_id)
+    return Served(list(native or ()), "fallback", None, message_id)
 
 
 def check_wait(wait_ms: int) -> float:
@@ -142,7 +144,7 @@ class RankingServer:
     def view(
         self,
         event: Event | Mapping[str, Any],
-        native: Sequence[str],
+        native: Sequence[str] | None,
         *,
         wait_ms: int = 150,
         tenant: str | None = None,
@@ -190,7 +192,7 @@ class RankingServer:
         event_type: str,
         item_id: str,
         session_id: str,
-        native: Sequence[str],
+        native: Sequence[str] | None,
         user_id: str | None = None,
         *,
         tenant: str | None = None,
@@ -199,7 +201,12 @@ class RankingServer:
         return self._read_parts(event_type, item_id, session_id, user_id, native, tenant, None, None)
 
     def _read(
-        self, ev: Event, native: Sequence[str], tenant: str | None, since_ms: int | None, msg_id: str | None
+        self,
+        ev: Event,
+        native: Sequence[str] | None,
+        tenant: str | None,
+        since_ms: int | None,
+        msg_id: str | None,
     ) -> Served:
         return self._read_parts(
             ev.eventType, ev.data.id, ev.sessionId, ev.userId, native, tenant, since_ms, msg_id
@@ -211,7 +218,7 @@ class RankingServer:
         item_id: str,
         session_id: str,
         user_id: str | None,
-        native: Sequence[str],
+        native: Sequence[str] | None,
         tenant: str | None,
         since_ms: int | None,
         msg_id: str | None,
@@ -257,7 +264,7 @@ class AsyncRankingServer:
     async def view(
         self,
         event: Event | Mapping[str, Any],
-        native: Sequence[str],
+        native: Sequence[str] | None,
         *,
         wait_ms: int = 150,
         tenant: str | None = None,
@@ -295,7 +302,7 @@ class AsyncRankingServer:
         event_type: str,
         item_id: str,
         session_id: str,
-        native: Sequence[str],
+        native: Sequence[str] | None,
         user_id: str | None = None,
         *,
         wait_ms: int = 0,
@@ -337,7 +344,7 @@ class AsyncRankingServer:
         item_id: str,
         session_id: str,
         user_id: str | None,
-        native: Sequence[str],
+        native: Sequence[str] | None,
         tenant: str | None,
         since_ms: int | None,
         msg_id: str | None,

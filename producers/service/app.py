@@ -1,0 +1,487 @@
+"""The HTTP service: Starlette routes over the storefront API (docs/SERVICE.md).
+
+    POST /v1/events      ingest key   one event or {"events": [...]}; 202 / 207 / 422 / 503
+    GET  /v1/rankings    either key   the cached ranking; wait_ms waits (notified) for one
+    POST /v1/rankings    either key   the same, merged with a native list
+    POST /v1/views       ingest key   publish-and-wait for one page view
+    GET  /openapi.json, /healthz, /readyz
+
+A read with a publishable read key needs the shopper's signature (signing.py);
+CORS headers are given only on the read paths, only to listed origins, and
+never to a request made with an ingest key. Every error body is JSON
+`{"error": {"code", "message", "field"?}}`; a secret is never echoed or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fashionai_pipeline.producers import errors
+from fashionai_pipeline.producers.errors import InvalidEvent
+from fashionai_pipeline.producers.event import Event, make_event, parse_event
+from fashionai_pipeline.producers.message import NOTIFY_KEY, compact_json, new_id
+from fashionai_pipeline.producers.publisher import AsyncPublisher
+from fashionai_pipeline.producers.reader import AsyncRankingReader
+from fashionai_pipeline.producers.service.config import Keys, ServiceSettings
+from fashionai_pipeline.producers.service.openapi import MAX_NATIVE, spec
+from fashionai_pipeline.producers.service.signing import verify_shopper
+from fashionai_pipeline.producers.serving import AsyncRankingServer, Served
+from fashionai_pipeline.producers.settings import Settings
+
+log = logging.getLogger("fashionai.service")
+
+READ_PATHS: Final = frozenset({"/v1/rankings"})
+_PublishUnknown: type[Exception] = getattr(errors, "PublishUnknown", type("_Never", (Exception,), {}))
+KeyKind = Literal["ingest", "read"]
+
+
+class ApiError(Exception):
+    """An answer other than success: status, a stable code, a message, maybe the field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: str
+    kind: KeyKind
+
+
+Handler = Callable[[Request, list[Caller]], Awaitable[Response]]
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+class Service:
+    """The state one service process shares between requests (built in the app's lifespan)."""
+
+    def __init__(self, settings: Settings, service: ServiceSettings, keys: Keys) -> None:
+        self.settings = settings
+        self.service = service
+        self.keys = keys
+        self.origins = service.origins()
+        # Keys are compared as SHA-256 digests: equal length, so compare_digest leaks nothing.
+        ingest: KeyKind = "ingest"
+        read: KeyKind = "read"
+        self._keys = [(_digest(k), t, ingest) for k, t in keys.ingest] + [
+            (_digest(k), t, read) for k, t in keys.read
+        ]
+        self.spec = spec(max_events=service.serve_max_events, max_wait_ms=service.serve_max_wait_ms)
+        self.publisher: AsyncPublisher | None = None
+        self.server: AsyncRankingServer | None = None
+        self.cache: aioredis.Redis | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.publisher = AsyncPublisher(self.settings)
+        self.server = AsyncRankingServer(
+            self.settings, publisher=self.publisher, reader=AsyncRankingReader(self.settings)
+        )
+        self.cache = aioredis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.aclose()
+            await self.server.reader.aclose()
+        if self.publisher is not None:
+            await self.publisher.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+
+    # -- auth --------------------------------------------------------------------------
+
+    def caller(self, request: Request, *, allow_read: bool) -> Caller:
+        """Who is calling, from `Authorization: Bearer <key>`. Raises ApiError 401/403."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Authorization: Bearer <key> required")
+        presented = _digest(token.strip().encode("utf-8", "surrogateescape"))
+        found: tuple[str, KeyKind] | None = None
+        for digest, tenant, kind in self._keys:  # every key compared: no early exit
+            if hmac.compare_digest(digest, presented):
+                found = (tenant, kind)
+        if found is None:
+            raise ApiError(401, "unauthorized", "the key is not valid")
+        if found[1] == "read" and not allow_read:
+            raise ApiError(403, "forbidden", "a read key cannot publish events")
+        return Caller(*found)
+
+    def check_shopper(self, caller: Caller, token: str | None, session_id: str, user_id: str | None) -> None:
+        """A read key reads only the shopper its page was signed for. Raises ApiError 403."""
+        if caller.kind != "read":
+            return
+        secrets = self.keys.signing.get(caller.tenant, ())
+        verdict = verify_shopper(secrets, token, caller.tenant, session_id, user_id)
+        if verdict != "ok":
+            raise ApiError(403, f"shopper_signature_{verdict}", f"shopper signature {verdict}", "shopper")
+
+    def cors(self, request: Request, caller: Caller | None) -> dict[str, str]:
+        """CORS headers for a listed origin on a read path, unless the caller used an ingest key."""
+        origin = request.headers.get("origin")
+        if origin is None or origin not in self.origins or request.url.path not in READ_PATHS:
+            return {}
+        if caller is not None and caller.kind == "ingest":
+            return {}
+        return {"access-control-allow-origin": origin, "vary": "Origin"}
+
+
+# -- request helpers ---------------------------------------------------------------------
+
+
+async def _body(request: Request, limit: int) -> Any:
+    """The JSON body, at most `limit` bytes. Raises ApiError 413 / 400."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON", "body") from None
+
+
+def _wait_ms(value: object, service: ServiceSettings) -> int:
+    if isinstance(value, str):
+        value = int(value) if value.isdigit() and len(value) <= 6 else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= service.serve_max_wait_ms:
+        raise ApiError(
+            422, "invalid_request", f"must be an integer from 0 to {service.serve_max_wait_ms}", "wait_ms"
+        )
+    return value
+
+
+def _native(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_NATIVE:
+        raise ApiError(422, "invalid_request", f"must be a list of at most {MAX_NATIVE} ids", "native")
+    for i, pid in enumerate(value):
+        if not isinstance(pid, str) or len(pid) > 512:
+            raise ApiError(
+                422, "invalid_request", "must be a string of at most 512 characters", f"native[{i}]"
+            )
+    return value
+
+
+def _shopper_key(params: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """(eventType, id, sessionId, userId), validated by the event contract's rules."""
+    for name in ("eventType", "id", "sessionId", "userId"):
+        if name in params and not isinstance(params[name], str):
+            raise ApiError(422, "invalid_request", "must be a string", name)
+    event_type = params.get("eventType")
+    if event_type is None:
+        raise ApiError(422, "invalid_request", "required", "eventType")
+    session_id = params.get("sessionId")
+    if session_id is None:
+        raise ApiError(422, "invalid_request", "required", "sessionId")
+    try:
+        ev = make_event(event_type, session_id, params.get("id", ""), params.get("userId"))
+    except InvalidEvent as exc:
+        field = "id" if exc.field == "data.id" else exc.field
+        raise ApiError(422, "invalid_request", exc.rule, field) from None
+    return ev.eventType, ev.data.id, ev.sessionId, ev.userId
+
+
+def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(compact_json(payload).encode(), status, headers, media_type="application/json")
+
+
+def _served(served: Served, *, with_id: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"products": served.products, "source": served.source, "age_ms": served.age_ms}
+    if with_id:
+        out["message_id"] = served.message_id
+    return out
+
+
+def _problem(exc: ApiError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field is not None:
+        error["field"] = exc.field
+    return {"error": error}
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+class Routes:
+    """The request handlers; each raises ApiError for any answer but success."""
+
+    def __init__(self, state: Service) -> None:
+        self.state = state
+        self.service = state.service
+
+    async def events(self, request: Request, box: list[Caller]) -> Response:
+        state, service = self.state, self.service
+        caller = state.caller(request, allow_read=False)
+        box.append(caller)
+        data = await _body(request, service.serve_max_body)
+        if isinstance(data, dict) and "events" in data:
+            items = data["events"]
+            if not isinstance(items, list) or set(data) != {"events"}:
+                raise ApiError(
+                    422, "invalid_request", "must be a list of events (and the only field)", "events"
+                )
+        else:
+            items = [data]
+        if len(items) > service.serve_max_events:
+            raise ApiError(413, "too_many_events", f"at most {service.serve_max_events} events", "events")
+        if not items:
+            raise ApiError(422, "invalid_request", "must hold at least one event", "events")
+        valid: list[tuple[int, Event]] = []
+        refused: list[dict[str, Any]] = []
+        for i, item in enumerate(items):
+            try:
+                valid.append((i, parse_event(item)))
+            except InvalidEvent as exc:
+                refused.append({"index": i, "field": exc.field, "message": exc.rule})
+        ids: list[str | None] = [None] * len(items)
+        failed = await _publish(state, caller.tenant, valid, ids)
+        accepted = len(valid) - len(failed)
+        body: dict[str, Any] = {"accepted": accepted, "ids": ids, "refused": refused, "failed": failed}
+        if accepted == len(items):
+            return _json(202, body)
+        if accepted:
+            return _json(207, body)
+        if failed:
+            body.update(_problem(ApiError(503, failed[0]["code"], "the broker took none of the events")))
+            return _json(503, body)
+        first = refused[0]
+        body.update(_problem(ApiError(422, "invalid_event", first["message"], first["field"])))
+        return _json(422, body)
+
+    async def rankings(self, request: Request, box: list[Caller]) -> Response:
+        state = self.state
+        if request.method == "OPTIONS":
+            return self.preflight(request)
+        caller = state.caller(request, allow_read=True)
+        box.append(caller)
+        params: dict[str, Any]
+        native: list[str] | None = None
+        if request.method == "POST":
+            params = await _body(request, self.service.serve_max_body)
+            if not isinstance(params, dict):
+                raise ApiError(422, "invalid_request", "must be a JSON object", "body")
+            unknown = set(params) - {"eventType", "id", "sessionId", "userId", "native", "wait_ms", "shopper"}
+            if unknown:
+                raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
+            native = _native(params.get("native", []))
+        else:
+            params = dict(request.query_params)
+        event_type, item_id, session_id, user_id = _shopper_key(params)
+        wait_ms = _wait_ms(params.get("wait_ms", 0), self.service)
+        shopper = params.get("shopper")
+        if shopper is not None and not isinstance(shopper, str):
+            raise ApiError(422, "invalid_request", "must be a string", "shopper")
+        state.check_shopper(caller, shopper, session_id, user_id)
+        assert state.server is not None
+        served = await state.server.read(
+            event_type, item_id, session_id, native, user_id, wait_ms=wait_ms, tenant=caller.tenant
+        )
+        return _json(200, _served(served), state.cors(request, caller))
+
+    def preflight(self, request: Request) -> Response:
+        headers = self.state.cors(request, None)
+        method = request.headers.get("access-control-request-method", "")
+        if not headers or method not in ("GET", "POST"):
+            raise ApiError(403, "cors_refused", "this origin or method may not call this path")
+        headers.update(
+            {
+                "access-control-allow-methods": "GET, POST",
+                "access-control-allow-headers": "Authorization, Content-Type",
+                "access-control-max-age": "600",
+            }
+        )
+        return Response(status_code=204, headers=headers)
+
+    async def views(self, request: Request, box: list[Caller]) -> Response:
+        state = self.state
+        caller = state.caller(request, allow_read=False)
+        box.append(caller)
+        data = await _body(request, self.service.serve_max_body)
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_request", "must be a JSON object", "body")
+        unknown = set(data) - {"event", "native", "wait_ms"}
+        if unknown:
+            raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
+        if "event" not in data:
+            raise ApiError(422, "invalid_request", "required", "event")
+        try:
+            event = parse_event(data["event"])
+        except InvalidEvent as exc:
+            raise ApiError(422, "invalid_event", exc.rule, f"event.{exc.field}") from None
+        native = _native(data.get("native"))
+        wait_ms = _wait_ms(data.get("wait_ms", 150), self.service)
+        assert state.server is not None
+        try:
+            served = await state.server.view(event, native, wait_ms=wait_ms, tenant=caller.tenant)
+        except errors.PublishError as exc:
+            raise ApiError(503, "broker_unavailable", "the broker did not take the event") from exc
+        return _json(200, _served(served, with_id=True))
+
+    async def refuse_preflight(self, request: Request, box: list[Caller]) -> Response:
+        raise ApiError(403, "cors_refused", "this path is not open to browsers")
+
+    async def healthz(self, request: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        broker, cache = await asyncio.gather(_broker_answers(self.state.settings), _cache_answers(self.state))
+        ok = broker and cache
+        verdict = {"status": "ready" if ok else "unready", "broker": _word(broker), "cache": _word(cache)}
+        return _json(200 if ok else 503, verdict)
+
+
+def create_app(settings: Settings, service: ServiceSettings) -> Starlette:
+    """The ASGI app. Raises ServiceConfigError for bad keys before anything listens."""
+    state = Service(settings, service, Keys.from_settings(service, settings))
+    routes = Routes(state)
+    openapi_body = compact_json(state.spec).encode()
+
+    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            caller_box: list[Caller] = []
+            try:
+                return await handler(request, caller_box)
+            except ApiError as exc:
+                headers = state.cors(request, caller_box[0] if caller_box else None)
+                if exc.status == 401:
+                    headers["www-authenticate"] = "Bearer"
+                return _json(exc.status, _problem(exc), headers)
+
+        return run
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json(exc.status_code, _problem(ApiError(exc.status_code, code, str(exc.detail))))
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return _json(500, _problem(ApiError(500, "internal", "internal error")))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/events", guarded(routes.events), methods=["POST"]),
+            Route("/v1/events", guarded(routes.refuse_preflight), methods=["OPTIONS"]),
+            Route("/v1/rankings", guarded(routes.rankings), methods=["GET", "POST", "OPTIONS"]),
+            Route("/v1/views", guarded(routes.views), methods=["POST"]),
+            Route("/v1/views", guarded(routes.refuse_preflight), methods=["OPTIONS"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/healthz", routes.healthz, methods=["GET"]),
+            Route("/readyz", routes.readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: on_http_error, Exception: on_error},
+    )
+    app.state.service = state
+    return app
+
+
+async def _publish(
+    state: Service, tenant: str, valid: Sequence[tuple[int, Event]], ids: list[str | None]
+) -> list[dict[str, Any]]:
+    """Publish the valid events (announced on their keys' channels); fill `ids`; return the failures.
+
+    Merge adapter: today's AsyncPublisher has no publish_many, so the events are
+    published concurrently and its group commit sends them in one round trip.
+    """
+    assert state.publisher is not None
+    publisher = state.publisher
+    chosen = [new_id() for _ in valid]
+    results = await asyncio.gather(
+        *(
+            publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=NOTIFY_KEY)
+            for (_, ev), msg_id in zip(valid, chosen, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    failed = []
+    for (index, _), msg_id, result in zip(valid, chosen, results, strict=True):
+        outcome = getattr(result, "outcome", None)
+        if isinstance(result, _PublishUnknown):
+            failed.append({"index": index, "code": "publish_unknown"})
+        elif isinstance(result, errors.PublishError):
+            failed.append({"index": index, "code": "broker_unavailable"})
+        elif isinstance(result, BaseException):
+            raise result
+        elif outcome in ("published", "spooled") or (outcome is None and result):
+            ids[index] = msg_id
+        else:
+            failed.append({"index": index, "code": "dropped"})
+    return failed
+
+
+async def _broker_answers(settings: Settings) -> bool:
+    if settings.broker_url.split("://", 1)[0] in ("redis", "rediss"):
+        client = aioredis.Redis.from_url(settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(await client.ping())
+        except Exception:
+            return False
+        finally:
+            await client.aclose()
+
+    def amqp() -> bool:
+        from fashionai_pipeline.producers.broker import connect
+
+        conn = connect(settings, timeout=0.5)
+        try:
+            conn.ensure_connection(max_retries=0)
+            return True
+        except Exception:
+            return False
+        finally:
+            conn.release()
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(amqp), 2.0)
+    except TimeoutError:
+        return False
+
+
+async def _cache_answers(state: Service) -> bool:
+    assert state.cache is not None
+    try:
+        return bool(await state.cache.ping())
+    except Exception:
+        return False
+
+
+def _word(ok: bool) -> str:
+    return "ok" if ok else "unavailable"
