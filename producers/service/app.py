@@ -38,7 +38,7 @@ from fashionai_pipeline.producers.message import NOTIFY_KEY, compact_json, new_i
 from fashionai_pipeline.producers.publisher import AsyncPublisher
 from fashionai_pipeline.producers.reader import AsyncRankingReader
 from fashionai_pipeline.producers.service.config import Keys, ServiceSettings
-from fashionai_pipeline.producers.service.openapi import MAX_NATIVE, spec
+from fashionai_pipeline.producers.service.openapi import MAX_NATIVE, VIEW_WAIT_MS, spec
 from fashionai_pipeline.producers.service.signing import verify_shopper
 from fashionai_pipeline.producers.serving import AsyncRankingServer, Served
 from fashionai_pipeline.producers.settings import Settings
@@ -170,6 +170,8 @@ async def _body(request: Request, limit: int) -> Any:
 def _wait_ms(value: object, service: ServiceSettings) -> int:
     if isinstance(value, str):
         value = int(value) if value.isdigit() and len(value) <= 6 else None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema counts 24.0 as an integer
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= service.serve_max_wait_ms:
         raise ApiError(
             422, "invalid_request", f"must be an integer from 0 to {service.serve_max_wait_ms}", "wait_ms"
@@ -295,8 +297,8 @@ class Routes:
         event_type, item_id, session_id, user_id = _shopper_key(params)
         wait_ms = _wait_ms(params.get("wait_ms", 0), self.service)
         shopper = params.get("shopper")
-        if shopper is not None and not isinstance(shopper, str):
-            raise ApiError(422, "invalid_request", "must be a string", "shopper")
+        if "shopper" in params and (not isinstance(shopper, str) or len(shopper) > 100):
+            raise ApiError(422, "invalid_request", "must be a string of at most 100 characters", "shopper")
         state.check_shopper(caller, shopper, session_id, user_id)
         assert state.server is not None
         served = await state.server.read(
@@ -335,7 +337,8 @@ class Routes:
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", exc.rule, f"event.{exc.field}") from None
         native = _native(data.get("native"))
-        wait_ms = _wait_ms(data.get("wait_ms", 150), self.service)
+        default = min(VIEW_WAIT_MS, self.service.serve_max_wait_ms)
+        wait_ms = _wait_ms(data.get("wait_ms", default), self.service)
         assert state.server is not None
         try:
             served = await state.server.view(event, native, wait_ms=wait_ms, tenant=caller.tenant)
@@ -381,7 +384,8 @@ def create_app(settings: Settings, service: ServiceSettings) -> Starlette:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _json(exc.status_code, _problem(ApiError(exc.status_code, code, str(exc.detail))))
+        headers = dict(exc.headers or {})  # a 405 keeps its Allow header (RFC 9110)
+        return _json(exc.status_code, _problem(ApiError(exc.status_code, code, str(exc.detail))), headers)
 
     async def on_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)

@@ -16,6 +16,7 @@ from fashionai_pipeline.producers.event import EVENT_TYPES, MAX_LEN
 _ID = {"type": "string", "maxLength": MAX_LEN}
 _NONEMPTY = {"type": "string", "minLength": 1, "maxLength": MAX_LEN}
 MAX_NATIVE = 10_000  # ids in one native list
+VIEW_WAIT_MS = 150  # POST /v1/views waits this long when the caller does not say
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,6 +43,9 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         "description": 'One seed-format event (docs/UPSTREAM.md); data.id is "" for customShelf only.',
         "required": ["sessionId", "eventType", "data"],
         "additionalProperties": False,
+        "if": {"properties": {"eventType": {"const": "customShelf"}}},
+        "then": {"properties": {"data": {"properties": {"id": {"const": ""}}}}},
+        "else": {"properties": {"data": {"properties": {"id": {"minLength": 1}}}}},
         "properties": {
             "userId": _NONEMPTY,
             "sessionId": _NONEMPTY,
@@ -139,6 +143,9 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         "type": "object",
         "required": ["eventType", "sessionId"],
         "additionalProperties": False,
+        "if": {"properties": {"eventType": {"const": "customShelf"}}},
+        "then": {"properties": {"id": {"const": ""}}},
+        "else": {"required": ["id"], "properties": {"id": {"minLength": 1}}},
         "properties": {
             "eventType": event_type,
             "id": _ID,
@@ -153,7 +160,11 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         "type": "object",
         "required": ["event", "native"],
         "additionalProperties": False,
-        "properties": {"event": _ref("Event"), "native": native, "wait_ms": {**wait, "default": 150}},
+        "properties": {
+            "event": _ref("Event"),
+            "native": native,
+            "wait_ms": {**wait, "default": min(VIEW_WAIT_MS, max_wait_ms)},
+        },
     }
     auth_errors = {
         "401": _error("No valid key (Authorization: Bearer <key>)."),
@@ -203,6 +214,7 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
                                                 "events": {
                                                     "type": "array",
                                                     "items": _ref("Event"),
+                                                    "minItems": 1,
                                                     "maxItems": max_events,
                                                 }
                                             },

@@ -58,7 +58,16 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
 def launch(env: Mapping[str, str], log_dir: str) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     log_path = os.path.join(log_dir, f"serve-{port}.log")
-    argv = [sys.executable, "-m", "fashionai_pipeline.worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "fashionai_pipeline.worker.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=dict(env))
     return popen, f"http://127.0.0.1:{port}", log_path
