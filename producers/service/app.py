@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -35,7 +37,7 @@ from fashionai_pipeline.producers import errors
 from fashionai_pipeline.producers.errors import InvalidEvent
 from fashionai_pipeline.producers.event import Event, make_event, parse_event
 from fashionai_pipeline.producers.message import NOTIFY_KEY, compact_json, new_id
-from fashionai_pipeline.producers.publisher import AsyncPublisher
+from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.reader import AsyncRankingReader
 from fashionai_pipeline.producers.service.config import Keys, ServiceSettings
 from fashionai_pipeline.producers.service.openapi import MAX_NATIVE, VIEW_WAIT_MS, spec
@@ -87,6 +89,8 @@ class Service:
         ]
         self.spec = spec(max_events=service.serve_max_events, max_wait_ms=service.serve_max_wait_ms)
         self.publisher: AsyncPublisher | None = None
+        self.batch_publisher = Publisher(settings)  # used only on `publishing`, its one thread
+        self.publishing = ThreadPoolExecutor(1, thread_name_prefix="fashionai-ingest")
         self.server: AsyncRankingServer | None = None
         self.cache: aioredis.Redis | None = None
 
@@ -109,6 +113,8 @@ class Service:
             await self.publisher.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+        await asyncio.get_running_loop().run_in_executor(self.publishing, self.batch_publisher.close)
+        self.publishing.shutdown(wait=False)
 
     # -- auth --------------------------------------------------------------------------
 
@@ -422,33 +428,61 @@ async def _publish(
 ) -> list[dict[str, Any]]:
     """Publish the valid events (announced on their keys' channels); fill `ids`; return the failures.
 
-    Merge adapter: today's AsyncPublisher has no publish_many, so the events are
-    published concurrently and its group commit sends them in one round trip.
+    One event goes through the AsyncPublisher (its group commit joins concurrent
+    requests into one round trip). A batch goes through the sync Publisher's
+    publish_many on the service's one publishing thread: one LPUSH for the
+    whole batch on Redis, where 500 separate awaits cost more than the
+    round trip (docs/PERFORMANCE.md).
     """
-    assert state.publisher is not None
-    publisher = state.publisher
+    if not valid:
+        return []
     chosen = [new_id() for _ in valid]
-    results = await asyncio.gather(
-        *(
-            publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=NOTIFY_KEY)
-            for (_, ev), msg_id in zip(valid, chosen, strict=True)
-        ),
-        return_exceptions=True,
-    )
+    outcomes: list[str]
+    try:
+        if len(valid) == 1:
+            assert state.publisher is not None
+            result = await state.publisher.publish(
+                valid[0][1], tenant=tenant, message_id=chosen[0], notify=NOTIFY_KEY
+            )
+            outcomes = [_outcome(result)]
+        else:
+            loop = asyncio.get_running_loop()
+            events = [ev for _, ev in valid]
+            batch = functools.partial(
+                state.batch_publisher.publish_many,
+                events,
+                tenant=tenant,
+                message_ids=chosen,
+                notify=NOTIFY_KEY,
+            )
+            outcomes = _outcomes(await loop.run_in_executor(state.publishing, batch), len(valid))
+    except _PublishUnknown:
+        outcomes = ["unknown"] * len(valid)
+    except errors.PublishError:
+        outcomes = ["unavailable"] * len(valid)
     failed = []
-    for (index, _), msg_id, result in zip(valid, chosen, results, strict=True):
-        outcome = getattr(result, "outcome", None)
-        if isinstance(result, _PublishUnknown):
-            failed.append({"index": index, "code": "publish_unknown"})
-        elif isinstance(result, errors.PublishError):
-            failed.append({"index": index, "code": "broker_unavailable"})
-        elif isinstance(result, BaseException):
-            raise result
-        elif outcome in ("published", "spooled") or (outcome is None and result):
+    for (index, _), msg_id, outcome in zip(valid, chosen, outcomes, strict=True):
+        if outcome in ("published", "spooled"):
             ids[index] = msg_id
         else:
-            failed.append({"index": index, "code": "dropped"})
+            code = {"unknown": "publish_unknown", "unavailable": "broker_unavailable"}.get(outcome, "dropped")
+            failed.append({"index": index, "code": code})
     return failed
+
+
+def _outcome(result: object) -> str:
+    """A Receipt's outcome (the announced API) or today's bool."""
+    outcome = getattr(result, "outcome", None)
+    if isinstance(outcome, str):
+        return outcome
+    return "published" if result else "dropped"
+
+
+def _outcomes(result: object, n: int) -> list[str]:
+    """publish_many's answer per event: a list of Receipts (announced) or today's count."""
+    if isinstance(result, list):
+        return [_outcome(r) for r in result]
+    return ["published" if result == n else "dropped"] * n
 
 
 async def _broker_answers(settings: Settings) -> bool:

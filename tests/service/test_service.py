@@ -430,3 +430,32 @@ def test_serve_without_keys_refuses_to_start(sandbox, tmp_path):
     popen, _, log_path = launch(service_env(settings, FASHIONAI_INGEST_KEYS=""), str(tmp_path))
     assert popen.wait(30) == 2
     assert "FASHIONAI_INGEST_KEYS" in Path(log_path).read_text()
+
+
+def test_a_broker_that_is_down_is_a_503_naming_each_event_not_published(sandbox, start_service, tmp_path):
+    proc, broker_url = start_redis(log_dir=str(tmp_path))
+    try:
+        settings = make_settings(broker_url, sandbox.url)
+        service = start_service(settings)
+        assert httpx.post(f"{service.url}/v1/events", json=ev("up"), headers=ING).status_code == 202
+        proc.stop()
+        batch = {"events": [ev("down-1"), {"sessionId": "x"}, ev("down-2")]}
+        r = httpx.post(f"{service.url}/v1/events", json=batch, headers=ING, timeout=10)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["accepted"] == 0 and body["ids"] == [None, None, None]
+        assert body["failed"] == [
+            {"index": 0, "code": "broker_unavailable"},
+            {"index": 2, "code": "broker_unavailable"},
+        ]
+        assert [x["index"] for x in body["refused"]] == [1]
+        single = httpx.post(f"{service.url}/v1/events", json=ev("down-3"), headers=ING, timeout=10)
+        assert single.status_code == 503 and single.json()["error"]["code"] == "broker_unavailable"
+        view = httpx.post(
+            f"{service.url}/v1/views", json={"event": ev("down-4"), "native": ["a"]}, headers=ING, timeout=10
+        )
+        assert view.status_code == 503 and view.json()["error"]["code"] == "broker_unavailable"
+        ready = httpx.get(f"{service.url}/readyz", timeout=10).json()
+        assert ready["broker"] == "unavailable"
+    finally:
+        proc.stop()
