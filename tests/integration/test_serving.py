@@ -8,11 +8,12 @@ import os
 import time
 
 import pytest
+import redis
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.event import make_event
 from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer
-from tests.conftest import BROKERS, make_settings
+from tests.conftest import BROKERS, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,72 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
         assert source == "fresh"
         ranked = _answered(sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"kid-{n}"))
         assert head[: len(ranked)] == ranked[:20]
+
+
+def _redis_on(port: int, log_dir: str):
+    """A private redis-server on `port` (restartable on the same port)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with open(os.path.join(log_dir, f"redis-{port}-{time.monotonic_ns()}.log"), "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
+    """The cache Redis goes away: views fall back at their bound; back, they are fresh again."""
+    from fashionai_pipeline.worker.local import free_port
+
+    port = free_port()
+    cache = _redis_on(port, str(tmp_path))
+    settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=f"redis://127.0.0.1:{port}/0")
+    workers(settings)
+    server = RankingServer(settings)
+    lonely = AsyncRankingServer(settings)
+    try:
+        assert (
+            server.view(make_event("productView", "r-before", "x"), CATALOG, wait_ms=5_000).source == "fresh"
+        )
+        cache.terminate()
+        cache.wait(10)
+        started = time.monotonic()
+        down = server.view(make_event("productView", "r-down", "x"), ["n1"], wait_ms=300)
+        assert down.source == "fallback" and down.products == ["n1"]
+        assert time.monotonic() - started < 3.0
+        cache = _redis_on(port, str(tmp_path))
+
+        def fresh_again() -> bool:
+            n = time.monotonic_ns()
+            return (
+                server.view(make_event("productView", f"r-after-{n}", "x"), CATALOG, wait_ms=3_000).source
+                == "fresh"
+            )
+
+        wait_until(fresh_again, 60, "a fresh view after the restart")
+
+        async def async_side() -> str:
+            try:
+                one = await lonely.view(make_event("productView", "r-async", "x"), CATALOG, wait_ms=5_000)
+                return one.source
+            finally:
+                await lonely.aclose()
+
+        assert asyncio.run(async_side()) == "fresh"
+    finally:
+        server.close()
+        cache.terminate()
+        cache.wait(10)
