@@ -26,6 +26,24 @@ log = logging.getLogger("fashionai.worker")
 
 Notice = tuple[str, str]  # (channel, payload)
 
+# The envelope's optional field as producers.message writes it: last, unescaped quotes.
+# Inside an event's values a quote is always escaped (\"), so this cannot match there.
+_WAITED = b',"notify":"'
+_KEYED = b',"notify":"key"}'
+
+
+def cuts_batch(raw: bytes | str) -> bool:
+    """True for a message a page is waiting for (publish-and-wait): dispatch its batch now.
+
+    The pump's second hook: a lone waited event would otherwise sit out the
+    batch window (`batch_interval_ms`) before its upstream call, time its page
+    is waiting. Events announced on their key only (`notify="key"`, the HTTP
+    ingest) keep the window: nobody is known to wait for them. One substring
+    test per message; no decoding.
+    """
+    body = raw if isinstance(raw, bytes) else raw.encode()
+    return _WAITED in body and not body.endswith(_KEYED)
+
 
 def notices(group: Iterable[Envelope], ranking_key: str, value: str) -> list[Notice]:
     """The notices owed for one delivered group; `value` is the ranking as cached.

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.settings import Settings, redact_url
-from fashionai_pipeline.worker import metrics, scripts
+from fashionai_pipeline.worker import metrics, notify, scripts
 from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
 from fashionai_pipeline.worker.brokers import Source, open_source
 from fashionai_pipeline.worker.delivery import Deliverer, TransportName
@@ -247,7 +247,7 @@ class Pump:
         if not lane.pending:
             lane.pending_since = time.monotonic()
         lane.pending.append(delivery)
-        if len(lane.pending) >= self.settings.batch_size:
+        if len(lane.pending) >= self.settings.batch_size or notify.cuts_batch(delivery.body):
             self._dispatch(lane)
 
     def _dispatch(self, lane: Lane) -> None:

@@ -74,3 +74,15 @@ def test_served_from_labels_fresh_cached_and_native():
 def test_wait_ms_outside_its_range_names_the_field(bad):
     with pytest.raises(ValueError, match="wait_ms"):
         check_wait(bad)
+
+
+def test_only_a_waited_message_cuts_its_batch_short():
+    from fashionai_pipeline.worker.notify import cuts_batch
+
+    waited = encode_text("a" * 32, "t", 1.0, BODY, notify="tok123")
+    assert cuts_batch(waited) and cuts_batch(waited.encode())
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, BODY, notify="key"))
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, BODY))
+    # The marker inside an event's own values is escaped JSON, never the envelope's field.
+    sneaky = make_event("productView", ',"notify":"x', "p1").body()
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, sneaky))
