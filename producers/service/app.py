@@ -1,4 +1,4 @@
-"""The HTTP service: Starlette routes over the storefront API (docs/SERVICE.md).
+"""The HTTP service: aiohttp routes over the storefront API (docs/SERVICE.md).
 
     POST /v1/events      ingest key   one event or {"events": [...]}; 202 / 207 / 422 / 503
     GET  /v1/rankings    either key   the cached ranking; wait_ms waits (notified) for one
@@ -15,7 +15,6 @@ never to a request made with an ingest key. Every error body is JSON
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac
@@ -27,11 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from aiohttp import web
 
 from fashionai_pipeline.producers import errors
 from fashionai_pipeline.producers.errors import InvalidEvent
@@ -66,7 +61,7 @@ class Caller:
     kind: KeyKind
 
 
-Handler = Callable[[Request, list[Caller]], Awaitable[Response]]
+Handler = Callable[[web.Request, list[Caller]], Awaitable[web.Response]]
 
 
 def _digest(key: bytes) -> bytes:
@@ -118,7 +113,7 @@ class Service:
 
     # -- auth --------------------------------------------------------------------------
 
-    def caller(self, request: Request, *, allow_read: bool) -> Caller:
+    def caller(self, request: web.Request, *, allow_read: bool) -> Caller:
         """Who is calling, from `Authorization: Bearer <key>`. Raises ApiError 401/403."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -143,10 +138,10 @@ class Service:
         if verdict != "ok":
             raise ApiError(403, f"shopper_signature_{verdict}", f"shopper signature {verdict}", "shopper")
 
-    def cors(self, request: Request, caller: Caller | None) -> dict[str, str]:
+    def cors(self, request: web.Request, caller: Caller | None) -> dict[str, str]:
         """CORS headers for a listed origin on a read path, unless the caller used an ingest key."""
         origin = request.headers.get("origin")
-        if origin is None or origin not in self.origins or request.url.path not in READ_PATHS:
+        if origin is None or origin not in self.origins or request.path not in READ_PATHS:
             return {}
         if caller is not None and caller.kind == "ingest":
             return {}
@@ -156,13 +151,13 @@ class Service:
 # -- request helpers ---------------------------------------------------------------------
 
 
-async def _body(request: Request, limit: int) -> Any:
+async def _body(request: web.Request, limit: int) -> Any:
     """The JSON body, at most `limit` bytes. Raises ApiError 413 / 400."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in request.content.iter_chunked(65_536):
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
@@ -215,8 +210,10 @@ def _shopper_key(params: dict[str, Any]) -> tuple[str, str, str, str | None]:
     return ev.eventType, ev.data.id, ev.sessionId, ev.userId
 
 
-def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(compact_json(payload).encode(), status, headers, media_type="application/json")
+def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=compact_json(payload).encode(), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def _served(served: Served, *, with_id: bool = False) -> dict[str, Any]:
@@ -243,7 +240,7 @@ class Routes:
         self.state = state
         self.service = state.service
 
-    async def events(self, request: Request, box: list[Caller]) -> Response:
+    async def events(self, request: web.Request, box: list[Caller]) -> web.Response:
         state, service = self.state, self.service
         caller = state.caller(request, allow_read=False)
         box.append(caller)
@@ -282,7 +279,7 @@ class Routes:
         body.update(_problem(ApiError(422, "invalid_event", first["message"], first["field"])))
         return _json(422, body)
 
-    async def rankings(self, request: Request, box: list[Caller]) -> Response:
+    async def rankings(self, request: web.Request, box: list[Caller]) -> web.Response:
         state = self.state
         if request.method == "OPTIONS":
             return self.preflight(request)
@@ -299,7 +296,7 @@ class Routes:
                 raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
             native = _native(params.get("native", []))
         else:
-            params = dict(request.query_params)
+            params = dict(request.query)
         event_type, item_id, session_id, user_id = _shopper_key(params)
         wait_ms = _wait_ms(params.get("wait_ms", 0), self.service)
         shopper = params.get("shopper")
@@ -312,7 +309,7 @@ class Routes:
         )
         return _json(200, _served(served), state.cors(request, caller))
 
-    def preflight(self, request: Request) -> Response:
+    def preflight(self, request: web.Request) -> web.Response:
         headers = self.state.cors(request, None)
         method = request.headers.get("access-control-request-method", "")
         if not headers or method not in ("GET", "POST"):
@@ -324,9 +321,9 @@ class Routes:
                 "access-control-max-age": "600",
             }
         )
-        return Response(status_code=204, headers=headers)
+        return web.Response(status=204, headers=headers)
 
-    async def views(self, request: Request, box: list[Caller]) -> Response:
+    async def views(self, request: web.Request, box: list[Caller]) -> web.Response:
         state = self.state
         caller = state.caller(request, allow_read=False)
         box.append(caller)
@@ -352,27 +349,27 @@ class Routes:
             raise ApiError(503, "broker_unavailable", "the broker did not take the event") from exc
         return _json(200, _served(served, with_id=True))
 
-    async def refuse_preflight(self, request: Request, box: list[Caller]) -> Response:
+    async def refuse_preflight(self, request: web.Request, box: list[Caller]) -> web.Response:
         raise ApiError(403, "cors_refused", "this path is not open to browsers")
 
-    async def healthz(self, request: Request) -> Response:
+    async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
 
-    async def readyz(self, request: Request) -> Response:
+    async def readyz(self, request: web.Request) -> web.Response:
         broker, cache = await asyncio.gather(_broker_answers(self.state.settings), _cache_answers(self.state))
         ok = broker and cache
         verdict = {"status": "ready" if ok else "unready", "broker": _word(broker), "cache": _word(cache)}
         return _json(200 if ok else 503, verdict)
 
 
-def create_app(settings: Settings, service: ServiceSettings) -> Starlette:
-    """The ASGI app. Raises ServiceConfigError for bad keys before anything listens."""
+def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
+    """The aiohttp app. Raises ServiceConfigError for bad keys before anything listens."""
     state = Service(settings, service, Keys.from_settings(service, settings))
     routes = Routes(state)
     openapi_body = compact_json(state.spec).encode()
 
-    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
+    def guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def run(request: web.Request) -> web.Response:
             caller_box: list[Caller] = []
             try:
                 return await handler(request, caller_box)
@@ -384,43 +381,57 @@ def create_app(settings: Settings, service: ServiceSettings) -> Starlette:
 
         return run
 
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type="application/json")
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=openapi_body, content_type="application/json")
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = dict(exc.headers or {})  # a 405 keeps its Allow header (RFC 9110)
-        return _json(exc.status_code, _problem(ApiError(exc.status_code, code, str(exc.detail))), headers)
-
-    async def on_error(request: Request, exc: Exception) -> Response:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return _json(500, _problem(ApiError(500, "internal", "internal error")))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await state.start()
+    @web.middleware
+    async def json_errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """aiohttp's own answers (404, 405, 413 …) as JSON error bodies, keeping `Allow`."""
         try:
-            yield
-        finally:
-            await state.stop()
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+                exc.status, "http_error"
+            )
+            headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            return _json(exc.status, _problem(ApiError(exc.status, code, exc.reason)), headers)
+        except Exception as exc:  # anything unforeseen: a JSON 500, and a log line without the request
+            log.error(
+                "unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=True
+            )
+            return _json(500, _problem(ApiError(500, "internal", "internal error")))
 
-    app = Starlette(
-        routes=[
-            Route("/v1/events", guarded(routes.events), methods=["POST"]),
-            Route("/v1/events", guarded(routes.refuse_preflight), methods=["OPTIONS"]),
-            Route("/v1/rankings", guarded(routes.rankings), methods=["GET", "POST", "OPTIONS"]),
-            Route("/v1/views", guarded(routes.views), methods=["POST"]),
-            Route("/v1/views", guarded(routes.refuse_preflight), methods=["OPTIONS"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/healthz", routes.healthz, methods=["GET"]),
-            Route("/readyz", routes.readyz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: on_http_error, Exception: on_error},
-    )
-    app.state.service = state
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        await state.start()
+        yield
+        await state.stop()
+
+    async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "fashionai-pipeline"  # not the framework and its version
+
+    # client_max_size above our own bound: `_body` answers 413 itself, as JSON.
+    app = web.Application(middlewares=[json_errors], client_max_size=service.serve_max_body + 1)
+    app.cleanup_ctx.append(lifespan)
+    app.on_response_prepare.append(server_header)
+    app.router.add_post("/v1/events", guarded(routes.events))
+    app.router.add_route("OPTIONS", "/v1/events", guarded(routes.refuse_preflight))
+    app.router.add_get("/v1/rankings", guarded(routes.rankings), allow_head=False)
+    app.router.add_post("/v1/rankings", guarded(routes.rankings))
+    app.router.add_route("OPTIONS", "/v1/rankings", guarded(routes.rankings))
+    app.router.add_post("/v1/views", guarded(routes.views))
+    app.router.add_route("OPTIONS", "/v1/views", guarded(routes.refuse_preflight))
+    app.router.add_get("/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/healthz", routes.healthz, allow_head=False)
+    app.router.add_get("/readyz", routes.readyz, allow_head=False)
+    app[SERVICE] = state
     return app
+
+
+SERVICE: Final = web.AppKey("service", Service)
 
 
 async def _publish(
