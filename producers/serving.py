@@ -178,14 +178,11 @@ class RankingServer:
                 outcome = "unknown"
             shown_id = msg_id if outcome != "dropped" else None
             if outcome in _WAITABLE and slot.event.wait(max(0.0, deadline - time.monotonic())):
-                assert slot.value is not None
-                return served_from(
-                    decode_ranking(slot.value),
-                    native,
-                    since_ms=since_ms,
-                    now=time.time(),
-                    message_id=shown_id,
-                )
+                ranking = _decoded(slot.value)
+                if ranking is not None:
+                    return served_from(
+                        ranking, native, since_ms=since_ms, now=time.time(), message_id=shown_id
+                    )
             return self._read(ev, native, tenant, since_ms, shown_id)
         finally:
             self._hub.forget(msg_id)
@@ -288,10 +285,10 @@ class AsyncRankingServer:
                 outcome = "unknown"
             shown_id = msg_id if outcome != "dropped" else None
             if outcome in _WAITABLE:
-                value = await _within(future, deadline)
-                if value is not None:
+                ranking = _decoded(await _within(future, deadline))
+                if ranking is not None:
                     return served_from(
-                        decode_ranking(value), native, since_ms=since_ms, now=time.time(), message_id=shown_id
+                        ranking, native, since_ms=since_ms, now=time.time(), message_id=shown_id
                     )
             return await self._read(
                 ev.eventType, ev.data.id, ev.sessionId, ev.userId, native, tenant, since_ms, shown_id
@@ -332,11 +329,11 @@ class AsyncRankingServer:
             served = await self._read(*key_args, None, None)
             if served.source != "native" or future is None:
                 return served
-            value = await _within(future, deadline)
-            if value is None:
+            ranking = _decoded(await _within(future, deadline))
+            if ranking is None:
                 return await self._read(*key_args, None, None)
             # Announced during this wait, so written after the read above found none: new.
-            return served_from(decode_ranking(value), native, since_ms=0, now=time.time())
+            return served_from(ranking, native, since_ms=0, now=time.time())
         finally:
             if future is not None:
                 self.hub.unwatch(key, future)
@@ -365,6 +362,16 @@ class AsyncRankingServer:
             await self.publisher.aclose()
         if self._own[1]:
             await self.reader.aclose()
+
+
+def _decoded(value: str | None) -> Ranking | None:
+    """A notice's ranking value, or None for none or one that does not decode (read the cache then)."""
+    if value is None:
+        return None
+    try:
+        return decode_ranking(value)
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
 
 
 async def _within(future: asyncio.Future[str], deadline: float) -> str | None:

@@ -169,7 +169,7 @@ class ReplyHub:
     def _dispatch(self, reply: Any) -> None:
         kind = reply[0]
         if kind == b"message":
-            msg_id, _, value = reply[2].decode().partition(" ")
+            msg_id, _, value = reply[2].decode("utf-8", "replace").partition(" ")
             slot = self._slots.pop(msg_id, None)
             if slot is not None:
                 slot.value = value
@@ -203,6 +203,7 @@ class AsyncReplyHub:
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
         self._closed = False
+        self._chores: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs in flight, kept alive
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -268,7 +269,9 @@ class AsyncReplyHub:
             del self._watchers[channel]
             self._confirms.pop(channel, None)
             if self._loop is not None:
-                self._loop.create_task(self._send("UNSUBSCRIBE", channel))
+                chore = self._loop.create_task(self._send("UNSUBSCRIBE", channel))
+                self._chores.add(chore)
+                chore.add_done_callback(self._chores.discard)
 
     async def aclose(self) -> None:
         """Stop the reader task (idempotent)."""
@@ -331,9 +334,9 @@ class AsyncReplyHub:
                         await conn.disconnect()
 
     def _dispatch(self, reply: Any, reply_channel: str) -> None:
-        kind, channel = reply[0], reply[1].decode()
+        kind, channel = reply[0], reply[1].decode("utf-8", "replace")
         if kind == b"message":
-            text = reply[2].decode()
+            text = reply[2].decode("utf-8", "replace")
             if channel == reply_channel:
                 msg_id, _, value = text.partition(" ")
                 future = self._replies.pop(msg_id, None)
