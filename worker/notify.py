@@ -33,13 +33,16 @@ _KEYED = b',"notify":"key"}'
 
 
 def cuts_batch(raw: bytes | str) -> bool:
-    """True for a message a page is waiting for (publish-and-wait): dispatch its batch now.
+    """True for a message a page is waiting for (publish-and-wait): send it alone, now.
 
-    The pump's second hook: a lone waited event would otherwise sit out the
-    batch window (`batch_interval_ms`) before its upstream call, time its page
-    is waiting. Events announced on their key only (`notify="key"`, the HTTP
-    ingest) keep the window: nobody is known to wait for them. One substring
-    test per message; no decoding.
+    The pump's second hook. A waited event would otherwise sit out the batch
+    window (`batch_interval_ms`) before its upstream call, and then wait for
+    the slowest call of its batch before the batch is recorded and it is
+    notified: time its page is waiting. So the pump dispatches what is pending
+    without it, then the waited message as a batch of its own. Events
+    announced on their key only (`notify="key"`, the HTTP ingest) keep the
+    window: nobody is known to wait for them. One substring test per message;
+    no decoding.
     """
     body = raw if isinstance(raw, bytes) else raw.encode()
     return _WAITED in body and not body.endswith(_KEYED)

@@ -244,10 +244,13 @@ class Pump:
 
     def _on_message(self, index: int, delivery: Any) -> None:
         lane = self.lanes[index]
+        waited = notify.cuts_batch(delivery.body)  # a page waits for it: alone and at once
+        if waited and lane.pending:
+            self._dispatch(lane)
         if not lane.pending:
             lane.pending_since = time.monotonic()
         lane.pending.append(delivery)
-        if len(lane.pending) >= self.settings.batch_size or notify.cuts_batch(delivery.body):
+        if len(lane.pending) >= self.settings.batch_size or waited:
             self._dispatch(lane)
 
     def _dispatch(self, lane: Lane) -> None:
