@@ -108,16 +108,23 @@ class _Never(Exception):
 # Merge adapter. The publisher being refactored announces `PublishUnknown` (sent,
 # no answer within the bound: the event may be queued) and a `Receipt` result;
 # today's publisher raises neither and returns a bool. Both are read here by name.
-_PublishUnknown: type[Exception] = getattr(errors, "PublishUnknown", _Never)
+PublishUnknown: type[Exception] = getattr(errors, "PublishUnknown", _Never)
 _WAITABLE: Final = frozenset({"published", "unknown"})
 
 
-def _outcome(result: object) -> str:
+def outcome_of(result: object) -> str:
     """ "published" / "spooled" / "dropped" / "unknown" from a Receipt or today's bool."""
     outcome = getattr(result, "outcome", None)
     if isinstance(outcome, str):
         return outcome
     return "published" if result else "dropped"
+
+
+def outcomes_of(result: object, n: int) -> list[str]:
+    """publish_many's answer per event: a list of Receipts (announced) or today's count."""
+    if isinstance(result, list):
+        return [outcome_of(r) for r in result]
+    return ["published" if result == n else "dropped"] * n
 
 
 class RankingServer:
@@ -171,10 +178,10 @@ class RankingServer:
             self._hub.wait_ready((deadline - time.monotonic()) / 2)
             since_ms = int(time.time() * 1000)
             try:
-                outcome = _outcome(
+                outcome = outcome_of(
                     self.publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=self._hub.token)
                 )
-            except _PublishUnknown:
+            except PublishUnknown:
                 outcome = "unknown"
             shown_id = msg_id if outcome != "dropped" else None
             if outcome in _WAITABLE and slot.event.wait(max(0.0, deadline - time.monotonic())):
@@ -278,10 +285,10 @@ class AsyncRankingServer:
             await self.hub.wait_ready((deadline - time.monotonic()) / 2)  # as in RankingServer.view
             since_ms = int(time.time() * 1000)
             try:
-                outcome = _outcome(
+                outcome = outcome_of(
                     await self.publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=self.hub.token)
                 )
-            except _PublishUnknown:
+            except PublishUnknown:
                 outcome = "unknown"
             shown_id = msg_id if outcome != "dropped" else None
             if outcome in _WAITABLE:

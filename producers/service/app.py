@@ -15,12 +15,10 @@ never to a request made with an ingest key. Every error body is JSON
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -30,29 +28,31 @@ from aiohttp import web
 
 from fashionai_pipeline.producers import errors
 from fashionai_pipeline.producers.errors import InvalidEvent
-from fashionai_pipeline.producers.event import Event, make_event, parse_event
-from fashionai_pipeline.producers.message import NOTIFY_KEY, compact_json, new_id
+from fashionai_pipeline.producers.event import Event, parse_event
+from fashionai_pipeline.producers.message import compact_json
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.reader import AsyncRankingReader
+from fashionai_pipeline.producers.service.backend import broker_answers, cache_answers, publish_events, word
 from fashionai_pipeline.producers.service.config import Keys, ServiceSettings
-from fashionai_pipeline.producers.service.openapi import MAX_NATIVE, VIEW_WAIT_MS, spec
+from fashionai_pipeline.producers.service.http import (
+    ApiError,
+    json_response,
+    native_list,
+    problem,
+    read_json,
+    served_json,
+    shopper_key,
+    wait_ms_of,
+)
+from fashionai_pipeline.producers.service.openapi import VIEW_WAIT_MS, spec
 from fashionai_pipeline.producers.service.signing import verify_shopper
-from fashionai_pipeline.producers.serving import AsyncRankingServer, Served
+from fashionai_pipeline.producers.serving import AsyncRankingServer
 from fashionai_pipeline.producers.settings import Settings
 
 log = logging.getLogger("fashionai.service")
 
 READ_PATHS: Final = frozenset({"/v1/rankings"})
-_PublishUnknown: type[Exception] = getattr(errors, "PublishUnknown", type("_Never", (Exception,), {}))
 KeyKind = Literal["ingest", "read"]
-
-
-class ApiError(Exception):
-    """An answer other than success: status, a stable code, a message, maybe the field."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,88 +148,6 @@ class Service:
         return {"access-control-allow-origin": origin, "vary": "Origin"}
 
 
-# -- request helpers ---------------------------------------------------------------------
-
-
-async def _body(request: web.Request, limit: int) -> Any:
-    """The JSON body, at most `limit` bytes. Raises ApiError 413 / 400."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65_536):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON", "body") from None
-
-
-def _wait_ms(value: object, service: ServiceSettings) -> int:
-    if isinstance(value, str):
-        value = int(value) if value.isdigit() and len(value) <= 6 else None
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema counts 24.0 as an integer
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= service.serve_max_wait_ms:
-        raise ApiError(
-            422, "invalid_request", f"must be an integer from 0 to {service.serve_max_wait_ms}", "wait_ms"
-        )
-    return value
-
-
-def _native(value: object) -> list[str]:
-    if not isinstance(value, list) or len(value) > MAX_NATIVE:
-        raise ApiError(422, "invalid_request", f"must be a list of at most {MAX_NATIVE} ids", "native")
-    for i, pid in enumerate(value):
-        if not isinstance(pid, str) or len(pid) > 512:
-            raise ApiError(
-                422, "invalid_request", "must be a string of at most 512 characters", f"native[{i}]"
-            )
-    return value
-
-
-def _shopper_key(params: dict[str, Any]) -> tuple[str, str, str, str | None]:
-    """(eventType, id, sessionId, userId), validated by the event contract's rules."""
-    for name in ("eventType", "id", "sessionId", "userId"):
-        if name in params and not isinstance(params[name], str):
-            raise ApiError(422, "invalid_request", "must be a string", name)
-    event_type = params.get("eventType")
-    if event_type is None:
-        raise ApiError(422, "invalid_request", "required", "eventType")
-    session_id = params.get("sessionId")
-    if session_id is None:
-        raise ApiError(422, "invalid_request", "required", "sessionId")
-    try:
-        ev = make_event(event_type, session_id, params.get("id", ""), params.get("userId"))
-    except InvalidEvent as exc:
-        field = "id" if exc.field == "data.id" else exc.field
-        raise ApiError(422, "invalid_request", exc.rule, field) from None
-    return ev.eventType, ev.data.id, ev.sessionId, ev.userId
-
-
-def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=compact_json(payload).encode(), status=status, headers=headers, content_type="application/json"
-    )
-
-
-def _served(served: Served, *, with_id: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"products": served.products, "source": served.source, "age_ms": served.age_ms}
-    if with_id:
-        out["message_id"] = served.message_id
-    return out
-
-
-def _problem(exc: ApiError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.field is not None:
-        error["field"] = exc.field
-    return {"error": error}
-
-
 # -- the app -----------------------------------------------------------------------------
 
 
@@ -244,7 +162,7 @@ class Routes:
         state, service = self.state, self.service
         caller = state.caller(request, allow_read=False)
         box.append(caller)
-        data = await _body(request, service.serve_max_body)
+        data = await read_json(request, service.serve_max_body)
         if isinstance(data, dict) and "events" in data:
             items = data["events"]
             if not isinstance(items, list) or set(data) != {"events"}:
@@ -265,19 +183,22 @@ class Routes:
             except InvalidEvent as exc:
                 refused.append({"index": i, "field": exc.field, "message": exc.rule})
         ids: list[str | None] = [None] * len(items)
-        failed = await _publish(state, caller.tenant, valid, ids)
+        assert state.publisher is not None
+        failed = await publish_events(
+            state.publisher, state.batch_publisher, state.publishing, caller.tenant, valid, ids
+        )
         accepted = len(valid) - len(failed)
         body: dict[str, Any] = {"accepted": accepted, "ids": ids, "refused": refused, "failed": failed}
         if accepted == len(items):
-            return _json(202, body)
+            return json_response(202, body)
         if accepted:
-            return _json(207, body)
+            return json_response(207, body)
         if failed:
-            body.update(_problem(ApiError(503, failed[0]["code"], "the broker took none of the events")))
-            return _json(503, body)
+            body.update(problem(ApiError(503, failed[0]["code"], "the broker took none of the events")))
+            return json_response(503, body)
         first = refused[0]
-        body.update(_problem(ApiError(422, "invalid_event", first["message"], first["field"])))
-        return _json(422, body)
+        body.update(problem(ApiError(422, "invalid_event", first["message"], first["field"])))
+        return json_response(422, body)
 
     async def rankings(self, request: web.Request, box: list[Caller]) -> web.Response:
         state = self.state
@@ -288,17 +209,17 @@ class Routes:
         params: dict[str, Any]
         native: list[str] | None = None
         if request.method == "POST":
-            params = await _body(request, self.service.serve_max_body)
+            params = await read_json(request, self.service.serve_max_body)
             if not isinstance(params, dict):
                 raise ApiError(422, "invalid_request", "must be a JSON object", "body")
             unknown = set(params) - {"eventType", "id", "sessionId", "userId", "native", "wait_ms", "shopper"}
             if unknown:
                 raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
-            native = _native(params.get("native", []))
+            native = native_list(params.get("native", []))
         else:
             params = dict(request.query)
-        event_type, item_id, session_id, user_id = _shopper_key(params)
-        wait_ms = _wait_ms(params.get("wait_ms", 0), self.service)
+        event_type, item_id, session_id, user_id = shopper_key(params)
+        wait_ms = wait_ms_of(params.get("wait_ms", 0), self.service)
         shopper = params.get("shopper")
         if "shopper" in params and (not isinstance(shopper, str) or len(shopper) > 100):
             raise ApiError(422, "invalid_request", "must be a string of at most 100 characters", "shopper")
@@ -307,7 +228,7 @@ class Routes:
         served = await state.server.read(
             event_type, item_id, session_id, native, user_id, wait_ms=wait_ms, tenant=caller.tenant
         )
-        return _json(200, _served(served), state.cors(request, caller))
+        return json_response(200, served_json(served), state.cors(request, caller))
 
     def preflight(self, request: web.Request) -> web.Response:
         headers = self.state.cors(request, None)
@@ -327,7 +248,7 @@ class Routes:
         state = self.state
         caller = state.caller(request, allow_read=False)
         box.append(caller)
-        data = await _body(request, self.service.serve_max_body)
+        data = await read_json(request, self.service.serve_max_body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_request", "must be a JSON object", "body")
         unknown = set(data) - {"event", "native", "wait_ms"}
@@ -339,27 +260,30 @@ class Routes:
             event = parse_event(data["event"])
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", exc.rule, f"event.{exc.field}") from None
-        native = _native(data.get("native"))
+        native = native_list(data.get("native"))
         default = min(VIEW_WAIT_MS, self.service.serve_max_wait_ms)
-        wait_ms = _wait_ms(data.get("wait_ms", default), self.service)
+        wait_ms = wait_ms_of(data.get("wait_ms", default), self.service)
         assert state.server is not None
         try:
             served = await state.server.view(event, native, wait_ms=wait_ms, tenant=caller.tenant)
         except errors.PublishError as exc:
             raise ApiError(503, "broker_unavailable", "the broker did not take the event") from exc
-        return _json(200, _served(served, with_id=True))
+        return json_response(200, served_json(served, with_id=True))
 
     async def refuse_preflight(self, request: web.Request, box: list[Caller]) -> web.Response:
         raise ApiError(403, "cors_refused", "this path is not open to browsers")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return _json(200, {"status": "ok"})
+        return json_response(200, {"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        broker, cache = await asyncio.gather(_broker_answers(self.state.settings), _cache_answers(self.state))
+        assert self.state.cache is not None
+        broker, cache = await asyncio.gather(
+            broker_answers(self.state.settings), cache_answers(self.state.cache)
+        )
         ok = broker and cache
-        verdict = {"status": "ready" if ok else "unready", "broker": _word(broker), "cache": _word(cache)}
-        return _json(200 if ok else 503, verdict)
+        verdict = {"status": "ready" if ok else "unready", "broker": word(broker), "cache": word(cache)}
+        return json_response(200 if ok else 503, verdict)
 
 
 def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
@@ -377,7 +301,7 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
                 headers = state.cors(request, caller_box[0] if caller_box else None)
                 if exc.status == 401:
                     headers["www-authenticate"] = "Bearer"
-                return _json(exc.status, _problem(exc), headers)
+                return json_response(exc.status, problem(exc), headers)
 
         return run
 
@@ -398,12 +322,12 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
                 exc.status, "http_error"
             )
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-            return _json(exc.status, _problem(ApiError(exc.status, code, exc.reason)), headers)
+            return json_response(exc.status, problem(ApiError(exc.status, code, exc.reason)), headers)
         except Exception as exc:  # anything unforeseen: a JSON 500, and a log line without the request
             log.error(
                 "unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=True
             )
-            return _json(500, _problem(ApiError(500, "internal", "internal error")))
+            return json_response(500, problem(ApiError(500, "internal", "internal error")))
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         await state.start()
@@ -432,105 +356,3 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
 
 
 SERVICE: Final = web.AppKey("service", Service)
-
-
-async def _publish(
-    state: Service, tenant: str, valid: Sequence[tuple[int, Event]], ids: list[str | None]
-) -> list[dict[str, Any]]:
-    """Publish the valid events (announced on their keys' channels); fill `ids`; return the failures.
-
-    One event goes through the AsyncPublisher (its group commit joins concurrent
-    requests into one round trip). A batch goes through the sync Publisher's
-    publish_many on the service's one publishing thread: one LPUSH for the
-    whole batch on Redis, where 500 separate awaits cost more than the
-    round trip (docs/PERFORMANCE.md).
-    """
-    if not valid:
-        return []
-    chosen = [new_id() for _ in valid]
-    outcomes: list[str]
-    try:
-        if len(valid) == 1:
-            assert state.publisher is not None
-            result = await state.publisher.publish(
-                valid[0][1], tenant=tenant, message_id=chosen[0], notify=NOTIFY_KEY
-            )
-            outcomes = [_outcome(result)]
-        else:
-            loop = asyncio.get_running_loop()
-            events = [ev for _, ev in valid]
-            batch = functools.partial(
-                state.batch_publisher.publish_many,
-                events,
-                tenant=tenant,
-                message_ids=chosen,
-                notify=NOTIFY_KEY,
-            )
-            outcomes = _outcomes(await loop.run_in_executor(state.publishing, batch), len(valid))
-    except _PublishUnknown:
-        outcomes = ["unknown"] * len(valid)
-    except errors.PublishError:
-        outcomes = ["unavailable"] * len(valid)
-    failed = []
-    for (index, _), msg_id, outcome in zip(valid, chosen, outcomes, strict=True):
-        if outcome in ("published", "spooled"):
-            ids[index] = msg_id
-        else:
-            code = {"unknown": "publish_unknown", "unavailable": "broker_unavailable"}.get(outcome, "dropped")
-            failed.append({"index": index, "code": code})
-    return failed
-
-
-def _outcome(result: object) -> str:
-    """A Receipt's outcome (the announced API) or today's bool."""
-    outcome = getattr(result, "outcome", None)
-    if isinstance(outcome, str):
-        return outcome
-    return "published" if result else "dropped"
-
-
-def _outcomes(result: object, n: int) -> list[str]:
-    """publish_many's answer per event: a list of Receipts (announced) or today's count."""
-    if isinstance(result, list):
-        return [_outcome(r) for r in result]
-    return ["published" if result == n else "dropped"] * n
-
-
-async def _broker_answers(settings: Settings) -> bool:
-    if settings.broker_url.split("://", 1)[0] in ("redis", "rediss"):
-        client = aioredis.Redis.from_url(settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(await client.ping())
-        except Exception:
-            return False
-        finally:
-            await client.aclose()
-
-    def amqp() -> bool:
-        from fashionai_pipeline.producers.broker import connect
-
-        conn = connect(settings, timeout=0.5)
-        try:
-            conn.ensure_connection(max_retries=0)
-            return True
-        except Exception:
-            return False
-        finally:
-            conn.release()
-
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(amqp), 2.0)
-    except TimeoutError:
-        return False
-
-
-async def _cache_answers(state: Service) -> bool:
-    assert state.cache is not None
-    try:
-        return bool(await state.cache.ping())
-    except Exception:
-        return False
-
-
-def _word(ok: bool) -> str:
-    return "ok" if ok else "unavailable"
