@@ -394,7 +394,7 @@ def test_healthz_readyz_and_the_committed_openapi(sandbox, start_service, privat
     }
 
 
-def test_schemathesis_against_the_served_description(sandbox, start_service, private_cache):
+def test_schemathesis_against_the_served_description(sandbox, start_service, private_cache, tmp_path):
     _, cache_url = private_cache
     settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=cache_url)
     service = start_service(settings, FASHIONAI_SERVE_MAX_WAIT_MS="50")
@@ -417,7 +417,8 @@ def test_schemathesis_against_the_served_description(sandbox, start_service, pri
             "--checks",
             "all",
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        # Its own working directory: schemathesis keeps a cache of found failures there.
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     finally:
         broker.delete(settings.queue_for(settings.tenant))
