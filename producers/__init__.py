@@ -23,11 +23,13 @@ from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.publishing import PublishStats, Receipt
 from fashionai_pipeline.producers.reader import AsyncRankingReader, Ranking, RankingReader
 from fashionai_pipeline.producers.redaction import redact
+from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer, Served
 from fashionai_pipeline.producers.settings import Settings
 
 __all__ = [
     "AsyncPublisher",
     "AsyncRankingReader",
+    "AsyncRankingServer",
     "BrokerUnavailable",
     "CacheUnavailable",
     "ConfigurationError",
@@ -43,7 +45,9 @@ __all__ = [
     "Publisher",
     "Ranking",
     "RankingReader",
+    "RankingServer",
     "Receipt",
+    "Served",
     "Settings",
     "make_event",
     "parse_event",

@@ -90,3 +90,31 @@ def dead_letters() -> str:
     No TTL: dead letters wait for a person.
     """
     return f"{PREFIX}:dlq"
+
+
+# -- pub/sub channels (not keys: a channel stores nothing, so it has no TTL) -------
+
+
+def reply_channel(token: str) -> str:
+    """The channel of one waiting process: rankings of the events it asked to be told of.
+
+    Owner: the worker PUBLISHes `"<message id> <ranking value>"` on it right after
+    the ranking is written to the cache, for each delivered envelope whose
+    `notify` field names `token`; the process that chose `token` (a random
+    token, new after every fork: producers.waiters) is its only subscriber.
+    Not per tenant: one web process may serve several. TTL: none; a message
+    published while nobody listens is dropped by Redis, which costs nothing.
+    """
+    return f"{PREFIX}:reply:{_esc(token)}"
+
+
+def landed_channel(ranking_key: str) -> str:
+    """The channel of one ranking key: "a ranking for this key landed".
+
+    Owner: the worker PUBLISHes the ranking value on it after the cache write,
+    for envelopes whose `notify` field is "key" (the HTTP service's ingest);
+    readers waiting for a key not cached yet subscribe for the length of their
+    wait. A suffix, not a new key part: escaped key parts never contain ':'.
+    TTL: none (a channel).
+    """
+    return f"{ranking_key}:landed"

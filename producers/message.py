@@ -13,6 +13,11 @@ with its own kombu consumer, so the envelope carries only what delivery needs::
   (a late, older ranking never overwrites a newer one) and bounds retry age.
 - `attempt`: upstream attempts already made (0 when published).
 - `event`: the upstream body, exactly the contract's shape (docs/UPSTREAM.md).
+- `notify` (optional, last): ask the worker to announce this event's ranking once it
+  is cached: a waiter's token (its reply channel, producers.keys.reply_channel) or
+  "key" (the ranking key's channel). Envelopes without it, and decoders that predate
+  it, are unaffected: a decoder ignores keys it does not know, and a malformed value
+  is ignored, never a reason to refuse the event.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from fashionai_pipeline.producers.templates import body_json, compact_json, enve
 CONTENT_TYPE = "application/json"
 # Names the worker side imports from here.
 __all__ = ["CONTENT_TYPE", "VERSION", "Envelope", "InvalidMessage", "body_json", "compact_json"]
-__all__ += ["check_id", "decode", "encode", "encode_text", "new_id", "peek"]
+__all__ += ["NOTIFY_KEY", "check_id", "check_notify", "decode", "encode", "encode_text", "new_id", "peek"]
+
+NOTIFY_KEY = "key"  # `notify` value: announce on the ranking key's channel
+_NOTIFY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +49,37 @@ class Envelope:
     ts: float
     attempt: int
     event: Event
+    notify: str | None = None
 
     def encode(self) -> bytes:
-        return encode(self.id, self.tenant, self.ts, self.event.body(), self.attempt)
+        return encode(self.id, self.tenant, self.ts, self.event.body(), self.attempt, self.notify)
 
     def next_attempt(self) -> Envelope:
         return replace(self, attempt=self.attempt + 1)
 
 
-def encode(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> bytes:
+def encode(
+    msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0, notify: str | None = None
+) -> bytes:
     """Serialise one envelope. `body` must already be a validated event body."""
-    return encode_text(msg_id, tenant, ts, body, attempt).encode()
+    return encode_text(msg_id, tenant, ts, body, attempt, notify).encode()
 
 
-def encode_text(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
-    """encode() as text (producers.templates writes it; the request path picks its codec)."""
-    return envelope_json(msg_id, tenant, ts, body, attempt)
+def encode_text(
+    msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0, notify: str | None = None
+) -> str:
+    """encode() as text (producers.templates writes it; the request path picks its codec).
+
+    `notify` must pass check_notify (callers check it first).
+    """
+    return envelope_json(msg_id, tenant, ts, body, attempt, notify)
+
+
+def check_notify(notify: object) -> str:
+    """`notify` if it is a valid value of the envelope's optional field; InvalidEvent otherwise."""
+    if type(notify) is not str or not _NOTIFY.fullmatch(notify):
+        raise InvalidEvent("notify", f"must match {_NOTIFY.pattern}")
+    return notify
 
 
 def new_id() -> str:
@@ -100,7 +123,10 @@ def decode(raw: bytes | str) -> Envelope:
         event = parse_event(obj.get("event"))  # type: ignore[arg-type]
     except InvalidEvent as exc:
         raise InvalidMessage(f"event.{exc}") from None
-    return Envelope(msg_id, tenant, float(ts), attempt, event)
+    notify = obj.get("notify")
+    if not isinstance(notify, str) or not _NOTIFY.fullmatch(notify):
+        notify = None  # a hint only: a bad one costs the waiter its notice, never the event
+    return Envelope(msg_id, tenant, float(ts), attempt, event, notify)
 
 
 def peek(raw: bytes | str) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class Options(TypedDict, total=False):
 
     tenant: str | None
     message_id: str | None
+    notify: str | None
 
 
 def _one_id(message_id: str | None) -> list[str] | None:
@@ -99,15 +100,22 @@ class Publisher(_Shell):
         _live.add(self)
 
     def publish(
-        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None
+        self,
+        event: Event | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
     ) -> Receipt:
         """Validate and publish one event (module doc: bound, outcomes).
 
-        Raises InvalidEvent (names the field: the event's, "tenant" or "message_id") before
-        touching the broker; BrokerUnavailable or PublishUnknown unless `on_broker_down="drop"`.
+        Raises InvalidEvent (names the field: the event's, "tenant", "message_id" or "notify")
+        before touching the broker; BrokerUnavailable or PublishUnknown unless
+        `on_broker_down="drop"`. `notify` asks the worker to announce the event's ranking once
+        it is cached (producers.message; publish-and-wait sets it, producers.serving).
         """
         ids = _one_id(message_id)
-        return self._publish(tenant, [parse_event(event).body()], ids)[0]
+        return self._publish(tenant, [parse_event(event).body()], ids, notify)[0]
 
     def product_view(
         self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
@@ -134,6 +142,7 @@ class Publisher(_Shell):
         *,
         tenant: str | None = None,
         message_ids: Sequence[str] | None = None,
+        notify: str | None = None,
     ) -> list[Receipt]:
         """Validate every event, then publish them all in one round trip; a Receipt per event, in order.
 
@@ -146,17 +155,19 @@ class Publisher(_Shell):
         bodies = PublisherCore.bodies(events)
         if not bodies:
             return []
-        return self._publish(tenant, bodies, message_ids)
+        return self._publish(tenant, bodies, message_ids, notify)
 
     def _typed(self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options) -> Receipt:
         body = event_body(kind, session_id, item_id, user_id)
-        return self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id")))[0]
+        return self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id")), kw.get("notify"))[0]
 
-    def _publish(self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None) -> list[Receipt]:
+    def _publish(
+        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
+    ) -> list[Receipt]:
         core = self._core
         queue, tenant = core.route(tenant)
         msg_ids = core.ids(len(bodies), ids)
-        messages = core.envelopes(tenant, bodies, msg_ids)
+        messages = core.envelopes(tenant, bodies, msg_ids, notify)
         try:
             self._sender.send(queue, messages, core.deadline())
         except PublishError as exc:
@@ -197,11 +208,16 @@ class AsyncPublisher(_Shell):
         self._open()
 
     async def publish(
-        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None
+        self,
+        event: Event | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        message_id: str | None = None,
+        notify: str | None = None,
     ) -> Receipt:
         """Publisher.publish, awaited."""
         ids = _one_id(message_id)
-        return (await self._publish(tenant, [parse_event(event).body()], ids))[0]
+        return (await self._publish(tenant, [parse_event(event).body()], ids, notify))[0]
 
     async def product_view(
         self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
@@ -229,19 +245,21 @@ class AsyncPublisher(_Shell):
         *,
         tenant: str | None = None,
         message_ids: Sequence[str] | None = None,
+        notify: str | None = None,
     ) -> list[Receipt]:
         """Publisher.publish_many, awaited."""
         bodies = PublisherCore.bodies(events)
-        return await self._publish(tenant, bodies, message_ids) if bodies else []
+        return await self._publish(tenant, bodies, message_ids, notify) if bodies else []
 
     async def _typed(
         self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options
     ) -> Receipt:
         body = event_body(kind, session_id, item_id, user_id)
-        return (await self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id"))))[0]
+        ids = _one_id(kw.get("message_id"))
+        return (await self._publish(kw.get("tenant"), [body], ids, kw.get("notify")))[0]
 
     async def _publish(
-        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None
+        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
         core = self._core
         queue, tenant = core.route(tenant)
@@ -250,7 +268,7 @@ class AsyncPublisher(_Shell):
             self._pid, self._waiting, self._flusher = os.getpid(), [], None
             self._open()
         loop = asyncio.get_running_loop()
-        item = _Waiting(queue, core.envelopes(tenant, bodies, msg_ids), loop.create_future())
+        item = _Waiting(queue, core.envelopes(tenant, bodies, msg_ids, notify), loop.create_future())
         item.deadline = loop.time() + core.budget
         item.timer = loop.call_at(item.deadline, _expire, item)
         self._waiting.append(item)

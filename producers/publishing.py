@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fashionai_pipeline.producers.errors import InvalidEvent, PublishError, PublishUnknown
 from fashionai_pipeline.producers.event import Event, parse_event
-from fashionai_pipeline.producers.message import check_id, new_id
+from fashionai_pipeline.producers.message import check_id, check_notify, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.transport import Tuning
 
@@ -98,13 +98,19 @@ class PublisherCore:
         return [check_id(msg_id, f"{field}[{i}]") for i, msg_id in enumerate(given)]
 
     def envelopes(
-        self, tenant: str, bodies: Sequence[dict[str, Any]], ids: Sequence[str]
+        self, tenant: str, bodies: Sequence[dict[str, Any]], ids: Sequence[str], notify: str | None = None
     ) -> list[tuple[str, str]]:
-        """(payload, id) per validated body: the wire envelope (producers.message), stamped now."""
+        """(payload, id) per validated body: the wire envelope (producers.message), stamped now.
+
+        `notify` (checked: InvalidEvent naming it) goes into every envelope.
+        """
+        if notify is not None:
+            check_notify(notify)
         now = time.time()
         envelope = self.tuning.codec.envelope
         return [
-            (envelope(msg_id, tenant, now, body, 0), msg_id) for body, msg_id in zip(bodies, ids, strict=True)
+            (envelope(msg_id, tenant, now, body, 0, notify), msg_id)
+            for body, msg_id in zip(bodies, ids, strict=True)
         ]
 
     def deadline(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 ENVELOPE_VERSION = 1
 
@@ -54,9 +54,11 @@ def body_json(body: dict[str, Any]) -> str:
     return compact_json(body)
 
 
-def envelope_json(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
-    """The wire envelope as text, filled into a template."""
-    return _ENVELOPE % (
+def envelope_json(
+    msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0, notify: str | None = None
+) -> str:
+    """The wire envelope as text, filled into a template; `notify`, when given, goes last."""
+    text = _ENVELOPE % (
         ENVELOPE_VERSION,
         quote(msg_id),
         quote(tenant),
@@ -64,6 +66,7 @@ def envelope_json(msg_id: str, tenant: str, ts: float, body: dict[str, Any], att
         attempt,
         body_json(body),
     )
+    return text if notify is None else f'{text[:-1]},"notify":{quote(notify)}}}'
 
 
 def frame_json(payload: str, queue: str, content_type: str, tag: str) -> str:
@@ -71,10 +74,13 @@ def frame_json(payload: str, queue: str, content_type: str, tag: str) -> str:
     return _FRAME % (quote(payload), quote(content_type), quote(queue), quote(tag))
 
 
-def plain_envelope_json(msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0) -> str:
+def plain_envelope_json(
+    msg_id: str, tenant: str, ts: float, body: dict[str, Any], attempt: int = 0, notify: str | None = None
+) -> str:
     """envelope_json by json.dumps."""
     envelope = {"v": ENVELOPE_VERSION, "id": msg_id, "tenant": tenant, "ts": float(ts), "attempt": attempt}
-    return compact_json({**envelope, "event": body})
+    tail = {} if notify is None else {"notify": notify}
+    return compact_json({**envelope, "event": body, **tail})
 
 
 def plain_frame_json(payload: str, queue: str, content_type: str, tag: str) -> str:
@@ -85,12 +91,24 @@ def plain_frame_json(payload: str, queue: str, content_type: str, tag: str) -> s
     return compact_json({**frame, "properties": properties})
 
 
+class EnvelopeWriter(Protocol):
+    def __call__(
+        self,
+        msg_id: str,
+        tenant: str,
+        ts: float,
+        body: dict[str, Any],
+        attempt: int = 0,
+        notify: str | None = None,
+    ) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Codec:
     """How the request path writes its texts; `TEMPLATES` or `PLAIN`, the same bytes."""
 
     body: Callable[[dict[str, Any]], str]
-    envelope: Callable[[str, str, float, dict[str, Any], int], str]
+    envelope: EnvelopeWriter
     frame: Callable[[str, str, str, str], str]
 
 

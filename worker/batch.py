@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.message import Envelope, InvalidMessage, compact_json, decode
 from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.worker import scripts
+from fashionai_pipeline.worker import notify, scripts
 from fashionai_pipeline.worker.deadletter import Kind, encode_entry, entry_for
 from fashionai_pipeline.worker.delivery import Delivered, Failed, Outcome
 from fashionai_pipeline.worker.retry import RetryPolicy
@@ -121,6 +121,7 @@ class BatchProcessor:
         now = self._clock()
         rankings: list[tuple[str, int, str]] = []
         retries: list[tuple[str, float, bytes]] = []
+        notices: list[notify.Notice] = []
         for group, leader, outcome in zip(groups.values(), leaders, outcomes, strict=True):
             if isinstance(outcome, Delivered):
                 ev = leader.event
@@ -128,6 +129,7 @@ class BatchProcessor:
                 ts_ms = int(leader.ts * 1000)
                 value = compact_json([ts_ms, *outcome.products])
                 rankings.append((key, ts_ms, value))
+                notices += notify.notices(group, key, value)
                 result.delivered += 1
                 result.cached += len(group)
                 result.empty += len(group) if not outcome.products else 0
@@ -137,6 +139,7 @@ class BatchProcessor:
 
         if not await self._record(rankings, retries, dead, lease_members, result):
             return None
+        await notify.announce(self._redis, notices)  # after the cache write: waiters read what landed
         return result
 
     async def _drop_recently_sent(self, groups: dict[str, list[Envelope]], result: BatchResult) -> None:

@@ -7,6 +7,7 @@
     fashionai-pipeline dlq (list | show ID | replay [--reason R] [--since T] | purge)
     fashionai-pipeline stats
     fashionai-pipeline demo
+    fashionai-pipeline serve [--host H] [--port P]
 
 Configuration comes from FASHIONAI_* environment variables (producers.settings).
 Exit codes: 0 success; 1 the command ran but something was refused, not published, of
@@ -132,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sessions", type=int, default=60)
     demo.add_argument("--timeout", type=float, default=120.0)
     demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="run the HTTP service (any backend over HTTP: docs/SERVICE.md)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
     return parser
 
 
@@ -393,6 +399,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from fashionai_pipeline.worker.demo import run_demo
 
     return run_demo(settings, sessions=args.sessions, timeout=args.timeout)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from fashionai_pipeline.producers.service.run import serve
+
+    return serve(settings, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

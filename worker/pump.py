@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.settings import Settings, redact_url
-from fashionai_pipeline.worker import metrics, scripts
+from fashionai_pipeline.worker import metrics, notify, scripts
 from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
 from fashionai_pipeline.worker.brokers import Source, open_source
 from fashionai_pipeline.worker.delivery import Deliverer, TransportName
@@ -244,10 +244,13 @@ class Pump:
 
     def _on_message(self, index: int, delivery: Any) -> None:
         lane = self.lanes[index]
+        waited = notify.cuts_batch(delivery.body)  # a page waits for it: alone and at once
+        if waited and lane.pending:
+            self._dispatch(lane)
         if not lane.pending:
             lane.pending_since = time.monotonic()
         lane.pending.append(delivery)
-        if len(lane.pending) >= self.settings.batch_size:
+        if len(lane.pending) >= self.settings.batch_size or waited:
             self._dispatch(lane)
 
     def _dispatch(self, lane: Lane) -> None:

@@ -78,7 +78,7 @@ def test_the_running_code_needs_only_declared_distributions():
 
     from packaging.utils import canonicalize_name
 
-    declared = _declared_closure({"worker", "sandbox"})
+    declared = _declared_closure({"worker", "sandbox", "serve"})
     hidden = sorted(
         module
         for module, dists in packages_distributions().items()

@@ -1,0 +1,209 @@
+"""Publish-and-wait with real processes: a worker, the sandbox, Redis and the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+import redis
+
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer
+from tests.conftest import BROKERS, make_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+CATALOG = [f"p{i:04d}" for i in range(10_000)]  # every id the sandbox can rank, in native order
+
+
+def _answered(sandbox, event) -> list[str]:
+    """What the sandbox answered for this event's body (its request log)."""
+    wanted = json.dumps(event.body(), sort_keys=True)
+    matches = [r["products"] for r in sandbox.requests() if json.dumps(r["body"], sort_keys=True) == wanted]
+    assert len(matches) == 1, f"expected one upstream call for {wanted}, saw {len(matches)}"
+    return list(matches[0])
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_view_serves_the_ranking_of_that_event_when_a_worker_is_up(broker, sandbox, workers, request):
+    settings = make_settings(BROKERS[broker], sandbox.url)
+    workers(settings)
+    server = RankingServer(settings)
+    request.addfinalizer(server.close)
+    for n in range(3):
+        event = make_event("productView", f"pw-{settings.tenant}-{n}", f"item-{n}", "u1" if n == 1 else None)
+        started = time.monotonic()
+        served = server.view(event, CATALOG, wait_ms=5_000)
+        elapsed = time.monotonic() - started
+        ranked = _answered(sandbox, event)
+        assert served.source == "fresh"
+        assert served.products[: len(ranked)] == ranked  # the ranking the sandbox gave that request
+        assert sorted(served.products) == CATALOG  # merged with the native list, nothing lost
+        assert served.message_id and len(served.message_id) == 32
+        assert served.age_ms is not None and served.age_ms >= 0
+        # Woken by the worker's notice, not by the bound (5 s) running out.
+        assert elapsed < 4.0, elapsed
+
+
+def test_view_without_a_worker_returns_the_native_order_at_the_bound(sandbox, request):
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    server = RankingServer(settings)
+    request.addfinalizer(server.close)
+    native = ["a", "b", "c"]
+    started = time.monotonic()
+    served = server.view(make_event("productView", "nobody-home", "x1"), native, wait_ms=300)
+    elapsed = time.monotonic() - started
+    assert served.source == "native"
+    assert served.products == native
+    assert served.message_id is not None  # it was published, just not ranked in time
+    assert 0.3 <= elapsed < 2.3, elapsed  # at the bound; the margin is for a loaded machine
+
+
+def test_view_without_a_worker_serves_an_older_cached_ranking(sandbox, cache, request):
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    key = keys.ranking(settings.tenant, "categoryView", "c9", "sess-old", None)
+    enqueued_ms = int(time.time() * 1000) - 60_000
+    cache.set(key, json.dumps([enqueued_ms, "b", "zz", "c"]), px=60_000)
+    request.addfinalizer(lambda: cache.delete(key))
+    server = RankingServer(settings)
+    request.addfinalizer(server.close)
+    served = server.view(make_event("categoryView", "sess-old", "c9"), ["a", "b", "c"], wait_ms=200)
+    assert served.source == "cached"
+    assert served.products == ["b", "c", "a"]  # ranked ids the page lists, then the rest
+    assert served.age_ms is not None and served.age_ms >= 60_000
+
+
+def test_async_view_fresh_with_a_worker_and_native_without(sandbox, workers):
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    idle = make_settings(BROKERS["redis"], sandbox.url)  # a queue nobody consumes
+
+    async def main() -> None:
+        server = AsyncRankingServer(settings)
+        try:
+            # Many shoppers at once share one subscriber connection.
+            events = [make_event("shopTheLook", f"as-{settings.tenant}-{n}", f"look-{n}") for n in range(20)]
+            served = await asyncio.gather(*(server.view(e, CATALOG, wait_ms=5_000) for e in events))
+            for event, one in zip(events, served, strict=True):
+                assert one.source == "fresh"
+                ranked = _answered(sandbox, event)
+                assert one.products[: len(ranked)] == ranked
+        finally:
+            await server.aclose()
+        lonely = AsyncRankingServer(idle)
+        try:
+            started = time.monotonic()
+            one = await lonely.view(make_event("productView", "alone", "p1"), ["n1", "n2"], wait_ms=250)
+            elapsed = time.monotonic() - started
+            assert one.source == "native" and one.products == ["n1", "n2"]
+            assert 0.25 <= elapsed < 2.25, elapsed
+        finally:
+            await lonely.aclose()
+
+    workers(settings)
+    asyncio.run(main())
+
+
+def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request):
+    """gunicorn --preload: the server is built (and used) in the parent, then the process forks."""
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    workers(settings)
+    server = RankingServer(settings)
+    request.addfinalizer(server.close)
+    assert server.view(make_event("productView", "parent", "pp"), CATALOG, wait_ms=5_000).source == "fresh"
+    children = []
+    for n in range(2):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what it was served, then leave without pytest's teardown
+            code = 1
+            try:
+                os.close(read_end)
+                event = make_event("productView", f"child-{settings.tenant}-{n}", f"kid-{n}")
+                served = server.view(event, CATALOG, wait_ms=5_000)
+                os.write(write_end, json.dumps([served.source, served.products[:20]]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        children.append((pid, read_end, n))
+    for pid, read_end, n in children:
+        with os.fdopen(read_end, "rb") as pipe:
+            source, head = json.loads(pipe.read() or b'["died", []]')
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert source == "fresh"
+        ranked = _answered(sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"kid-{n}"))
+        assert head[: len(ranked)] == ranked[:20]
+
+
+def _redis_on(port: int, log_dir: str):
+    """A private redis-server on `port` (restartable on the same port)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with open(os.path.join(log_dir, f"redis-{port}-{time.monotonic_ns()}.log"), "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
+    """The cache Redis goes away: views fall back at their bound; back, they are fresh again."""
+    from fashionai_pipeline.worker.local import free_port
+
+    port = free_port()
+    cache = _redis_on(port, str(tmp_path))
+    settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=f"redis://127.0.0.1:{port}/0")
+    workers(settings)
+    server = RankingServer(settings)
+    lonely = AsyncRankingServer(settings)
+    try:
+        assert (
+            server.view(make_event("productView", "r-before", "x"), CATALOG, wait_ms=5_000).source == "fresh"
+        )
+        cache.terminate()
+        cache.wait(10)
+        started = time.monotonic()
+        down = server.view(make_event("productView", "r-down", "x"), ["n1"], wait_ms=300)
+        assert down.source == "fallback" and down.products == ["n1"]
+        assert time.monotonic() - started < 3.0
+        cache = _redis_on(port, str(tmp_path))
+
+        def fresh_again() -> bool:
+            n = time.monotonic_ns()
+            return (
+                server.view(make_event("productView", f"r-after-{n}", "x"), CATALOG, wait_ms=3_000).source
+                == "fresh"
+            )
+
+        wait_until(fresh_again, 60, "a fresh view after the restart")
+
+        async def async_side() -> str:
+            try:
+                one = await lonely.view(make_event("productView", "r-async", "x"), CATALOG, wait_ms=5_000)
+                return one.source
+            finally:
+                await lonely.aclose()
+
+        assert asyncio.run(async_side()) == "fresh"
+    finally:
+        server.close()
+        cache.terminate()
+        cache.wait(10)

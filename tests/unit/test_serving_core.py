@@ -1,0 +1,88 @@
+"""The sans-I/O parts of publish-and-wait: the envelope's notify field and how an answer is built."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fashionai_pipeline.producers.event import make_event
+from fashionai_pipeline.producers.message import decode, encode_text
+from fashionai_pipeline.producers.reader import Ranking
+from fashionai_pipeline.producers.serving import check_wait, served_from
+from fashionai_pipeline.worker.notify import notices
+
+BODY = make_event("productView", "s1", "p1").body()
+
+
+def test_notify_field_round_trips_and_older_envelopes_decode_without_it():
+    with_notify = encode_text("a" * 32, "default", 1.5, BODY, notify="tok123")
+    assert json.loads(with_notify)["notify"] == "tok123"
+    assert decode(with_notify).notify == "tok123"
+    assert decode(encode_text("a" * 32, "default", 1.5, BODY)).notify is None
+
+
+@pytest.mark.parametrize("bad", [5, "", "x" * 65, "a b", "../x", None])
+def test_a_malformed_notify_value_is_ignored_not_a_reason_to_refuse_the_event(bad):
+    obj = json.loads(encode_text("a" * 32, "default", 1.5, BODY))
+    obj["notify"] = bad
+    env = decode(json.dumps(obj))
+    assert env.notify is None
+    assert env.event.body() == BODY
+
+
+def test_encode_refuses_a_notify_value_a_decoder_would_drop():
+    with pytest.raises(ValueError, match="notify"):
+        encode_text("a" * 32, "default", 1.5, BODY, notify="has space")
+
+
+def test_notices_reach_each_waiter_of_a_coalesced_group_and_the_key_channel_once():
+    raw = [
+        encode_text("1" * 32, "t", 1.0, BODY, notify="procA"),
+        encode_text("2" * 32, "t", 1.1, BODY),
+        encode_text("3" * 32, "t", 1.2, BODY, notify="key"),
+        encode_text("4" * 32, "t", 1.3, BODY, notify="key"),
+        encode_text("5" * 32, "t", 1.4, BODY, notify="procB"),
+    ]
+    out = notices([decode(r) for r in raw], "fashionai:t:rank:productView:p1:s:s1", '[1400,"x"]')
+    assert out == [
+        ("fashionai:reply:procA", '11111111111111111111111111111111 [1400,"x"]'),
+        ("fashionai:t:rank:productView:p1:s:s1:landed", '[1400,"x"]'),
+        ("fashionai:reply:procB", '55555555555555555555555555555555 [1400,"x"]'),
+    ]
+    assert notices([decode(raw[1])], "k", "[1]") == []  # nobody waits: nothing to publish
+
+
+def test_served_from_labels_fresh_cached_and_native():
+    native = ["a", "b", "c"]
+    fresh = served_from(Ranking(["c", "x", "a"], 100.0), native, since_ms=100_000, now=100.25, message_id="m")
+    assert (fresh.products, fresh.source, fresh.age_ms, fresh.message_id) == (
+        ["c", "a", "b"],
+        "fresh",
+        250,
+        "m",
+    )
+    older = served_from(Ranking(["b"], 99.0), native, since_ms=100_000, now=100.0)
+    assert (older.source, older.age_ms, older.products) == ("cached", 1000, ["b", "a", "c"])
+    assert served_from(Ranking(["b"], 99.0), native, since_ms=None, now=100.0).source == "cached"
+    assert served_from(Ranking([], 100.0), native, since_ms=0, now=100.0).source == "native"
+    none = served_from(None, native, since_ms=0, now=1.0)
+    assert (none.products, none.source, none.age_ms) == (native, "native", None)
+
+
+@pytest.mark.parametrize("bad", [-1, 5_001, 1.5, True, "100"])
+def test_wait_ms_outside_its_range_names_the_field(bad):
+    with pytest.raises(ValueError, match="wait_ms"):
+        check_wait(bad)
+
+
+def test_only_a_waited_message_cuts_its_batch_short():
+    from fashionai_pipeline.worker.notify import cuts_batch
+
+    waited = encode_text("a" * 32, "t", 1.0, BODY, notify="tok123")
+    assert cuts_batch(waited) and cuts_batch(waited.encode())
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, BODY, notify="key"))
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, BODY))
+    # The marker inside an event's own values is escaped JSON, never the envelope's field.
+    sneaky = make_event("productView", ',"notify":"x', "p1").body()
+    assert not cuts_batch(encode_text("a" * 32, "t", 1.0, sneaky))
