@@ -70,8 +70,10 @@ def encode_text(
 ) -> str:
     """encode() as text (producers.templates writes it; the request path picks its codec).
 
-    `notify` must pass check_notify (callers check it first).
+    A `notify` a decoder would drop raises InvalidEvent naming it.
     """
+    if notify is not None:
+        check_notify(notify)
     return envelope_json(msg_id, tenant, ts, body, attempt, notify)
 
 
