@@ -1,230 +1,438 @@
-"""A deterministic stand-in for Fashion.AI's ranking over a synthetic catalog.
+"""The sandbox's recommendation engine: explainable rankings over a fashion catalog.
 
-The real API's rankings are opaque; the sandbox only needs answers that are
-plausible (related products, never the viewed one), stable (the same request
-gives the same list in any process — hashlib, never ``hash()``, which is salted
-per process) and cheap (it runs on the request path at thousands of req/s).
+Each answer is a function of the catalog, the request, the histories recorded
+so far and the storefront's settings — nothing random, so the same sequence of
+requests from a fresh start gives the same answers in any process.
 
-A ranking is a function of (eventType, data.id, the personal key) where the
-personal key is ``userId`` when given, else ``sessionId`` — logged-in users
-get the same list across sessions. customShelf also depends on the session's
-history, which :meth:`RankingEngine.record` keeps in memory, bounded and LRU.
+Per event type (the score of a product is the sum of the named parts; ties go
+to the better-selling product, ``popularity`` in [0, 1)):
 
-Ordering "by a stable per-user score" is one blake2b digest per request (the
-seed) mixed with a precomputed 64-bit hash per product: one xor and one
-multiply per candidate instead of a digest per candidate.
+- **productView**: the viewed product's *similar* products (same or
+  substitutable category sharing at least two attributes,
+  :func:`~fashionai_pipeline.sandbox.looks.similarity`), never the product
+  itself. Score = similarity + ``HISTORY_WEIGHT`` x history affinity; history
+  re-ranks the ``RERANK`` most similar ones.
+- **categoryView**: every product of the category. Score = ``HISTORY_WEIGHT``
+  x affinity + popularity.
+- **shopTheLook**: per slot of the main piece's look
+  (:func:`~fashionai_pipeline.sandbox.looks.look_slots`), the in-stock
+  products that go with it (:func:`~fashionai_pipeline.sandbox.looks.compatibility`),
+  scored compatibility + ``HISTORY_WEIGHT`` x affinity, then taken one slot at
+  a time (best shoes, best bag, ..., second-best shoes, ...), so the look spans
+  its slots. Never the main piece's category, never an out-of-stock product.
+- **customShelf**: the products similar to the session's (and user's) recent
+  products plus the best sellers of its recent categories, minus what it has
+  already seen, scored ``HISTORY_WEIGHT`` x affinity + popularity.
+
+*History affinity* of a product is the sum, over its category and attribute
+values, of the share of the shopper's recency-weighted attention that value got
+(:mod:`fashionai_pipeline.sandbox.history`): a session that looked at three
+floral summer dresses has ``pattern:floral``, ``season:summer`` and
+``category:dresses`` near 1. With a user id, the user's profile (kept across
+sessions) and the session's are averaged.
+
+*Cold start*: a type answers ``[]`` while the shopper has fewer signal events
+than ``SandboxConfig.min_history_<type>`` (the seed's "not enough data yet"),
+and an unknown product or category id answers ``[]`` (the API lacks data about
+it). Then the settings of the type (:mod:`fashionai_pipeline.producers.recsettings`)
+filter and order the list, and it is cut to ``SandboxConfig.max_products``.
+
+Similar and complementary lists are computed once per product, the first time
+it is asked for (or all at once by :meth:`RankingEngine.warm`), then reused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+import itertools
+from array import array
+from collections.abc import Iterable, Mapping
 from hashlib import blake2b
-from typing import Final
+from typing import Final, NamedTuple
 
-from fashionai_pipeline.sandbox.contract import Event, EventType
+from fashionai_pipeline.producers.recsettings import RecType, rec_type_for
+from fashionai_pipeline.sandbox.catalog import ATTRIBUTES, Catalog
+from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.contract import Event
+from fashionai_pipeline.sandbox.demo_catalog import demo_catalog
+from fashionai_pipeline.sandbox.filters import TypeFilter
+from fashionai_pipeline.sandbox.history import EMPTY, History, HistoryStore
+from fashionai_pipeline.sandbox.looks import (
+    MIN_SHARED,
+    SAME_CATEGORY,
+    SIMILARITY_WEIGHTS,
+    bold,
+    colours_go,
+    look_slots,
+    occasion_part,
+    style_part,
+    substitutes,
+)
 
-_MASK: Final = (1 << 64) - 1
-_GOLDEN: Final = 0x9E3779B97F4A7C15  # odd, so multiplying permutes the 64-bit space
+HISTORY_WEIGHT: Final = 4.0
+_FEATURES: Final = 8  # category + the seven attributes
+RERANK: Final = 64  # most-similar products a history may re-rank for a productView
+LOOK_DEPTH: Final = 20  # best-going products kept per look slot
+SHELF_SOURCES: Final = 4  # recent products and categories a shelf draws from
+SHELF_PER_SOURCE: Final = 20
+_WEIGHTS: Final = tuple(SIMILARITY_WEIGHTS[name] for name in ATTRIBUTES)  # by attribute position
+# (-score, position, index, base score, look slot): plain tuples sort in C, best first
+_Candidate = tuple[float, int, int, float, int]
 
 
-def digest64(*parts: str) -> int:
-    """A 64-bit hash of ``parts``, identical in every process and Python version."""
-    # surrogatepass: JSON may carry lone surrogates ("\ud800") and they must hash, not crash
-    joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    return int.from_bytes(blake2b(joined, digest_size=8).digest(), "big")
+class Scored(NamedTuple):
+    """One ranked product: its catalog position ``item`` and the parts of its score."""
 
-
-def _score(item_hash: int, seed: int) -> int:
-    return ((item_hash ^ seed) * _GOLDEN) & _MASK
-
-
-@dataclass(frozen=True, slots=True)
-class Catalog:
-    """Products and their categories; immutable once built.
-
-    ``members[c]`` lists ``(hash, product_id)`` for category ``c``, in id order.
-    """
-
-    product_category: dict[str, str]
-    members: dict[str, list[tuple[int, str]]]
-    product_ids: list[str]
-    category_ids: list[str]
-    category_hash: dict[str, int]
-
-    @classmethod
-    def synthetic(cls, n_products: int = 500, n_categories: int = 12) -> Catalog:
-        """``p0001``.. spread over ``c01``.. by hash (uneven, like a real catalog).
-
-        Every category gets at least one product: the first ``n_categories``
-        products are placed round-robin before hashing takes over.
-        """
-        if n_products < n_categories or n_categories < 1:
-            raise ValueError("need n_categories >= 1 and n_products >= n_categories")
-        width = max(4, len(str(n_products)))
-        categories = [f"c{i:02d}" for i in range(1, n_categories + 1)]
-        product_category: dict[str, str] = {}
-        for i in range(1, n_products + 1):
-            pid = f"p{i:0{width}d}"
-            index = i - 1 if i <= n_categories else digest64("category", pid) % n_categories
-            product_category[pid] = categories[index]
-        return cls.from_mapping(product_category)
-
-    @classmethod
-    def from_mapping(cls, product_category: dict[str, str]) -> Catalog:
-        """Build from an explicit product id -> category id mapping (non-empty)."""
-        if not product_category:
-            raise ValueError("a catalog needs at least one product")
-        members: dict[str, list[tuple[int, str]]] = {}
-        for pid in sorted(product_category):
-            members.setdefault(product_category[pid], []).append((digest64("product", pid), pid))
-        category_ids = sorted(members)
-        return cls(
-            product_category=dict(product_category),
-            members=members,
-            product_ids=sorted(product_category),
-            category_ids=category_ids,
-            category_hash={c: digest64("cat", c) for c in category_ids},
-        )
-
-    def product(self, item_id: str) -> str:
-        """``item_id`` if it is in the catalog, else a catalog product chosen by its hash."""
-        if item_id in self.product_category:
-            return item_id
-        return self.product_ids[digest64("unknown-product", item_id) % len(self.product_ids)]
-
-    def category(self, item_id: str) -> str:
-        """``item_id`` if it is a category, else a category chosen by its hash."""
-        if item_id in self.members:
-            return item_id
-        return self.category_ids[digest64("unknown-category", item_id) % len(self.category_ids)]
+    item: int
+    score: float
+    base: float  # similarity, compatibility or popularity: the part history does not move
+    affinity: float
+    slot: int = -1  # shopTheLook: which slot of the look
 
 
 class RankingEngine:
-    """Answers recommendation events and remembers each session's history.
+    """Answers recommendation events and keeps session and user histories.
 
-    Not thread-safe: the server calls it from its event loop thread only.
-    ``rank`` is pure with respect to the history; ``record`` mutates it.
+    ``config`` is read live for ``max_products`` and the ``min_history_*``
+    thresholds. Not thread-safe: the server calls it from its event loop only.
+    ``rank`` never changes state (beyond memoised per-product lists); ``record``
+    does.
     """
 
     def __init__(
         self,
         catalog: Catalog | None = None,
         *,
-        limit: int = 12,
+        config: SandboxConfig | None = None,
         max_sessions: int = 100_000,
-        history_per_session: int = 50,
-        shelf_min_history: int = 2,
+        max_users: int = 100_000,
     ) -> None:
-        self.catalog = catalog if catalog is not None else Catalog.synthetic()
-        self.limit = limit
-        self.max_sessions = max_sessions
-        self.history_per_session = history_per_session
-        self.shelf_min_history = shelf_min_history
-        self._sessions: OrderedDict[str, tuple[tuple[EventType, str], ...]] = OrderedDict()
+        self.catalog = catalog if catalog is not None else demo_catalog()
+        self.config = config if config is not None else SandboxConfig()
+        self.sessions = HistoryStore(max_sessions)
+        self.users = HistoryStore(max_users)
+        cat = self.catalog
+        # a stable stand-in for sales figures, from each id's digest
+        self.popularity: tuple[float, ...] = tuple(
+            int.from_bytes(blake2b(p.id.encode("utf-8", "surrogatepass"), digest_size=4).digest()) / 2**32
+            for p in cat.products
+        )
+        self._category_number = {c: k for k, c in enumerate(cat.categories)}
+        # every product's features padded to one width with a slot the profile keeps at 0,
+        # so a score is eight plain indexings (the request path's inner loop)
+        self._width = len(cat.feature_names) + 1
+        zero = self._width - 1
+        self._padded: tuple[tuple[int, ...], ...] = tuple(
+            (*f, *(zero,) * (_FEATURES - len(f))) for f in cat.features
+        )
+        self._best_sellers = {
+            c: tuple(sorted(members, key=lambda i: -self.popularity[i])) for c, members in cat.members.items()
+        }
+        # memoised lists as bytes (packed int arrays): bytes are invisible to the collector,
+        # arrays are not, and a long-running sandbox ends up holding one per product
+        self._similar: dict[int, tuple[bytes, bytes]] = {}
+        self._looks: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
+        self._bucket_cache: dict[str, list[dict[int, tuple[int, ...]]]] = {}
+        self._look_keys = tuple(
+            (p.style, p.occasion, p.colour, p.season, bold(p.pattern)) for p in cat.products
+        )
+        self._values = {
+            name: {p.attribute(name) for p in cat.products} for name in ("style", "occasion", "colour")
+        }
 
-    def rank(self, event: Event) -> list[str]:
-        """Up to ``limit`` product ids for ``event``; deterministic, never raises."""
-        personal = "u:" + event.user_id if event.user_id is not None else "s:" + event.session_id
-        seed = digest64(event.event_type, event.item_id, personal)
-        if event.event_type == "productView":
-            return self._similar(self.catalog.product(event.item_id), seed)
-        if event.event_type == "shopTheLook":
-            return self._complete_the_look(self.catalog.product(event.item_id), seed)
-        if event.event_type == "categoryView":
-            return self._ordered(self.catalog.category(event.item_id), seed, set())
-        return self._shelf(self.history(event.session_id), seed)
+    # -- state ---------------------------------------------------------------------
 
     def record(self, event: Event) -> None:
-        """Append ``event`` to its session's history (evicting the least recent session)."""
-        # Histories are tuples of strings, which the garbage collector leaves alone:
-        # a deque per session made full collections slow once there were many.
-        step = ((event.event_type, event.item_id),)
-        history = self._sessions.get(event.session_id)
-        if history is None:
-            self._sessions[event.session_id] = step
-            if len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(event.session_id)
-            self._sessions[event.session_id] = (history + step)[-self.history_per_session :]
+        """Add ``event`` to its session's (and user's) history, if it carries a signal."""
+        code, features = self._signal(event)
+        if features is None:
+            return
+        self.sessions.record(event.session_id, features, code)
+        if event.user_id is not None:
+            self.users.record(event.user_id, features, code)
 
-    def history(self, session_id: str) -> tuple[tuple[EventType, str], ...]:
-        """The session's recorded (eventType, data.id) pairs, oldest first."""
-        return self._sessions.get(session_id, ())
+    def _signal(self, event: Event) -> tuple[int, tuple[int, ...] | None]:
+        if event.event_type == "categoryView":
+            number = self._category_number.get(event.item_id)
+            if number is None:
+                return 0, None
+            return -(number + 1), (self.catalog.category_feature[event.item_id],)
+        if event.event_type == "customShelf":
+            return 0, None
+        index = self.catalog.index.get(event.item_id)
+        if index is None:
+            return 0, None
+        return index, self.catalog.features[index]
+
+    def evidence(self, event: Event) -> tuple[History, History]:
+        """The session's and (with a user id) the user's history."""
+        user = self.users.get(event.user_id) if event.user_id is not None else EMPTY
+        return self.sessions.get(event.session_id), user
 
     def session_count(self) -> int:
-        """How many sessions have a history right now."""
-        return len(self._sessions)
+        """How many sessions have a history."""
+        return len(self.sessions)
 
-    def clear(self) -> None:
-        """Forget every session's history."""
-        self._sessions.clear()
+    def history(self, session_id: str) -> History:
+        """The session's history (empty when it has none)."""
+        return self.sessions.get(session_id)
 
-    def _ordered(self, category: str, seed: int, exclude: set[str]) -> list[str]:
-        # _score inlined: this line is most of the engine's cost per request
-        ranked = sorted([(((h ^ seed) * _GOLDEN) & _MASK, pid) for h, pid in self.catalog.members[category]])
-        return [pid for _, pid in ranked if pid not in exclude][: self.limit]
+    def clear(self) -> int:
+        """Forget every session's and user's history; returns the sessions forgotten."""
+        self.users.clear()
+        return self.sessions.clear()
 
-    def _categories_by(self, seed: int) -> list[str]:
-        scored = sorted([(_score(h, seed), c) for c, h in self.catalog.category_hash.items()])
-        return [c for _, c in scored]
+    # -- ranking -------------------------------------------------------------------
 
-    def _fill(self, chosen: list[str], seed: int, exclude: set[str]) -> list[str]:
-        # Only for catalogs too small for the main rule; the synthetic one never needs it.
-        if len(chosen) >= self.limit:
-            return chosen
-        for category in self._categories_by(seed):
-            if len(chosen) >= self.limit:
-                break
-            taken = exclude | set(chosen)
-            chosen.extend(self._ordered(category, seed, taken)[: self.limit - len(chosen)])
-        return chosen
+    def threshold(self, event_type: str) -> int:
+        """Signal events a shopper needs before ``event_type`` answers a non-empty list."""
+        cfg = self.config
+        return {
+            "productView": cfg.min_history_product_view,
+            "categoryView": cfg.min_history_category_view,
+            "shopTheLook": cfg.min_history_shop_the_look,
+            "customShelf": cfg.min_history_custom_shelf,
+        }[event_type]
 
-    def _similar(self, product: str, seed: int) -> list[str]:
-        category = self.catalog.product_category[product]
-        return self._fill(self._ordered(category, seed, {product}), seed, {product})
+    def rank(self, event: Event, filters: Mapping[RecType, TypeFilter] | None = None) -> list[str]:
+        """Product ids for ``event``, best first; deterministic, never raises."""
+        products = self.catalog.products
+        return [products[c[2]].id for c in self._ranked(event, filters)]
 
-    def _complete_the_look(self, product: str, seed: int) -> list[str]:
-        # One piece per other category per round, so the look spans as many
-        # categories as the limit allows before doubling up on any of them.
-        own = self.catalog.product_category[product]
-        others = [c for c in self._categories_by(seed) if c != own]
-        starts = {c: _score(self.catalog.category_hash[c], seed) for c in others}
-        chosen: list[str] = []
-        for round_ in range(self.limit):
-            added = False
-            for category in others:
-                members = self.catalog.members[category]
-                if round_ < len(members) and len(chosen) < self.limit:
-                    chosen.append(members[(starts[category] + round_) % len(members)][1])
-                    added = True
-            if not added or len(chosen) >= self.limit:
-                break
-        return self._fill(chosen, seed, {product})
+    def scored(self, event: Event, filters: Mapping[RecType, TypeFilter] | None = None) -> list[Scored]:
+        """:meth:`rank` with each product's score parts (for explanations)."""
+        return [
+            Scored(c[2], -c[0], c[3], (-c[0] - c[3]) / HISTORY_WEIGHT, c[4])
+            for c in self._ranked(event, filters)
+        ]
 
-    def _shelf(self, history: tuple[tuple[EventType, str], ...], seed: int) -> list[str]:
-        if len(history) < self.shelf_min_history:
-            return []  # the seed's "AI lacks data" case: the storefront falls back
-        weights: dict[str, float] = {}
-        seen: set[str] = set()
-        for age, (event_type, item_id) in enumerate(reversed(history)):
-            if event_type == "customShelf":
-                continue
-            if event_type == "categoryView":
-                category = self.catalog.category(item_id)
+    def _ranked(self, event: Event, filters: Mapping[RecType, TypeFilter] | None) -> list[_Candidate]:
+        session, user = self.evidence(event)
+        if max(session.signals, user.signals) < self.threshold(event.event_type):
+            return []
+        profile = shopper_profile(self._width, session, user)
+        kind = event.event_type
+        rec_type = rec_type_for(kind)
+        type_filter = filters.get(rec_type) if filters and rec_type is not None else None
+        candidates: Iterable[_Candidate]
+        if kind == "productView":
+            candidates = self._product_view(event.item_id, profile)
+        elif kind == "categoryView":
+            candidates = self._category_view(event.item_id, profile)
+        elif kind == "shopTheLook":
+            candidates = self._shop_the_look(event.item_id, profile, type_filter)
+        else:
+            candidates = self._custom_shelf(session, user, profile)
+        return self._finish(candidates, type_filter)
+
+    def _finish(self, candidates: Iterable[_Candidate], type_filter: TypeFilter | None) -> list[_Candidate]:
+        # candidates arrive best first; only as many are looked at as the answer needs
+        cap = self.config.max_products
+        if type_filter is None:
+            return list(itertools.islice(candidates, cap))
+        mask = type_filter.mask
+        if mask is not None:
+            candidates = (c for c in candidates if mask[c[2]])
+        if type_filter.full_size_run:
+            return type_filter.order(list(candidates))[:cap]
+        return list(itertools.islice(candidates, cap))
+
+    def _personal(
+        self, profile: list[float], pool: Iterable[tuple[int, float]], slot: int = -1
+    ) -> list[_Candidate]:
+        """``pool`` of (index, base score) re-scored with the profile, sorted best first."""
+        pad = self._padded
+        w = HISTORY_WEIGHT
+        pf = profile
+        ranked = [
+            (
+                -(base + w * (pf[a] + pf[b] + pf[c] + pf[d] + pf[e] + pf[f] + pf[g] + pf[h])),
+                pos,
+                i,
+                base,
+                slot,
+            )
+            for pos, (i, base, (a, b, c, d, e, f, g, h)) in enumerate((i, base, pad[i]) for i, base in pool)
+        ]
+        ranked.sort()  # by score, then by position: ties keep the base order
+        return ranked
+
+    def _product_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
+        index = self.catalog.index.get(item_id)
+        if index is None:
+            return ()
+        members, scores = self.similar(index)
+        plain = (
+            (-float(s), pos, i, float(s), -1) for pos, (i, s) in enumerate(zip(members, scores, strict=True))
+        )
+        if profile is None:
+            return plain
+        head = self._personal(profile, zip(members[:RERANK], map(float, scores[:RERANK]), strict=True))
+        return itertools.chain(head, itertools.islice(plain, RERANK, None))
+
+    def _category_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
+        members = self._best_sellers.get(item_id)
+        if members is None:
+            return ()
+        pop = self.popularity
+        if profile is None:
+            return ((-pop[i], pos, i, pop[i], -1) for pos, i in enumerate(members))
+        return self._personal(profile, ((i, pop[i]) for i in members))
+
+    def _shop_the_look(
+        self, item_id: str, profile: list[float] | None, type_filter: TypeFilter | None
+    ) -> list[_Candidate]:
+        index = self.catalog.index.get(item_id)
+        if index is None:
+            return []
+        mask = type_filter.mask if type_filter is not None else None
+        per_slot: list[list[_Candidate]] = []
+        for slot, (members, scores) in enumerate(self.look(index)):
+            pool = ((i, float(s)) for i, s in zip(members, scores, strict=True) if mask is None or mask[i])
+            if profile is None:
+                ranked = [(-base, pos, i, base, slot) for pos, (i, base) in enumerate(pool)]
             else:
-                product = self.catalog.product(item_id)
-                seen.add(product)
-                category = self.catalog.product_category[product]
-            weights[category] = weights.get(category, 0.0) + 0.8**age  # recent counts more
-        if not weights:  # only customShelf calls so far: nothing to lean on but the seed
-            return self._fill([], seed, seen)
-        favourites = sorted(weights, key=lambda c: (-weights[c], c))[:3]
-        lists = [self._ordered(c, seed, seen) for c in favourites]
-        chosen: list[str] = []
-        for position in range(self.limit):
-            for ranked in lists:
-                if position < len(ranked) and len(chosen) < self.limit:
-                    chosen.append(ranked[position])
-        return self._fill(chosen, seed, seen)
+                ranked = self._personal(profile, pool, slot)
+            per_slot.append(ranked)
+        look: list[_Candidate] = []
+        for depth in range(max((len(r) for r in per_slot), default=0)):
+            look.extend(ranked[depth] for ranked in per_slot if depth < len(ranked))
+        return look
+
+    def _custom_shelf(self, session: History, user: History, profile: list[float] | None) -> list[_Candidate]:
+        if profile is None:
+            return []
+        recent = (*user.recent, *session.recent)
+        seen = {code for code in recent if code >= 0}
+        pool: dict[int, None] = {}
+        categories = self.catalog.categories
+        for code in list(dict.fromkeys(reversed(recent)))[:SHELF_SOURCES]:
+            if code >= 0:
+                source: Iterable[int] = self.similar(code)[0][:SHELF_PER_SOURCE]
+            else:
+                source = self._best_sellers[categories[-code - 1]][:SHELF_PER_SOURCE]
+            pool.update(dict.fromkeys(i for i in source if i not in seen))
+        pop = self.popularity
+        return self._personal(profile, ((i, pop[i]) for i in sorted(pool)))
+
+    # -- per-product lists, memoised -------------------------------------------------
+
+    def similar(self, index: int) -> tuple[array[int], array[int]]:
+        """Product ``index``'s similar products (indexes) and their similarity, best first.
+
+        Same scores as :func:`~fashionai_pipeline.sandbox.looks.similarity`, counted
+        through per-category buckets of each attribute value instead of pair by pair.
+        """
+        known = self._similar.get(index)
+        if known is not None:
+            return _unpack(known)
+        cat = self.catalog
+        category = cat.products[index].category
+        mine = cat.attribute_ids[index]
+        weight: dict[int, int] = {}
+        shared: dict[int, int] = {}
+        bonus: dict[int, int] = {}
+        for other in (category, *substitutes(category)):
+            buckets = self._buckets(other)
+            if buckets is None:
+                continue
+            extra = SAME_CATEGORY if other == category else 0
+            for position, value in enumerate(mine):
+                if value < 0:
+                    continue
+                w = _WEIGHTS[position]
+                for j in buckets[position].get(value, ()):
+                    weight[j] = weight.get(j, 0) + w
+                    shared[j] = shared.get(j, 0) + 1
+                    bonus[j] = extra
+        pop = self.popularity
+        found = sorted(
+            ((weight[j] + bonus[j], pop[j], j) for j, n in shared.items() if n >= MIN_SHARED and j != index),
+            key=lambda t: (-t[0], -t[1]),
+        )
+        packed = _pack([j for _, _, j in found], [s for s, _, _ in found])
+        self._similar[index] = packed
+        return _unpack(packed)
+
+    def _buckets(self, category: str) -> list[dict[int, tuple[int, ...]]] | None:
+        known = self._bucket_cache.get(category)
+        if known is None:
+            members = self.catalog.members.get(category)
+            if members is None:
+                return None
+            ids = self.catalog.attribute_ids
+            known = []
+            for position in range(len(_WEIGHTS)):
+                bucket: dict[int, list[int]] = {}
+                for j in members:
+                    bucket.setdefault(ids[j][position], []).append(j)
+                known.append({value: tuple(js) for value, js in bucket.items()})
+            self._bucket_cache[category] = known
+        return known
+
+    def look(self, index: int) -> tuple[tuple[array[int], array[int]], ...]:
+        """Per look slot: in-stock products that go with ``index`` and their compatibility.
+
+        Same scores as :func:`~fashionai_pipeline.sandbox.looks.compatibility`.
+        """
+        known = self._looks.get(index)
+        if known is not None:
+            return tuple(_unpack(slot) for slot in known)
+        cat = self.catalog
+        main = cat.products[index]
+        pop = self.popularity
+        slots = []
+        # compatibility() unrolled: its parts looked up per candidate value, computed once per main
+        styles = {v: style_part(main.style, v) for v in self._values["style"]}
+        occasions = {v: occasion_part(main.occasion, v) for v in self._values["occasion"]}
+        colours = {v: 2 if colours_go(main.colour, v) else 0 for v in self._values["colour"]}
+        clash = {"summer": "winter", "winter": "summer"}.get(main.season)
+        same_season = main.season
+        printed = bold(main.pattern)
+        looks = self._look_keys
+        for slot in look_slots(main.category, cat.categories):
+            found: list[tuple[int, float, int]] = []
+            for category in slot:
+                for j in cat.members[category]:
+                    style, occasion, colour, season, pattern = looks[j]
+                    base = styles[style] + occasions[occasion]
+                    if not base or season == clash or not cat.in_stock[j]:
+                        continue
+                    score = base + colours[colour] + (1 if season and season == same_season else 0)
+                    found.append((score - 1 if printed and pattern else score, pop[j], j))
+            found.sort(key=lambda t: (-t[0], -t[1]))
+            del found[LOOK_DEPTH:]
+            slots.append(_pack([j for _, _, j in found], [s for s, _, _ in found]))
+        packed = tuple(slots)
+        self._looks[index] = packed
+        return tuple(_unpack(slot) for slot in packed)
+
+    def warm(self) -> None:
+        """Compute every product's similar and look lists now (start-up, benchmarks)."""
+        for index in range(len(self.catalog)):
+            self.similar(index)
+            self.look(index)
+
+
+def _pack(members: list[int], scores: list[int]) -> tuple[bytes, bytes]:
+    return array("i", members).tobytes(), array("i", scores).tobytes()
+
+
+def _unpack(packed: tuple[bytes, bytes]) -> tuple[array[int], array[int]]:
+    members, scores = array("i"), array("i")
+    members.frombytes(packed[0])
+    scores.frombytes(packed[1])
+    return members, scores
+
+
+def shopper_profile(width: int, session: History, user: History) -> list[float] | None:
+    """The shopper's attention per feature, in [0, 1]; ``None`` without any signal."""
+    sources = [h for h in (session, user) if h.signals]
+    if not sources:
+        return None
+    dense = [0.0] * width
+    share = 1.0 / len(sources)
+    for history in sources:
+        scale = share / history.total
+        for feature, weight in history.profile.items():
+            dense[feature] += weight * scale
+    return dense

@@ -58,8 +58,8 @@ def _rankings(port: int, token: str) -> list[list[str]]:
     url = f"http://127.0.0.1:{port}{RECOMMENDATION_PATH}"
     bodies = [
         {"sessionId": "s1", "eventType": "productView", "data": {"id": "p0077"}},
-        {"userId": "90", "sessionId": "s1", "eventType": "categoryView", "data": {"id": "c03"}},
-        {"sessionId": "s1", "eventType": "shopTheLook", "data": {"id": "unknown-sku"}},
+        {"userId": "90", "sessionId": "s1", "eventType": "categoryView", "data": {"id": "dresses"}},
+        {"sessionId": "s1", "eventType": "shopTheLook", "data": {"id": "p0078"}},
         {"sessionId": "s1", "eventType": "customShelf", "data": {"id": ""}},
     ]
     with httpx.Client(headers={TOKEN_HEADER: token}, timeout=5) as client:
@@ -75,7 +75,7 @@ def test_rankings_are_identical_across_processes() -> None:
     ):
         first, second = _rankings(port_a, "t1"), _rankings(port_b, "t2")
     assert first == second
-    assert all(first)  # the customShelf follows two earlier events, so it is not empty
+    assert all(first)  # the customShelf follows three earlier views, so it is not empty
 
 
 def test_flags_reach_the_config() -> None:
