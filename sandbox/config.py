@@ -42,14 +42,18 @@ def _probability(name: str, value: object) -> float:
     return _number(name, value, upper=1.0)
 
 
-def _non_negative(name: str, value: object) -> float:
-    return _number(name, value)
+def _seconds(upper: float) -> Callable[[str, object], float]:
+    return lambda name, value: _number(name, value, upper=upper)
 
 
-def _count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}: must be an integer >= {minimum}")
+def _count(name: str, value: object, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be an integer from {minimum} to {maximum}")
     return value
+
+
+def _counts(minimum: int, maximum: int) -> Callable[[str, object], int]:
+    return lambda name, value: _count(name, value, minimum, maximum)
 
 
 def _token(name: str, value: object) -> str:
@@ -80,22 +84,23 @@ def _ids(name: str, value: object) -> tuple[str, ...]:
 
 
 # an origin (scheme://host[:port]) or a bare host name; see sandbox/cors.py
-_DOMAIN: Final = re.compile(
-    r"^(?:https?://)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?::\d{1,5})?$"
+DOMAIN_PATTERN: Final = (
+    r"^(?:[Hh][Tt][Tt][Pp][Ss]?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?::[0-9]{1,5})?$"
 )
+_DOMAIN: Final = re.compile(DOMAIN_PATTERN)
 
 
 def normalise_domain(name: str, value: object) -> str:
     """A domain entry, lower-cased and without a trailing slash; raises :class:`ConfigError`."""
     if not isinstance(value, str):
         raise ConfigError(f"{name}: each domain must be a string")
-    domain = value.strip().lower().rstrip("/")
-    if not _DOMAIN.match(domain):
+    if not _DOMAIN.match(value):
         raise ConfigError(
             f"{name}: {value!r} is not a domain (a host such as shop.example.com, "
             "or an origin such as https://shop.example.com:8443)"
         )
-    return domain
+    return value.lower()
 
 
 def _domains(name: str, value: object) -> tuple[str, ...]:
@@ -116,7 +121,8 @@ class TokenEntry:
         return f"TokenEntry(name={self.name!r}, token={REDACTED!r}, domains={self.domains!r})"
 
 
-_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME: Final = re.compile(NAME_PATTERN)
 DEFAULT_STOREFRONT: Final = "default"
 
 
@@ -158,28 +164,77 @@ def _tokens(name: str, value: object) -> tuple[TokenEntry, ...]:
     return tuple(entries)
 
 
+_MAX_SLEEP_MS: Final = 600_000.0  # ten minutes: longer would only wedge a test run
 _RULES: Final[dict[str, Callable[[str, object], object]]] = {
     "token": _token,
-    "latency_ms": _non_negative,
-    "latency_jitter_ms": _non_negative,
+    "latency_ms": _seconds(_MAX_SLEEP_MS),
+    "latency_jitter_ms": _seconds(_MAX_SLEEP_MS),
     "rate_429": _probability,
-    "retry_after": lambda name, value: _count(name, value, 0),
+    "retry_after": _counts(0, 86_400),
     "retry_after_http_date": _flag,
     "rate_5xx": _probability,
     "rate_timeout": _probability,
-    "timeout_sleep_s": _non_negative,
+    "timeout_sleep_s": _seconds(_MAX_SLEEP_MS / 1000),
     "seed": _seed,
-    "log_limit": lambda name, value: _count(name, value, 1),
+    "log_limit": _counts(1, 100_000_000),
     "refuse_ids": _ids,
     "authorized_domains": _domains,
     "tokens": _tokens,
-    "max_products": lambda name, value: _count(name, value, 1),
-    "min_history_product_view": lambda name, value: _count(name, value, 0),
-    "min_history_category_view": lambda name, value: _count(name, value, 0),
-    "min_history_shop_the_look": lambda name, value: _count(name, value, 0),
-    "min_history_custom_shelf": lambda name, value: _count(name, value, 0),
-    "rate_limit_rps": lambda name, value: _count(name, value, 0),
+    "max_products": _counts(1, 10_000),
+    "min_history_product_view": _counts(0, 1_000_000),
+    "min_history_category_view": _counts(0, 1_000_000),
+    "min_history_shop_the_look": _counts(0, 1_000_000),
+    "min_history_custom_shelf": _counts(0, 1_000_000),
+    "rate_limit_rps": _counts(0, 1_000_000),
 }
+
+
+def _int_schema(minimum: int, maximum: int) -> dict[str, object]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+_TOKEN_SCHEMA: Final[dict[str, object]] = {"type": "string", "minLength": 1, "pattern": "^[^\\r\\n\\x00]+$"}
+_DOMAINS_SCHEMA: Final[dict[str, object]] = {
+    "type": "array",
+    "items": {"type": "string", "pattern": DOMAIN_PATTERN},
+}
+#: The JSON Schema of each knob, as ``PATCH /_sandbox/config`` checks it (docs/openapi/sandbox.json).
+KNOB_SCHEMAS: Final[dict[str, dict[str, object]]] = {
+    "token": _TOKEN_SCHEMA,
+    "latency_ms": {"type": "number", "minimum": 0, "maximum": _MAX_SLEEP_MS},
+    "latency_jitter_ms": {"type": "number", "minimum": 0, "maximum": _MAX_SLEEP_MS},
+    "rate_429": {"type": "number", "minimum": 0, "maximum": 1},
+    "retry_after": _int_schema(0, 86_400),
+    "retry_after_http_date": {"type": "boolean"},
+    "rate_5xx": {"type": "number", "minimum": 0, "maximum": 1},
+    "rate_timeout": {"type": "number", "minimum": 0, "maximum": 1},
+    "timeout_sleep_s": {"type": "number", "minimum": 0, "maximum": _MAX_SLEEP_MS / 1000},
+    "seed": {"type": ["integer", "null"]},
+    "log_limit": _int_schema(1, 100_000_000),
+    "refuse_ids": {"type": "array", "items": {"type": "string"}},
+    "authorized_domains": _DOMAINS_SCHEMA,
+    "tokens": {
+        "type": "array",
+        "description": "storefronts besides the default: names and tokens unique, no token equal to `token`",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "token"],
+            "properties": {
+                "name": {"type": "string", "pattern": NAME_PATTERN, "not": {"const": DEFAULT_STOREFRONT}},
+                "token": _TOKEN_SCHEMA,
+                "domains": _DOMAINS_SCHEMA,
+            },
+        },
+    },
+    "max_products": _int_schema(1, 10_000),
+    "min_history_product_view": _int_schema(0, 1_000_000),
+    "min_history_category_view": _int_schema(0, 1_000_000),
+    "min_history_shop_the_look": _int_schema(0, 1_000_000),
+    "min_history_custom_shelf": _int_schema(0, 1_000_000),
+    "rate_limit_rps": _int_schema(0, 1_000_000),
+}
+assert set(KNOB_SCHEMAS) == set(_RULES), "every knob needs its schema"
 
 
 @dataclass(repr=False, slots=True)

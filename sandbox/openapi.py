@@ -10,9 +10,11 @@ cannot drift from what the routes accept.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fashionai_pipeline.producers.recsettings import REC_TYPES, RecommendationSettings, TypeSettings
+from fashionai_pipeline.sandbox.config import KNOB_SCHEMAS
 from fashionai_pipeline.sandbox.contract import EVENT_TYPES
 
 _REF: Final = "#/components/schemas/{model}"
@@ -64,32 +66,39 @@ def _schemas() -> dict[str, Any]:
     defs = settings.pop("$defs", {})
     every = RecommendationSettings.model_json_schema(ref_template=_REF)
     defs.update(every.pop("$defs", {}))
-    event = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["sessionId", "eventType", "data"],
-        "properties": {
-            "userId": {"type": "string", "minLength": 1, "description": "optional; the logged-in shopper"},
-            "sessionId": {"type": "string", "minLength": 1},
-            "eventType": {"type": "string", "enum": list(EVENT_TYPES)},
-            "data": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["id"],
-                "properties": {
-                    "id": {
-                        "type": "string",
-                        "description": 'a product id, a category id, or "" for customShelf',
-                    }
+
+    def event(kinds: Sequence[str], item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["sessionId", "eventType", "data"],
+            "properties": {
+                "userId": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "optional; the logged-in shopper",
+                },
+                "sessionId": {"type": "string", "minLength": 1},
+                "eventType": {"type": "string", "enum": list(kinds)},
+                "data": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id"],
+                    "properties": {"id": item},
                 },
             },
-        },
-    }
+        }
+
+    item_events = [t for t in EVENT_TYPES if t != "customShelf"]
+    product_or_category = {"type": "string", "minLength": 1, "description": "a product id or a category id"}
     return {
         **defs,
         "TypeSettings": settings,
         "RecommendationSettings": every,
-        "Event": event,
+        "Knobs": {"type": "object", "additionalProperties": False, "properties": KNOB_SCHEMAS},
+        "ItemEvent": event(item_events, product_or_category),
+        "ShelfEvent": event(["customShelf"], {"type": "string", "const": "", "description": 'always ""'}),
+        "Event": {"oneOf": [_ref("ItemEvent"), _ref("ShelfEvent")]},
         "Products": {
             "type": "object",
             "additionalProperties": False,

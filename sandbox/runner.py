@@ -165,6 +165,11 @@ class SandboxServer:
         self._call(self._app[STATE].reset)
 
     @property
+    def app(self) -> web.Application:
+        """The aiohttp app being served (its router lists the routes)."""
+        return self._app
+
+    @property
     def state(self) -> SandboxState:
         """The app's state (engine, storefronts, log); touch it from the server's loop only."""
         return self._app[STATE]

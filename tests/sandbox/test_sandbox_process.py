@@ -117,6 +117,15 @@ def test_help_lists_every_knob() -> None:
         "--timeout-sleep-s",
         "--seed",
         "--log-limit",
+        "--authorize-domain",
+        "--config",
+        "--catalog",
+        "--max-products",
+        "--min-history-product-view",
+        "--min-history-category-view",
+        "--min-history-shop-the-look",
+        "--min-history-custom-shelf",
+        "--rate-limit-rps",
     ):
         assert flag in done.stdout
 
