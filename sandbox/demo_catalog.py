@@ -192,6 +192,12 @@ _OCCASIONS: Final[dict[str, tuple[str, ...]]] = {
 }
 _SUMMER_FABRICS: Final = frozenset({"linen", "crochet", "raffia", "straw", "lycra", "canvas"})
 _WINTER_FABRICS: Final = frozenset({"wool", "cashmere", "suede", "tweed"})
+# a model name per product, as shops name their pieces ("Aurora Floral Linen Wrap Dress")
+_MODELS: Final = (
+    "Aurora", "Bela", "Cora", "Dália", "Elis", "Flora", "Gaia", "Helena", "Iris", "Jade", "Lara", "Luna",
+    "Maia", "Marina", "Nina", "Olívia", "Paz", "Rosa", "Serena", "Tiê", "Vera", "Yara", "Zélia", "Alma",
+    "Brisa", "Clara", "Duna", "Estela", "Frida", "Gal", "Ilha", "Joana", "Lis", "Mar", "Nara", "Sol",
+)  # fmt: skip
 # shown in names instead of the generic noun
 _NOUNS: Final[dict[str, str]] = {
     "cardigan": "Cardigan",
@@ -264,7 +270,8 @@ def _product(n: int, category: str) -> Product:
     if fabric in {"gold", "gold-plated", "silver"}:
         lead = ""  # "Gold Plated Ring", not "Gold Gold Plated Ring"
     material = "" if fabric in {"denim"} and category == "jeans" else fabric.replace("-", " ").title() + " "
-    name = f"{'Atelier ' if atelier else ''}{lead} {material}{silhouette_word}{noun}"
+    model = _pick(_MODELS, "model", n)
+    name = f"{'Atelier ' if atelier else ''}{model} {lead} {material}{silhouette_word}{noun}"
     return Product(
         id=pid,
         name=" ".join(name.split()),

@@ -10,6 +10,7 @@ Full Size Run order is exactly :func:`~fashionai_pipeline.producers.recsettings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -44,6 +45,29 @@ class TypeFilter:
     def admits(self, index: int) -> bool:
         """Whether catalog product ``index`` passes the filters."""
         return self.mask is None or bool(self.mask[index])
+
+    def first(self, ranked: Iterable[C], count: int) -> list[C]:
+        """``order(list(ranked))[:count]``, reading ``ranked`` only as far as it must.
+
+        Full runs come first, so once ``count`` of them are seen nothing after
+        them can enter; the partial runs wait in buckets by coverage.
+        """
+        coverage = self._coverage
+        full: list[C] = []
+        partial: dict[float, list[C]] = {}
+        for item in ranked:
+            share = coverage[item[2]]
+            if share == 1.0:
+                full.append(item)
+                if len(full) >= count:
+                    return full
+            else:
+                partial.setdefault(share, []).append(item)
+        for share in sorted(partial, reverse=True):
+            full.extend(partial[share])
+            if len(full) >= count:
+                break
+        return full[:count]
 
     def order(self, ranked: list[C]) -> list[C]:
         """With Full Size Run, ``ranked`` (candidates, index at position 2) stably re-ordered

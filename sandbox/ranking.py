@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from hashlib import blake2b
 from typing import Final, NamedTuple
 
@@ -126,6 +126,9 @@ class RankingEngine:
         )
         self._best_sellers = {
             c: tuple(sorted(members, key=lambda i: -self.popularity[i])) for c, members in cat.members.items()
+        }
+        self._best_seller_pops = {
+            c: tuple(self.popularity[i] for i in members) for c, members in self._best_sellers.items()
         }
         # memoised lists as bytes (packed int arrays): bytes are invisible to the collector,
         # arrays are not, and a long-running sandbox ends up holding one per product
@@ -233,16 +236,17 @@ class RankingEngine:
         if mask is not None:
             candidates = (c for c in candidates if mask[c[2]])
         if type_filter.full_size_run:
-            return type_filter.order(list(candidates))[:cap]
+            return type_filter.first(candidates, cap)
         return list(itertools.islice(candidates, cap))
 
     def _personal(
-        self, profile: list[float], pool: Iterable[tuple[int, float]], slot: int = -1
+        self, profile: list[float], members: Iterable[int], bases: Iterable[float], slot: int = -1
     ) -> list[_Candidate]:
-        """``pool`` of (index, base score) re-scored with the profile, sorted best first."""
+        """``members`` with their ``bases`` re-scored with the profile, sorted best first."""
         pad = self._padded
         w = HISTORY_WEIGHT
         pf = profile
+        # one flat comprehension: this is the request path's inner loop
         ranked = [
             (
                 -(base + w * (pf[a] + pf[b] + pf[c] + pf[d] + pf[e] + pf[f] + pf[g] + pf[h])),
@@ -251,7 +255,9 @@ class RankingEngine:
                 base,
                 slot,
             )
-            for pos, (i, base, (a, b, c, d, e, f, g, h)) in enumerate((i, base, pad[i]) for i, base in pool)
+            for pos, (i, base, (a, b, c, d, e, f, g, h)) in enumerate(
+                zip(members, bases, map(pad.__getitem__, members), strict=False)
+            )
         ]
         ranked.sort()  # by score, then by position: ties keep the base order
         return ranked
@@ -261,42 +267,41 @@ class RankingEngine:
         if index is None:
             return ()
         members, scores = self.similar(index)
-        plain = (
-            (-float(s), pos, i, float(s), -1) for pos, (i, s) in enumerate(zip(members, scores, strict=True))
-        )
+        plain = ((-s, pos, i, s, -1) for pos, (i, s) in enumerate(zip(members, scores, strict=True)))
         if profile is None:
             return plain
-        head = self._personal(profile, zip(members[:RERANK], map(float, scores[:RERANK]), strict=True))
+        head = self._personal(profile, members[:RERANK], scores[:RERANK])
         return itertools.chain(head, itertools.islice(plain, RERANK, None))
 
     def _category_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
         members = self._best_sellers.get(item_id)
         if members is None:
             return ()
-        pop = self.popularity
+        pops = self._best_seller_pops[item_id]
         if profile is None:
-            return ((-pop[i], pos, i, pop[i], -1) for pos, i in enumerate(members))
-        return self._personal(profile, ((i, pop[i]) for i in members))
+            return ((-p, pos, i, p, -1) for pos, (i, p) in enumerate(zip(members, pops, strict=True)))
+        return self._personal(profile, members, pops)
 
     def _shop_the_look(
         self, item_id: str, profile: list[float] | None, type_filter: TypeFilter | None
-    ) -> list[_Candidate]:
+    ) -> Iterable[_Candidate]:
         index = self.catalog.index.get(item_id)
         if index is None:
-            return []
+            return ()
         mask = type_filter.mask if type_filter is not None else None
         per_slot: list[list[_Candidate]] = []
-        for slot, (members, scores) in enumerate(self.look(index)):
-            pool = ((i, float(s)) for i, s in zip(members, scores, strict=True) if mask is None or mask[i])
+        for slot, (all_members, all_scores) in enumerate(self.look(index)):
+            members: Sequence[int] = all_members
+            scores: Sequence[int] = all_scores
+            if mask is not None:
+                kept = [(i, s) for i, s in zip(all_members, all_scores, strict=True) if mask[i]]
+                members, scores = [i for i, _ in kept], [s for _, s in kept]
             if profile is None:
-                ranked = [(-base, pos, i, base, slot) for pos, (i, base) in enumerate(pool)]
+                pairs = enumerate(zip(members, scores, strict=True))
+                per_slot.append([(-s, pos, i, s, slot) for pos, (i, s) in pairs])
             else:
-                ranked = self._personal(profile, pool, slot)
-            per_slot.append(ranked)
-        look: list[_Candidate] = []
-        for depth in range(max((len(r) for r in per_slot), default=0)):
-            look.extend(ranked[depth] for ranked in per_slot if depth < len(ranked))
-        return look
+                per_slot.append(self._personal(profile, members, scores, slot))
+        return _round_robin(per_slot)
 
     def _custom_shelf(self, session: History, user: History, profile: list[float] | None) -> list[_Candidate]:
         if profile is None:
@@ -312,7 +317,8 @@ class RankingEngine:
                 source = self._best_sellers[categories[-code - 1]][:SHELF_PER_SOURCE]
             pool.update(dict.fromkeys(i for i in source if i not in seen))
         pop = self.popularity
-        return self._personal(profile, ((i, pop[i]) for i in sorted(pool)))
+        members = sorted(pool)
+        return self._personal(profile, members, [pop[i] for i in members])
 
     # -- per-product lists, memoised -------------------------------------------------
 
@@ -411,6 +417,14 @@ class RankingEngine:
         for index in range(len(self.catalog)):
             self.similar(index)
             self.look(index)
+
+
+def _round_robin(per_slot: list[list[_Candidate]]) -> Iterator[_Candidate]:
+    """The best of each slot, then the second of each, and so on (lazily)."""
+    for depth in range(max((len(r) for r in per_slot), default=0)):
+        for ranked in per_slot:
+            if depth < len(ranked):
+                yield ranked[depth]
 
 
 def _pack(members: list[int], scores: list[int]) -> tuple[bytes, bytes]:

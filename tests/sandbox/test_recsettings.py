@@ -141,3 +141,14 @@ def test_the_module_imports_only_pydantic_and_the_standard_library() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert roots <= {"__future__", "collections", "dataclasses", "decimal", "typing", "pydantic"}
+
+
+def test_the_sandboxs_early_stopping_size_run_order_equals_the_full_sort() -> None:
+    from fashionai_pipeline.sandbox.demo_catalog import demo_catalog
+    from fashionai_pipeline.sandbox.filters import TypeFilter, coverages
+
+    catalog = demo_catalog()
+    compiled = TypeFilter(parse_type_settings({"fullSizeRun": True}), catalog, coverages(catalog))
+    candidates = [(0.0, pos, index, 0.0, -1) for pos, index in enumerate(range(0, 3000, 7))]
+    for count in (1, 5, 24, 500):
+        assert compiled.first(iter(candidates), count) == compiled.order(candidates)[:count]
