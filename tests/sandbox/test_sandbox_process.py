@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import signal
@@ -141,3 +142,22 @@ def test_a_bad_flag_value_exits_2_naming_the_knob() -> None:
     )
     assert done.returncode == 2
     assert "rate_5xx" in done.stderr
+
+
+def test_the_sandbox_benchmark_runs_and_reports_every_row() -> None:
+    # the figures are the benchmark's business (docs/PERFORMANCE.md); here only that it runs
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sandbox", "--json", "--sessions", "40", "--connections", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = {row["name"]: row for row in result["rows"]}
+    assert set(rows) == {"sandbox: browsing", "sandbox: browsing + settings", "peer: bare aiohttp"}
+    assert all(row["requests"] == 40 * 8 and row["statuses"] == {"200": 40 * 8} for row in rows.values())
+    assert rows["sandbox: browsing"]["non_empty_share"] > 0.5
+    assert set(result["ratios"]) == {"sandbox: browsing", "sandbox: browsing + settings"}

@@ -115,8 +115,10 @@ def test_full_size_run_puts_complete_size_runs_first(
     ranked, client: httpx.Client, server: SandboxServer
 ) -> None:
     before = ranked("product")
+    others = {t: ranked(t) for t in ("category", "shopTheLook")}
     assert _save(client, server, "product", {"fullSizeRun": True}).status_code == 200
     after = ranked("product")
+    assert {t: ranked(t) for t in ("category", "shopTheLook")} == others
     runs = [size_run(dict(_p(pid).stock)) for pid in after]
     assert runs == sorted(runs, reverse=True)
     assert runs[0] == 1.0
