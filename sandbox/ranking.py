@@ -46,35 +46,22 @@ from __future__ import annotations
 import itertools
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from hashlib import blake2b
 from typing import Final, NamedTuple
 
 from fashionai_pipeline.producers.recsettings import RecType, rec_type_for
-from fashionai_pipeline.sandbox.catalog import ATTRIBUTES, Catalog
+from fashionai_pipeline.sandbox.catalog import Catalog
 from fashionai_pipeline.sandbox.config import SandboxConfig
 from fashionai_pipeline.sandbox.contract import Event
 from fashionai_pipeline.sandbox.demo_catalog import demo_catalog
 from fashionai_pipeline.sandbox.filters import TypeFilter
 from fashionai_pipeline.sandbox.history import EMPTY, History, HistoryStore
-from fashionai_pipeline.sandbox.looks import (
-    MIN_SHARED,
-    SAME_CATEGORY,
-    SIMILARITY_WEIGHTS,
-    bold,
-    colours_go,
-    look_slots,
-    occasion_part,
-    style_part,
-    substitutes,
-)
+from fashionai_pipeline.sandbox.neighbours import Neighbours
 
 HISTORY_WEIGHT: Final = 4.0
 _FEATURES: Final = 8  # category + the seven attributes
 RERANK: Final = 64  # most-similar products a history may re-rank for a productView
-LOOK_DEPTH: Final = 20  # best-going products kept per look slot
 SHELF_SOURCES: Final = 4  # recent products and categories a shelf draws from
 SHELF_PER_SOURCE: Final = 20
-_WEIGHTS: Final = tuple(SIMILARITY_WEIGHTS[name] for name in ATTRIBUTES)  # by attribute position
 # (-score, position, index, base score, look slot): plain tuples sort in C, best first
 _Candidate = tuple[float, int, int, float, int]
 
@@ -111,11 +98,8 @@ class RankingEngine:
         self.sessions = HistoryStore(max_sessions)
         self.users = HistoryStore(max_users)
         cat = self.catalog
-        # a stable stand-in for sales figures, from each id's digest
-        self.popularity: tuple[float, ...] = tuple(
-            int.from_bytes(blake2b(p.id.encode("utf-8", "surrogatepass"), digest_size=4).digest()) / 2**32
-            for p in cat.products
-        )
+        self.lists = Neighbours(cat)
+        self.popularity = self.lists.popularity
         self._category_number = {c: k for k, c in enumerate(cat.categories)}
         # every product's features padded to one width with a slot the profile keeps at 0,
         # so a score is eight plain indexings (the request path's inner loop)
@@ -124,23 +108,6 @@ class RankingEngine:
         self._padded: tuple[tuple[int, ...], ...] = tuple(
             (*f, *(zero,) * (_FEATURES - len(f))) for f in cat.features
         )
-        self._best_sellers = {
-            c: tuple(sorted(members, key=lambda i: -self.popularity[i])) for c, members in cat.members.items()
-        }
-        self._best_seller_pops = {
-            c: tuple(self.popularity[i] for i in members) for c, members in self._best_sellers.items()
-        }
-        # memoised lists as bytes (packed int arrays): bytes are invisible to the collector,
-        # arrays are not, and a long-running sandbox ends up holding one per product
-        self._similar: dict[int, tuple[bytes, bytes]] = {}
-        self._looks: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
-        self._bucket_cache: dict[str, list[dict[int, tuple[int, ...]]]] = {}
-        self._look_keys = tuple(
-            (p.style, p.occasion, p.colour, p.season, bold(p.pattern)) for p in cat.products
-        )
-        self._values = {
-            name: {p.attribute(name) for p in cat.products} for name in ("style", "occasion", "colour")
-        }
 
     # -- state ---------------------------------------------------------------------
 
@@ -274,10 +241,10 @@ class RankingEngine:
         return itertools.chain(head, itertools.islice(plain, RERANK, None))
 
     def _category_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
-        members = self._best_sellers.get(item_id)
+        members = self.lists.best_sellers.get(item_id)
         if members is None:
             return ()
-        pops = self._best_seller_pops[item_id]
+        pops = self.lists.best_seller_pops[item_id]
         if profile is None:
             return ((-p, pos, i, p, -1) for pos, (i, p) in enumerate(zip(members, pops, strict=True)))
         return self._personal(profile, members, pops)
@@ -314,7 +281,7 @@ class RankingEngine:
             if code >= 0:
                 source: Iterable[int] = self.similar(code)[0][:SHELF_PER_SOURCE]
             else:
-                source = self._best_sellers[categories[-code - 1]][:SHELF_PER_SOURCE]
+                source = self.lists.best_sellers[categories[-code - 1]][:SHELF_PER_SOURCE]
             pool.update(dict.fromkeys(i for i in source if i not in seen))
         pop = self.popularity
         members = sorted(pool)
@@ -323,100 +290,16 @@ class RankingEngine:
     # -- per-product lists, memoised -------------------------------------------------
 
     def similar(self, index: int) -> tuple[array[int], array[int]]:
-        """Product ``index``'s similar products (indexes) and their similarity, best first.
-
-        Same scores as :func:`~fashionai_pipeline.sandbox.looks.similarity`, counted
-        through per-category buckets of each attribute value instead of pair by pair.
-        """
-        known = self._similar.get(index)
-        if known is not None:
-            return _unpack(known)
-        cat = self.catalog
-        category = cat.products[index].category
-        mine = cat.attribute_ids[index]
-        weight: dict[int, int] = {}
-        shared: dict[int, int] = {}
-        bonus: dict[int, int] = {}
-        for other in (category, *substitutes(category)):
-            buckets = self._buckets(other)
-            if buckets is None:
-                continue
-            extra = SAME_CATEGORY if other == category else 0
-            for position, value in enumerate(mine):
-                if value < 0:
-                    continue
-                w = _WEIGHTS[position]
-                for j in buckets[position].get(value, ()):
-                    weight[j] = weight.get(j, 0) + w
-                    shared[j] = shared.get(j, 0) + 1
-                    bonus[j] = extra
-        pop = self.popularity
-        found = sorted(
-            ((weight[j] + bonus[j], pop[j], j) for j, n in shared.items() if n >= MIN_SHARED and j != index),
-            key=lambda t: (-t[0], -t[1]),
-        )
-        packed = _pack([j for _, _, j in found], [s for s, _, _ in found])
-        self._similar[index] = packed
-        return _unpack(packed)
-
-    def _buckets(self, category: str) -> list[dict[int, tuple[int, ...]]] | None:
-        known = self._bucket_cache.get(category)
-        if known is None:
-            members = self.catalog.members.get(category)
-            if members is None:
-                return None
-            ids = self.catalog.attribute_ids
-            known = []
-            for position in range(len(_WEIGHTS)):
-                bucket: dict[int, list[int]] = {}
-                for j in members:
-                    bucket.setdefault(ids[j][position], []).append(j)
-                known.append({value: tuple(js) for value, js in bucket.items()})
-            self._bucket_cache[category] = known
-        return known
+        """Product ``index``'s similar products and their similarity (see :mod:`.neighbours`)."""
+        return self.lists.similar(index)
 
     def look(self, index: int) -> tuple[tuple[array[int], array[int]], ...]:
-        """Per look slot: in-stock products that go with ``index`` and their compatibility.
-
-        Same scores as :func:`~fashionai_pipeline.sandbox.looks.compatibility`.
-        """
-        known = self._looks.get(index)
-        if known is not None:
-            return tuple(_unpack(slot) for slot in known)
-        cat = self.catalog
-        main = cat.products[index]
-        pop = self.popularity
-        slots = []
-        # compatibility() unrolled: its parts looked up per candidate value, computed once per main
-        styles = {v: style_part(main.style, v) for v in self._values["style"]}
-        occasions = {v: occasion_part(main.occasion, v) for v in self._values["occasion"]}
-        colours = {v: 2 if colours_go(main.colour, v) else 0 for v in self._values["colour"]}
-        clash = {"summer": "winter", "winter": "summer"}.get(main.season)
-        same_season = main.season
-        printed = bold(main.pattern)
-        looks = self._look_keys
-        for slot in look_slots(main.category, cat.categories):
-            found: list[tuple[int, float, int]] = []
-            for category in slot:
-                for j in cat.members[category]:
-                    style, occasion, colour, season, pattern = looks[j]
-                    base = styles[style] + occasions[occasion]
-                    if not base or season == clash or not cat.in_stock[j]:
-                        continue
-                    score = base + colours[colour] + (1 if season and season == same_season else 0)
-                    found.append((score - 1 if printed and pattern else score, pop[j], j))
-            found.sort(key=lambda t: (-t[0], -t[1]))
-            del found[LOOK_DEPTH:]
-            slots.append(_pack([j for _, _, j in found], [s for s, _, _ in found]))
-        packed = tuple(slots)
-        self._looks[index] = packed
-        return tuple(_unpack(slot) for slot in packed)
+        """Per look slot: in-stock products that go with ``index`` (see :mod:`.neighbours`)."""
+        return self.lists.look(index)
 
     def warm(self) -> None:
         """Compute every product's similar and look lists now (start-up, benchmarks)."""
-        for index in range(len(self.catalog)):
-            self.similar(index)
-            self.look(index)
+        self.lists.warm()
 
 
 def _round_robin(per_slot: list[list[_Candidate]]) -> Iterator[_Candidate]:
@@ -425,17 +308,6 @@ def _round_robin(per_slot: list[list[_Candidate]]) -> Iterator[_Candidate]:
         for ranked in per_slot:
             if depth < len(ranked):
                 yield ranked[depth]
-
-
-def _pack(members: list[int], scores: list[int]) -> tuple[bytes, bytes]:
-    return array("i", members).tobytes(), array("i", scores).tobytes()
-
-
-def _unpack(packed: tuple[bytes, bytes]) -> tuple[array[int], array[int]]:
-    members, scores = array("i"), array("i")
-    members.frombytes(packed[0])
-    scores.frombytes(packed[1])
-    return members, scores
 
 
 def shopper_profile(width: int, session: History, user: History) -> list[float] | None:
