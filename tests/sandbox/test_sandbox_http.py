@@ -282,3 +282,15 @@ def test_clearing_sessions_forgets_history(
         "cleared": 1,
     }
     assert post(make_event("customShelf", "", "h")).json() == {"products": []}
+
+
+def test_refused_ids_and_oversized_bodies(post: Post, make_event: MakeEvent, server: SandboxServer) -> None:
+    server.configure(refuse_ids=["gone-1"])
+    refused = post(make_event("productView", "gone-1"))
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"error": "data.id: 'gone-1' is unknown to the catalog"},
+    )
+    huge = post(content=b'{"sessionId": "' + b"x" * 70_000 + b'"}')
+    assert huge.status_code == 413 and huge.json()["error"].startswith("body:")
+    assert [entry["status"] for entry in server.requests()] == [400, 413]

@@ -12,6 +12,7 @@ from fashionai_pipeline.sandbox.config import SandboxConfig
 from fashionai_pipeline.sandbox.contract import Event
 from fashionai_pipeline.sandbox.demo_catalog import demo_catalog
 from fashionai_pipeline.sandbox.explain import explain
+from fashionai_pipeline.sandbox.history import GROWTH
 from fashionai_pipeline.sandbox.looks import compatibility, look_slots, similarity, substitutes
 from fashionai_pipeline.sandbox.ranking import RankingEngine
 from fashionai_pipeline.sandbox.storefronts import Storefront
@@ -274,3 +275,16 @@ def test_a_small_user_catalog_ranks_too() -> None:
     engine = RankingEngine(catalog)
     assert engine.rank(Event("productView", "a", "s")) == ["b"]
     assert engine.rank(Event("shopTheLook", "a", "s")) == ["c"]  # another category, in stock
+
+
+def test_long_histories_stay_finite_and_keep_their_lean() -> None:
+    engine = RankingEngine()
+    florals = _pick("dresses", pattern="floral")
+    for n in range(900):  # past the rescale point, twice
+        engine.record(Event("productView", florals[n % len(florals)], "long"))
+    history = engine.history("long")
+    # rescaled every 400 signals: the weights never grow past GROWTH ** 400 (~1e39)
+    assert history.signals == 900 and 0 < history.total < GROWTH**401
+    assert all(0 < w <= history.total for w in history.profile.values())
+    shelf = engine.rank(Event("customShelf", "", "long"))
+    assert shelf and Counter(_product(p).pattern for p in shelf).most_common(1)[0][0] == "floral"
