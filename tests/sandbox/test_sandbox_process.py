@@ -147,7 +147,18 @@ def test_a_bad_flag_value_exits_2_naming_the_knob() -> None:
 def test_the_sandbox_benchmark_runs_and_reports_every_row() -> None:
     # the figures are the benchmark's business (docs/PERFORMANCE.md); here only that it runs
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sandbox", "--json", "--sessions", "40", "--connections", "4"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sandbox",
+            "--json",
+            "--sessions",
+            "40",
+            "--connections",
+            "4",
+            "--reps",
+            "2",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -161,3 +172,4 @@ def test_the_sandbox_benchmark_runs_and_reports_every_row() -> None:
     assert all(row["requests"] == 40 * 8 and row["statuses"] == {"200": 40 * 8} for row in rows.values())
     assert rows["sandbox: browsing"]["non_empty_share"] > 0.5
     assert set(result["ratios"]) == {"sandbox: browsing", "sandbox: browsing + settings"}
+    assert all(len(row["rounds_req_per_cpu_s"]) == 2 for row in rows.values())
