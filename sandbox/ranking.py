@@ -62,8 +62,9 @@ _FEATURES: Final = 8  # category + the seven attributes
 RERANK: Final = 64  # most-similar products a history may re-rank for a productView
 SHELF_SOURCES: Final = 4  # recent products and categories a shelf draws from
 SHELF_PER_SOURCE: Final = 20
-# (-score, position, index, base score, look slot): plain tuples sort in C, best first
-_Candidate = tuple[float, int, int, float, int]
+# (-score, position, index): plain tuples sort in C, best first; the parts of a score are
+# worked out again only for an explanation (scored()), never on the request path
+_Candidate = tuple[float, int, int]
 
 
 class Scored(NamedTuple):
@@ -170,10 +171,20 @@ class RankingEngine:
 
     def scored(self, event: Event, filters: Mapping[RecType, TypeFilter] | None = None) -> list[Scored]:
         """:meth:`rank` with each product's score parts (for explanations)."""
-        return [
-            Scored(c[2], -c[0], c[3], (-c[0] - c[3]) / HISTORY_WEIGHT, c[4])
-            for c in self._ranked(event, filters)
-        ]
+        ranked = self._ranked(event, filters)
+        bases: dict[int, tuple[float, int]] = {}
+        index = self.catalog.index.get(event.item_id)
+        if event.event_type == "productView" and index is not None:
+            bases = {i: (s, -1) for i, s in zip(*self.similar(index), strict=True)}
+        elif event.event_type == "shopTheLook" and index is not None:
+            for slot, (members, scores) in enumerate(self.look(index)):
+                bases.update((i, (s, slot)) for i, s in zip(members, scores, strict=True))
+        pop = self.popularity
+        out = []
+        for negative, _, i in ranked:
+            base, slot = bases.get(i, (pop[i], -1))
+            out.append(Scored(i, -negative, base, (-negative - base) / HISTORY_WEIGHT, slot))
+        return out
 
     def _ranked(self, event: Event, filters: Mapping[RecType, TypeFilter] | None) -> list[_Candidate]:
         session, user = self.evidence(event)
@@ -207,7 +218,7 @@ class RankingEngine:
         return list(itertools.islice(candidates, cap))
 
     def _personal(
-        self, profile: list[float], members: Iterable[int], bases: Iterable[float], slot: int = -1
+        self, profile: list[float], members: Iterable[int], bases: Iterable[float]
     ) -> list[_Candidate]:
         """``members`` with their ``bases`` re-scored with the profile, sorted best first."""
         pad = self._padded
@@ -215,13 +226,7 @@ class RankingEngine:
         pf = profile
         # one flat comprehension: this is the request path's inner loop
         ranked = [
-            (
-                -(base + w * (pf[a] + pf[b] + pf[c] + pf[d] + pf[e] + pf[f] + pf[g] + pf[h])),
-                pos,
-                i,
-                base,
-                slot,
-            )
+            (-(base + w * (pf[a] + pf[b] + pf[c] + pf[d] + pf[e] + pf[f] + pf[g] + pf[h])), pos, i)
             for pos, (i, base, (a, b, c, d, e, f, g, h)) in enumerate(
                 zip(members, bases, map(pad.__getitem__, members), strict=False)
             )
@@ -234,7 +239,7 @@ class RankingEngine:
         if index is None:
             return ()
         members, scores = self.similar(index)
-        plain = ((-s, pos, i, s, -1) for pos, (i, s) in enumerate(zip(members, scores, strict=True)))
+        plain = ((-s, pos, i) for pos, (i, s) in enumerate(zip(members, scores, strict=True)))
         if profile is None:
             return plain
         head = self._personal(profile, members[:RERANK], scores[:RERANK])
@@ -246,7 +251,7 @@ class RankingEngine:
             return ()
         pops = self.lists.best_seller_pops[item_id]
         if profile is None:
-            return ((-p, pos, i, p, -1) for pos, (i, p) in enumerate(zip(members, pops, strict=True)))
+            return ((-p, pos, i) for pos, (i, p) in enumerate(zip(members, pops, strict=True)))
         return self._personal(profile, members, pops)
 
     def _shop_the_look(
@@ -257,7 +262,7 @@ class RankingEngine:
             return ()
         mask = type_filter.mask if type_filter is not None else None
         per_slot: list[list[_Candidate]] = []
-        for slot, (all_members, all_scores) in enumerate(self.look(index)):
+        for all_members, all_scores in self.look(index):
             members: Sequence[int] = all_members
             scores: Sequence[int] = all_scores
             if mask is not None:
@@ -265,9 +270,9 @@ class RankingEngine:
                 members, scores = [i for i, _ in kept], [s for _, s in kept]
             if profile is None:
                 pairs = enumerate(zip(members, scores, strict=True))
-                per_slot.append([(-s, pos, i, s, slot) for pos, (i, s) in pairs])
+                per_slot.append([(-s, pos, i) for pos, (i, s) in pairs])
             else:
-                per_slot.append(self._personal(profile, members, scores, slot))
+                per_slot.append(self._personal(profile, members, scores))
         return _round_robin(per_slot)
 
     def _custom_shelf(self, session: History, user: History, profile: list[float] | None) -> list[_Candidate]:
