@@ -34,7 +34,7 @@ _CHUNK = 1000
 
 def event_body(tag: str, i: int) -> dict[str, Any]:
     """The i-th distinct event of a backlog (no two share a body: nothing coalesces)."""
-    return {"sessionId": f"{tag}-s{i}", "eventType": "productView", "data": {"id": f"p{i % 5000}"}}
+    return {"sessionId": f"{tag}-s{i}", "eventType": "productView", "data": {"id": f"p{i % 3000 + 1:04d}"}}
 
 
 class ProjectMessages:

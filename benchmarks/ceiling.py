@@ -37,7 +37,11 @@ async def _run(url: str, token: str, n: int, concurrency: int, tag: str) -> dict
                 i = next_index
                 next_index += 1
                 body = json.dumps(
-                    {"sessionId": f"{tag}-s{i}", "eventType": "productView", "data": {"id": f"p{i % 5000}"}},
+                    {
+                        "sessionId": f"{tag}-s{i}",
+                        "eventType": "productView",
+                        "data": {"id": f"p{i % 3000 + 1:04d}"},
+                    },
                     separators=(",", ":"),
                 )
                 try:

@@ -1,10 +1,12 @@
-"""A Fashion.AI-compatible sandbox server, like stripe-mock is for Stripe.
+"""A Fashion.AI-compatible sandbox server, like stripe-mock is for Stripe, but stateful.
 
 It plays ``POST /api/v1/products/protected/recommendation`` locally: the
-seed contract checked strictly, deterministic rankings over a synthetic
-catalog, and knobs for latency, 429s, 5xxs and timeouts, plus ``/_sandbox/``
-control routes that exist only here. Run it with ``python -m fashionai_pipeline.sandbox``,
-:func:`run_sandbox`, or in-process with :class:`SandboxServer`.
+contract checked strictly, explainable rankings over a fashion catalog that
+fill up as sessions and users browse, per-storefront recommendation settings
+and CORS, and knobs for latency, 429s, 5xxs, timeouts and a requests/s limit,
+plus ``/_sandbox/`` control routes that exist only here. Run it with
+``python -m fashionai_pipeline.sandbox``, :func:`run_sandbox`, or in-process
+with :class:`SandboxServer`. The manual is docs/SANDBOX.md.
 """
 
 # In a checkout the folder `sandbox/` is importable from the repository root under its

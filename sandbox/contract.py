@@ -1,6 +1,6 @@
 """The request contract of Fashion.AI's recommendation endpoint, checked strictly.
 
-Written from the seed reference (``fashionai-personalization-api.txt``) on its
+Written from the upstream's description (docs/UPSTREAM.md) on its
 own, without importing the producer side, so the sandbox is an independent
 second reading of the contract: if a producer and the sandbox disagree, one of
 them misread the seed.

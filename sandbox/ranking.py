@@ -1,230 +1,329 @@
-"""A deterministic stand-in for Fashion.AI's ranking over a synthetic catalog.
+"""The sandbox's recommendation engine: explainable rankings over a fashion catalog.
 
-The real API's rankings are opaque; the sandbox only needs answers that are
-plausible (related products, never the viewed one), stable (the same request
-gives the same list in any process — hashlib, never ``hash()``, which is salted
-per process) and cheap (it runs on the request path at thousands of req/s).
+Each answer is a function of the catalog, the request, the histories recorded
+so far and the storefront's settings — nothing random, so the same sequence of
+requests from a fresh start gives the same answers in any process.
 
-A ranking is a function of (eventType, data.id, the personal key) where the
-personal key is ``userId`` when given, else ``sessionId`` — logged-in users
-get the same list across sessions. customShelf also depends on the session's
-history, which :meth:`RankingEngine.record` keeps in memory, bounded and LRU.
+Per event type (the score of a product is the sum of the named parts; ties go
+to the better-selling product, ``popularity`` in [0, 1)):
 
-Ordering "by a stable per-user score" is one blake2b digest per request (the
-seed) mixed with a precomputed 64-bit hash per product: one xor and one
-multiply per candidate instead of a digest per candidate.
+- **productView**: the viewed product's *similar* products (same or
+  substitutable category sharing at least two attributes,
+  :func:`~fashionai_pipeline.sandbox.looks.similarity`), never the product
+  itself. Score = similarity + ``HISTORY_WEIGHT`` x history affinity; history
+  re-ranks the ``RERANK`` most similar ones.
+- **categoryView**: every product of the category. Score = ``HISTORY_WEIGHT``
+  x affinity + popularity.
+- **shopTheLook**: per slot of the main piece's look
+  (:func:`~fashionai_pipeline.sandbox.looks.look_slots`), the in-stock
+  products that go with it (:func:`~fashionai_pipeline.sandbox.looks.compatibility`),
+  scored compatibility + ``HISTORY_WEIGHT`` x affinity, then taken one slot at
+  a time (best shoes, best bag, ..., second-best shoes, ...), so the look spans
+  its slots. Never the main piece's category, never an out-of-stock product.
+- **customShelf**: the products similar to the session's (and user's) recent
+  products plus the best sellers of its recent categories, minus what it has
+  already seen, scored ``HISTORY_WEIGHT`` x affinity + popularity.
+
+*History affinity* of a product is the sum, over its category and attribute
+values, of the share of the shopper's recency-weighted attention that value got
+(:mod:`fashionai_pipeline.sandbox.history`): a session that looked at three
+floral summer dresses has ``pattern:floral``, ``season:summer`` and
+``category:dresses`` near 1. With a user id, the user's profile (kept across
+sessions) and the session's are averaged.
+
+*Cold start*: a type answers ``[]`` while the shopper has fewer signal events
+than ``SandboxConfig.min_history_<type>`` (the seed's "not enough data yet"),
+and an unknown product or category id answers ``[]`` (the API lacks data about
+it). Then the settings of the type (:mod:`fashionai_pipeline.producers.recsettings`)
+filter and order the list, and it is cut to ``SandboxConfig.max_products``.
+
+Similar and complementary lists are computed once per product, the first time
+it is asked for (or all at once by :meth:`RankingEngine.warm`), then reused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
-from hashlib import blake2b
-from typing import Final
+import itertools
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final, NamedTuple
 
-from fashionai_pipeline.sandbox.contract import Event, EventType
+from fashionai_pipeline.producers.recsettings import RecType, rec_type_for
+from fashionai_pipeline.sandbox.catalog import Catalog
+from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.contract import Event
+from fashionai_pipeline.sandbox.demo_catalog import demo_catalog
+from fashionai_pipeline.sandbox.filters import TypeFilter
+from fashionai_pipeline.sandbox.history import EMPTY, History, HistoryStore
+from fashionai_pipeline.sandbox.neighbours import Neighbours
 
-_MASK: Final = (1 << 64) - 1
-_GOLDEN: Final = 0x9E3779B97F4A7C15  # odd, so multiplying permutes the 64-bit space
+HISTORY_WEIGHT: Final = 4.0
+_FEATURES: Final = 8  # category + the seven attributes
+RERANK: Final = 64  # most-similar products a history may re-rank for a productView
+SHELF_SOURCES: Final = 4  # recent products and categories a shelf draws from
+SHELF_PER_SOURCE: Final = 20
+# (-score, position, index): plain tuples sort in C, best first; the parts of a score are
+# worked out again only for an explanation (scored()), never on the request path
+_Candidate = tuple[float, int, int]
 
 
-def digest64(*parts: str) -> int:
-    """A 64-bit hash of ``parts``, identical in every process and Python version."""
-    # surrogatepass: JSON may carry lone surrogates ("\ud800") and they must hash, not crash
-    joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    return int.from_bytes(blake2b(joined, digest_size=8).digest(), "big")
+class Scored(NamedTuple):
+    """One ranked product: its catalog position ``item`` and the parts of its score."""
 
-
-def _score(item_hash: int, seed: int) -> int:
-    return ((item_hash ^ seed) * _GOLDEN) & _MASK
-
-
-@dataclass(frozen=True, slots=True)
-class Catalog:
-    """Products and their categories; immutable once built.
-
-    ``members[c]`` lists ``(hash, product_id)`` for category ``c``, in id order.
-    """
-
-    product_category: dict[str, str]
-    members: dict[str, list[tuple[int, str]]]
-    product_ids: list[str]
-    category_ids: list[str]
-    category_hash: dict[str, int]
-
-    @classmethod
-    def synthetic(cls, n_products: int = 500, n_categories: int = 12) -> Catalog:
-        """``p0001``.. spread over ``c01``.. by hash (uneven, like a real catalog).
-
-        Every category gets at least one product: the first ``n_categories``
-        products are placed round-robin before hashing takes over.
-        """
-        if n_products < n_categories or n_categories < 1:
-            raise ValueError("need n_categories >= 1 and n_products >= n_categories")
-        width = max(4, len(str(n_products)))
-        categories = [f"c{i:02d}" for i in range(1, n_categories + 1)]
-        product_category: dict[str, str] = {}
-        for i in range(1, n_products + 1):
-            pid = f"p{i:0{width}d}"
-            index = i - 1 if i <= n_categories else digest64("category", pid) % n_categories
-            product_category[pid] = categories[index]
-        return cls.from_mapping(product_category)
-
-    @classmethod
-    def from_mapping(cls, product_category: dict[str, str]) -> Catalog:
-        """Build from an explicit product id -> category id mapping (non-empty)."""
-        if not product_category:
-            raise ValueError("a catalog needs at least one product")
-        members: dict[str, list[tuple[int, str]]] = {}
-        for pid in sorted(product_category):
-            members.setdefault(product_category[pid], []).append((digest64("product", pid), pid))
-        category_ids = sorted(members)
-        return cls(
-            product_category=dict(product_category),
-            members=members,
-            product_ids=sorted(product_category),
-            category_ids=category_ids,
-            category_hash={c: digest64("cat", c) for c in category_ids},
-        )
-
-    def product(self, item_id: str) -> str:
-        """``item_id`` if it is in the catalog, else a catalog product chosen by its hash."""
-        if item_id in self.product_category:
-            return item_id
-        return self.product_ids[digest64("unknown-product", item_id) % len(self.product_ids)]
-
-    def category(self, item_id: str) -> str:
-        """``item_id`` if it is a category, else a category chosen by its hash."""
-        if item_id in self.members:
-            return item_id
-        return self.category_ids[digest64("unknown-category", item_id) % len(self.category_ids)]
+    item: int
+    score: float
+    base: float  # similarity, compatibility or popularity: the part history does not move
+    affinity: float
+    slot: int = -1  # shopTheLook: which slot of the look
 
 
 class RankingEngine:
-    """Answers recommendation events and remembers each session's history.
+    """Answers recommendation events and keeps session and user histories.
 
-    Not thread-safe: the server calls it from its event loop thread only.
-    ``rank`` is pure with respect to the history; ``record`` mutates it.
+    ``config`` is read live for ``max_products`` and the ``min_history_*``
+    thresholds. Not thread-safe: the server calls it from its event loop only.
+    ``rank`` never changes state (beyond memoised per-product lists); ``record``
+    does.
     """
 
     def __init__(
         self,
         catalog: Catalog | None = None,
         *,
-        limit: int = 12,
+        config: SandboxConfig | None = None,
         max_sessions: int = 100_000,
-        history_per_session: int = 50,
-        shelf_min_history: int = 2,
+        max_users: int = 100_000,
     ) -> None:
-        self.catalog = catalog if catalog is not None else Catalog.synthetic()
-        self.limit = limit
-        self.max_sessions = max_sessions
-        self.history_per_session = history_per_session
-        self.shelf_min_history = shelf_min_history
-        self._sessions: OrderedDict[str, tuple[tuple[EventType, str], ...]] = OrderedDict()
+        self.catalog = catalog if catalog is not None else demo_catalog()
+        self.config = config if config is not None else SandboxConfig()
+        self.sessions = HistoryStore(max_sessions)
+        self.users = HistoryStore(max_users)
+        cat = self.catalog
+        self.lists = Neighbours(cat)
+        self.popularity = self.lists.popularity
+        self._category_number = {c: k for k, c in enumerate(cat.categories)}
+        # every product's features padded to one width with a slot the profile keeps at 0,
+        # so a score is eight plain indexings (the request path's inner loop)
+        self._width = len(cat.feature_names) + 1
+        zero = self._width - 1
+        self._padded: tuple[tuple[int, ...], ...] = tuple(
+            (*f, *(zero,) * (_FEATURES - len(f))) for f in cat.features
+        )
 
-    def rank(self, event: Event) -> list[str]:
-        """Up to ``limit`` product ids for ``event``; deterministic, never raises."""
-        personal = "u:" + event.user_id if event.user_id is not None else "s:" + event.session_id
-        seed = digest64(event.event_type, event.item_id, personal)
-        if event.event_type == "productView":
-            return self._similar(self.catalog.product(event.item_id), seed)
-        if event.event_type == "shopTheLook":
-            return self._complete_the_look(self.catalog.product(event.item_id), seed)
-        if event.event_type == "categoryView":
-            return self._ordered(self.catalog.category(event.item_id), seed, set())
-        return self._shelf(self.history(event.session_id), seed)
+    # -- state ---------------------------------------------------------------------
 
     def record(self, event: Event) -> None:
-        """Append ``event`` to its session's history (evicting the least recent session)."""
-        # Histories are tuples of strings, which the garbage collector leaves alone:
-        # a deque per session made full collections slow once there were many.
-        step = ((event.event_type, event.item_id),)
-        history = self._sessions.get(event.session_id)
-        if history is None:
-            self._sessions[event.session_id] = step
-            if len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(event.session_id)
-            self._sessions[event.session_id] = (history + step)[-self.history_per_session :]
+        """Add ``event`` to its session's (and user's) history, if it carries a signal."""
+        code, features = self._signal(event)
+        if features is None:
+            return
+        self.sessions.record(event.session_id, features, code)
+        if event.user_id is not None:
+            self.users.record(event.user_id, features, code)
 
-    def history(self, session_id: str) -> tuple[tuple[EventType, str], ...]:
-        """The session's recorded (eventType, data.id) pairs, oldest first."""
-        return self._sessions.get(session_id, ())
+    def _signal(self, event: Event) -> tuple[int, tuple[int, ...] | None]:
+        if event.event_type == "categoryView":
+            number = self._category_number.get(event.item_id)
+            if number is None:
+                return 0, None
+            return -(number + 1), (self.catalog.category_feature[event.item_id],)
+        if event.event_type == "customShelf":
+            return 0, None
+        index = self.catalog.index.get(event.item_id)
+        if index is None:
+            return 0, None
+        return index, self.catalog.features[index]
+
+    def evidence(self, event: Event) -> tuple[History, History]:
+        """The session's and (with a user id) the user's history."""
+        user = self.users.get(event.user_id) if event.user_id is not None else EMPTY
+        return self.sessions.get(event.session_id), user
 
     def session_count(self) -> int:
-        """How many sessions have a history right now."""
-        return len(self._sessions)
+        """How many sessions have a history."""
+        return len(self.sessions)
 
-    def clear(self) -> None:
-        """Forget every session's history."""
-        self._sessions.clear()
+    def history(self, session_id: str) -> History:
+        """The session's history (empty when it has none)."""
+        return self.sessions.get(session_id)
 
-    def _ordered(self, category: str, seed: int, exclude: set[str]) -> list[str]:
-        # _score inlined: this line is most of the engine's cost per request
-        ranked = sorted([(((h ^ seed) * _GOLDEN) & _MASK, pid) for h, pid in self.catalog.members[category]])
-        return [pid for _, pid in ranked if pid not in exclude][: self.limit]
+    def clear(self) -> int:
+        """Forget every session's and user's history; returns the sessions forgotten."""
+        self.users.clear()
+        return self.sessions.clear()
 
-    def _categories_by(self, seed: int) -> list[str]:
-        scored = sorted([(_score(h, seed), c) for c, h in self.catalog.category_hash.items()])
-        return [c for _, c in scored]
+    # -- ranking -------------------------------------------------------------------
 
-    def _fill(self, chosen: list[str], seed: int, exclude: set[str]) -> list[str]:
-        # Only for catalogs too small for the main rule; the synthetic one never needs it.
-        if len(chosen) >= self.limit:
-            return chosen
-        for category in self._categories_by(seed):
-            if len(chosen) >= self.limit:
-                break
-            taken = exclude | set(chosen)
-            chosen.extend(self._ordered(category, seed, taken)[: self.limit - len(chosen)])
-        return chosen
+    def threshold(self, event_type: str) -> int:
+        """Signal events a shopper needs before ``event_type`` answers a non-empty list."""
+        cfg = self.config
+        return {
+            "productView": cfg.min_history_product_view,
+            "categoryView": cfg.min_history_category_view,
+            "shopTheLook": cfg.min_history_shop_the_look,
+            "customShelf": cfg.min_history_custom_shelf,
+        }[event_type]
 
-    def _similar(self, product: str, seed: int) -> list[str]:
-        category = self.catalog.product_category[product]
-        return self._fill(self._ordered(category, seed, {product}), seed, {product})
+    def rank(self, event: Event, filters: Mapping[RecType, TypeFilter] | None = None) -> list[str]:
+        """Product ids for ``event``, best first; deterministic, never raises."""
+        products = self.catalog.products
+        return [products[c[2]].id for c in self._ranked(event, filters)]
 
-    def _complete_the_look(self, product: str, seed: int) -> list[str]:
-        # One piece per other category per round, so the look spans as many
-        # categories as the limit allows before doubling up on any of them.
-        own = self.catalog.product_category[product]
-        others = [c for c in self._categories_by(seed) if c != own]
-        starts = {c: _score(self.catalog.category_hash[c], seed) for c in others}
-        chosen: list[str] = []
-        for round_ in range(self.limit):
-            added = False
-            for category in others:
-                members = self.catalog.members[category]
-                if round_ < len(members) and len(chosen) < self.limit:
-                    chosen.append(members[(starts[category] + round_) % len(members)][1])
-                    added = True
-            if not added or len(chosen) >= self.limit:
-                break
-        return self._fill(chosen, seed, {product})
+    def scored(self, event: Event, filters: Mapping[RecType, TypeFilter] | None = None) -> list[Scored]:
+        """:meth:`rank` with each product's score parts (for explanations)."""
+        ranked = self._ranked(event, filters)
+        bases: dict[int, tuple[float, int]] = {}
+        index = self.catalog.index.get(event.item_id)
+        if event.event_type == "productView" and index is not None:
+            bases = {i: (s, -1) for i, s in zip(*self.similar(index), strict=True)}
+        elif event.event_type == "shopTheLook" and index is not None:
+            for slot, (members, scores) in enumerate(self.look(index)):
+                bases.update((i, (s, slot)) for i, s in zip(members, scores, strict=True))
+        pop = self.popularity
+        out = []
+        for negative, _, i in ranked:
+            base, slot = bases.get(i, (pop[i], -1))
+            out.append(Scored(i, -negative, base, (-negative - base) / HISTORY_WEIGHT, slot))
+        return out
 
-    def _shelf(self, history: tuple[tuple[EventType, str], ...], seed: int) -> list[str]:
-        if len(history) < self.shelf_min_history:
-            return []  # the seed's "AI lacks data" case: the storefront falls back
-        weights: dict[str, float] = {}
-        seen: set[str] = set()
-        for age, (event_type, item_id) in enumerate(reversed(history)):
-            if event_type == "customShelf":
-                continue
-            if event_type == "categoryView":
-                category = self.catalog.category(item_id)
+    def _ranked(self, event: Event, filters: Mapping[RecType, TypeFilter] | None) -> list[_Candidate]:
+        session, user = self.evidence(event)
+        if max(session.signals, user.signals) < self.threshold(event.event_type):
+            return []
+        profile = shopper_profile(self._width, session, user)
+        kind = event.event_type
+        rec_type = rec_type_for(kind)
+        type_filter = filters.get(rec_type) if filters and rec_type is not None else None
+        candidates: Iterable[_Candidate]
+        if kind == "productView":
+            candidates = self._product_view(event.item_id, profile)
+        elif kind == "categoryView":
+            candidates = self._category_view(event.item_id, profile)
+        elif kind == "shopTheLook":
+            candidates = self._shop_the_look(event.item_id, profile, type_filter)
+        else:
+            candidates = self._custom_shelf(session, user, profile)
+        return self._finish(candidates, type_filter)
+
+    def _finish(self, candidates: Iterable[_Candidate], type_filter: TypeFilter | None) -> list[_Candidate]:
+        # candidates arrive best first; only as many are looked at as the answer needs
+        cap = self.config.max_products
+        if type_filter is None:
+            return list(itertools.islice(candidates, cap))
+        mask = type_filter.mask
+        if mask is not None:
+            candidates = (c for c in candidates if mask[c[2]])
+        if type_filter.full_size_run:
+            return type_filter.first(candidates, cap)
+        return list(itertools.islice(candidates, cap))
+
+    def _personal(
+        self, profile: list[float], members: Iterable[int], bases: Iterable[float]
+    ) -> list[_Candidate]:
+        """``members`` with their ``bases`` re-scored with the profile, sorted best first."""
+        pad = self._padded
+        w = HISTORY_WEIGHT
+        pf = profile
+        # one flat comprehension: this is the request path's inner loop
+        ranked = [
+            (-(base + w * (pf[a] + pf[b] + pf[c] + pf[d] + pf[e] + pf[f] + pf[g] + pf[h])), pos, i)
+            for pos, (i, base, (a, b, c, d, e, f, g, h)) in enumerate(
+                zip(members, bases, map(pad.__getitem__, members), strict=False)
+            )
+        ]
+        ranked.sort()  # by score, then by position: ties keep the base order
+        return ranked
+
+    def _product_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
+        index = self.catalog.index.get(item_id)
+        if index is None:
+            return ()
+        members, scores = self.similar(index)
+        plain = ((-s, pos, i) for pos, (i, s) in enumerate(zip(members, scores, strict=True)))
+        if profile is None:
+            return plain
+        head = self._personal(profile, members[:RERANK], scores[:RERANK])
+        return itertools.chain(head, itertools.islice(plain, RERANK, None))
+
+    def _category_view(self, item_id: str, profile: list[float] | None) -> Iterable[_Candidate]:
+        members = self.lists.best_sellers.get(item_id)
+        if members is None:
+            return ()
+        pops = self.lists.best_seller_pops[item_id]
+        if profile is None:
+            return ((-p, pos, i) for pos, (i, p) in enumerate(zip(members, pops, strict=True)))
+        return self._personal(profile, members, pops)
+
+    def _shop_the_look(
+        self, item_id: str, profile: list[float] | None, type_filter: TypeFilter | None
+    ) -> Iterable[_Candidate]:
+        index = self.catalog.index.get(item_id)
+        if index is None:
+            return ()
+        mask = type_filter.mask if type_filter is not None else None
+        per_slot: list[list[_Candidate]] = []
+        for all_members, all_scores in self.look(index):
+            members: Sequence[int] = all_members
+            scores: Sequence[int] = all_scores
+            if mask is not None:
+                kept = [(i, s) for i, s in zip(all_members, all_scores, strict=True) if mask[i]]
+                members, scores = [i for i, _ in kept], [s for _, s in kept]
+            if profile is None:
+                pairs = enumerate(zip(members, scores, strict=True))
+                per_slot.append([(-s, pos, i) for pos, (i, s) in pairs])
             else:
-                product = self.catalog.product(item_id)
-                seen.add(product)
-                category = self.catalog.product_category[product]
-            weights[category] = weights.get(category, 0.0) + 0.8**age  # recent counts more
-        if not weights:  # only customShelf calls so far: nothing to lean on but the seed
-            return self._fill([], seed, seen)
-        favourites = sorted(weights, key=lambda c: (-weights[c], c))[:3]
-        lists = [self._ordered(c, seed, seen) for c in favourites]
-        chosen: list[str] = []
-        for position in range(self.limit):
-            for ranked in lists:
-                if position < len(ranked) and len(chosen) < self.limit:
-                    chosen.append(ranked[position])
-        return self._fill(chosen, seed, seen)
+                per_slot.append(self._personal(profile, members, scores))
+        return _round_robin(per_slot)
+
+    def _custom_shelf(self, session: History, user: History, profile: list[float] | None) -> list[_Candidate]:
+        if profile is None:
+            return []
+        recent = (*user.recent, *session.recent)
+        seen = {code for code in recent if code >= 0}
+        pool: dict[int, None] = {}
+        categories = self.catalog.categories
+        for code in list(dict.fromkeys(reversed(recent)))[:SHELF_SOURCES]:
+            if code >= 0:
+                source: Iterable[int] = self.similar(code)[0][:SHELF_PER_SOURCE]
+            else:
+                source = self.lists.best_sellers[categories[-code - 1]][:SHELF_PER_SOURCE]
+            pool.update(dict.fromkeys(i for i in source if i not in seen))
+        pop = self.popularity
+        members = sorted(pool)
+        return self._personal(profile, members, [pop[i] for i in members])
+
+    # -- per-product lists, memoised -------------------------------------------------
+
+    def similar(self, index: int) -> tuple[array[int], array[int]]:
+        """Product ``index``'s similar products and their similarity (see :mod:`.neighbours`)."""
+        return self.lists.similar(index)
+
+    def look(self, index: int) -> tuple[tuple[array[int], array[int]], ...]:
+        """Per look slot: in-stock products that go with ``index`` (see :mod:`.neighbours`)."""
+        return self.lists.look(index)
+
+    def warm(self) -> None:
+        """Compute every product's similar and look lists now (start-up, benchmarks)."""
+        self.lists.warm()
+
+
+def _round_robin(per_slot: list[list[_Candidate]]) -> Iterator[_Candidate]:
+    """The best of each slot, then the second of each, and so on (lazily)."""
+    for depth in range(max((len(r) for r in per_slot), default=0)):
+        for ranked in per_slot:
+            if depth < len(ranked):
+                yield ranked[depth]
+
+
+def shopper_profile(width: int, session: History, user: History) -> list[float] | None:
+    """The shopper's attention per feature, in [0, 1]; ``None`` without any signal."""
+    sources = [h for h in (session, user) if h.signals]
+    if not sources:
+        return None
+    dense = [0.0] * width
+    share = 1.0 / len(sources)
+    for history in sources:
+        scale = share / history.total
+        for feature, weight in history.profile.items():
+            dense[feature] += weight * scale
+    return dense

@@ -24,7 +24,7 @@ from aiohttp import web
 from fashionai_pipeline.sandbox.config import SandboxConfig
 from fashionai_pipeline.sandbox.ranking import RankingEngine
 from fashionai_pipeline.sandbox.server import RECOMMENDATION_PATH, create_app
-from fashionai_pipeline.sandbox.state import STATE
+from fashionai_pipeline.sandbox.state import STATE, SandboxState
 
 _BACKLOG: Final = 1024  # benchmarks open hundreds of connections at once
 _SHUTDOWN_S: Final = 1.0  # an injected 30 s "timeout" must not hold up shutdown
@@ -157,10 +157,24 @@ class SandboxServer:
         self._app[STATE].log.clear()
 
     def clear_sessions(self) -> None:
-        """Forget every session's history (runs on the server's loop)."""
+        """Forget every session's and user's history (runs on the server's loop)."""
         self._call(self._app[STATE].engine.clear)
 
-    def _call(self, fn: Callable[[], None]) -> None:
+    def reset(self) -> None:
+        """A fresh start, knobs aside (see ``POST /_sandbox/reset``); runs on the server's loop."""
+        self._call(self._app[STATE].reset)
+
+    @property
+    def app(self) -> web.Application:
+        """The aiohttp app being served (its router lists the routes)."""
+        return self._app
+
+    @property
+    def state(self) -> SandboxState:
+        """The app's state (engine, storefronts, log); touch it from the server's loop only."""
+        return self._app[STATE]
+
+    def _call(self, fn: Callable[[], object]) -> None:
         # The engine and the dice belong to the loop thread; hop onto it.
         if self._loop is None or self._thread is None or not self._thread.is_alive():
             fn()

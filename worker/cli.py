@@ -168,8 +168,7 @@ def _worker(rest: list[str]) -> int:
 def _sandbox(rest: list[str]) -> int:
     from fashionai_pipeline.sandbox.__main__ import main as sandbox_main
 
-    sandbox_main(rest)
-    return 0
+    return sandbox_main(rest)
 
 
 # -- publish -------------------------------------------------------------------------

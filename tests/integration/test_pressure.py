@@ -139,7 +139,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
     # with history (s-new) and has no data for a fresh one (s-old).
     old = make_event("customShelf", "s-old", "", "u1")
     new = make_event("customShelf", "s-new", "", "u1")
-    history = [make_event("productView", "s-new", f"p{i}") for i in range(3)]
+    history = [make_event("productView", "s-new", f"p{i + 1:04d}") for i in range(3)]  # demo catalog ids
 
     async def run() -> tuple[list[str], list[str], int]:
         client = aioredis.Redis.from_url(CACHE_URL)

@@ -52,3 +52,23 @@ def test_token_is_redacted_everywhere_it_could_show() -> None:
     assert "tok-secret-42" not in repr(config)
     assert "tok-secret-42" not in str(config.public())
     assert set(config.public()) == set(KNOBS)
+
+
+def test_a_config_file_is_checked_and_names_itself(tmp_path) -> None:
+    from fashionai_pipeline.sandbox.config import load_config_file
+
+    path = tmp_path / "sandbox.json"
+    path.write_text('{"tokens": [{"name": "shop-a", "token": "t-a"}], "max_products": 12}')
+    knobs = load_config_file(path)
+    config = SandboxConfig()
+    config.update(knobs)
+    assert (config.max_products, [e.name for e in config.tokens]) == (12, ["shop-a"])
+    for text, problem in (
+        ("{nope", "not valid JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"colour": 1}', "colour: unknown knob"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=problem) as caught:
+            load_config_file(path)
+        assert str(path) in str(caught.value)

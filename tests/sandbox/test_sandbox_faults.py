@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from fashionai_pipeline.sandbox import SandboxServer
+from fashionai_pipeline.sandbox.limits import SlidingWindowLimit
 
 MakeEvent = Callable[..., dict[str, object]]
 Post = Callable[..., httpx.Response]
@@ -114,3 +115,39 @@ def test_seed_makes_failure_injection_reproducible(
     assert set(first) & {500, 502, 503}
     server.configure(seed=8)
     assert _statuses(post, make_event, 25) != first
+
+
+def test_sliding_window_admits_at_most_the_limit_in_any_second() -> None:
+    now = [100.0]
+    window = SlidingWindowLimit(clock=lambda: now[0])
+    admitted = []
+    for t in (100.0, 100.2, 100.4):
+        now[0] = t
+        admitted.append(window.admit(3))
+    assert admitted == [None, None, None]
+    assert window.admit(3) == 1  # the fourth within the same second
+    now[0] = 100.5
+    assert window.admit(3) == 1  # still inside the window of the first three
+    now[0] = 101.0
+    assert window.admit(3) is None  # the first arrival left the window
+    assert window.admit(3) == 1  # the refused one did not count, the 2nd and 3rd still do
+    assert window.admit(0) is None  # 0: no limit
+
+
+def test_rate_limit_rps_answers_429_with_retry_after(
+    post: Post, make_event: MakeEvent, server: SandboxServer, client: httpx.Client
+) -> None:
+    response = client.patch(f"{server.base_url}/_sandbox/config", json={"rate_limit_rps": 2})
+    assert response.json()["rate_limit_rps"] == 2
+    answers = [post(make_event("productView", f"p000{i + 1}", "limited")) for i in range(8)]
+    statuses = [a.status_code for a in answers]
+    assert statuses[:2] == [200, 200]
+    assert 429 in statuses  # eight requests on loopback take far less than a second
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"].startswith("rate limited")
+    assert server.requests()[statuses.index(429)]["status"] == 429
+    # refused requests are not recorded: only the accepted views count as history
+    assert server.state.engine.history("limited").signals == statuses.count(200)
+    server.configure(rate_limit_rps=0)
+    assert all(post(make_event("productView", "p0001")).status_code == 200 for _ in range(5))

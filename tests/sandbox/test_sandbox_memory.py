@@ -41,4 +41,4 @@ def test_kept_requests_and_histories_are_not_tracked_by_the_collector() -> None:
     _, entries = log.snapshot(log.count - 1)
     assert entries[-1]["body"] == {"sessionId": "s999", "eventType": "productView", "data": {"id": "p0500"}}
     assert isinstance(entries[-1]["products"], list) and entries[-1]["products"]
-    assert len(engine.history("s999")) == 4
+    assert engine.history("s999").signals == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import signal
@@ -58,8 +59,8 @@ def _rankings(port: int, token: str) -> list[list[str]]:
     url = f"http://127.0.0.1:{port}{RECOMMENDATION_PATH}"
     bodies = [
         {"sessionId": "s1", "eventType": "productView", "data": {"id": "p0077"}},
-        {"userId": "90", "sessionId": "s1", "eventType": "categoryView", "data": {"id": "c03"}},
-        {"sessionId": "s1", "eventType": "shopTheLook", "data": {"id": "unknown-sku"}},
+        {"userId": "90", "sessionId": "s1", "eventType": "categoryView", "data": {"id": "dresses"}},
+        {"sessionId": "s1", "eventType": "shopTheLook", "data": {"id": "p0078"}},
         {"sessionId": "s1", "eventType": "customShelf", "data": {"id": ""}},
     ]
     with httpx.Client(headers={TOKEN_HEADER: token}, timeout=5) as client:
@@ -75,7 +76,7 @@ def test_rankings_are_identical_across_processes() -> None:
     ):
         first, second = _rankings(port_a, "t1"), _rankings(port_b, "t2")
     assert first == second
-    assert all(first)  # the customShelf follows two earlier events, so it is not empty
+    assert all(first)  # the customShelf follows three earlier views, so it is not empty
 
 
 def test_flags_reach_the_config() -> None:
@@ -117,6 +118,15 @@ def test_help_lists_every_knob() -> None:
         "--timeout-sleep-s",
         "--seed",
         "--log-limit",
+        "--authorize-domain",
+        "--config",
+        "--catalog",
+        "--max-products",
+        "--min-history-product-view",
+        "--min-history-category-view",
+        "--min-history-shop-the-look",
+        "--min-history-custom-shelf",
+        "--rate-limit-rps",
     ):
         assert flag in done.stdout
 
@@ -132,3 +142,34 @@ def test_a_bad_flag_value_exits_2_naming_the_knob() -> None:
     )
     assert done.returncode == 2
     assert "rate_5xx" in done.stderr
+
+
+def test_the_sandbox_benchmark_runs_and_reports_every_row() -> None:
+    # the figures are the benchmark's business (docs/PERFORMANCE.md); here only that it runs
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sandbox",
+            "--json",
+            "--sessions",
+            "40",
+            "--connections",
+            "4",
+            "--reps",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = {row["name"]: row for row in result["rows"]}
+    assert set(rows) == {"sandbox: browsing", "sandbox: browsing + settings", "peer: bare aiohttp"}
+    assert all(row["requests"] == 40 * 8 and row["statuses"] == {"200": 40 * 8} for row in rows.values())
+    assert rows["sandbox: browsing"]["non_empty_share"] > 0.5
+    assert set(result["ratios"]) == {"sandbox: browsing", "sandbox: browsing + settings"}
+    assert all(len(row["rounds_req_per_cpu_s"]) == 2 for row in rows.values())
