@@ -1,7 +1,7 @@
 """Write examples/storefront/catalog.json: the example shops' products and categories.
 
 A storefront's catalog is what Fashion.AI ranks over, so the examples sell
-exactly the sandbox's catalog (the ids it ranks); only names are made up here.
+exactly the sandbox's demo catalog: its ids, names and categories.
 Rerun it when the sandbox's catalog changes:
 
     .venv/bin/python examples/storefront/make_catalog.py
@@ -14,29 +14,11 @@ from pathlib import Path
 
 from fashionai_pipeline.sandbox.ranking import RankingEngine
 
-NAMES = [  # (category, one product of it)
-    ("Dresses", "dress"), ("Shirts", "shirt"), ("Trousers", "trousers"), ("Skirts", "skirt"),
-    ("Jackets", "jacket"), ("Knitwear", "jumper"), ("Shoes", "shoes"), ("Bags", "bag"),
-    ("Jewellery", "necklace"), ("Scarves", "scarf"), ("Belts", "belt"), ("Hats", "hat"),
-]  # fmt: skip
-STYLES = ["Linen", "Silk", "Denim", "Wool", "Cotton", "Leather", "Velvet", "Satin", "Tweed", "Cashmere"]
-
 
 def build() -> dict[str, object]:
     catalog = RankingEngine().catalog
-    categories = [
-        {"id": cid, "name": NAMES[i][0] if i < len(NAMES) else f"Category {cid}"}
-        for i, cid in enumerate(catalog.category_ids)
-    ]
-    names = {cid: NAMES[i][1] if i < len(NAMES) else "piece" for i, cid in enumerate(catalog.category_ids)}
-    products = [
-        {
-            "id": pid,
-            "name": f"{STYLES[n % len(STYLES)]} {names[catalog.product_category[pid]]} {pid}",
-            "category": catalog.product_category[pid],
-        }
-        for n, pid in enumerate(catalog.product_ids)
-    ]
+    categories = [{"id": cid, "name": cid.replace("-", " ").title()} for cid in catalog.categories]
+    products = [{"id": p.id, "name": p.name, "category": p.category} for p in catalog.products]
     return {"categories": categories, "products": products}
 
 
