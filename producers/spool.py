@@ -162,8 +162,9 @@ class Spool:
         """Send everything spooled, oldest first, if this process holds the replay lease.
 
         Stops at the first batch `send` refuses (raises: the broker is not back): that batch
-        stays, in place, for the next call. Messages older than `max_age` are dropped and counted instead of sent.
-        Returns how many were sent. Raises nothing for spool trouble (logged).
+        stays, in place, for the next call. Messages older than `max_age` are dropped and
+        counted instead of sent. Returns how many were sent. Raises nothing for spool trouble
+        (logged).
         """
         sent = 0
         try:
