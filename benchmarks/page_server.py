@@ -1,0 +1,296 @@
+"""`python -m benchmarks.page_server`: what personalisation costs a loaded page server.
+
+A product page of 200 native products rendered through a template, served at saturation by
+a real server — uvicorn + Starlette (one process, uvloop/httptools) and gunicorn gthread +
+Flask (one process, 8 threads) — and loaded by wrk on loopback. For each server it measures
+requests/s and server CPU per page for:
+
+- `none`: the page without personalisation (the floor);
+- `project`: this project's publish + read (`Publisher.product_view` + `RankingReader.order`);
+- `diy`: the peer a user would write alone: Celery `apply_async` + `redis.Redis` GET + a
+  plain merge;
+- `project` with each request-path optimisation switched off in turn (the VARIANTS table),
+  so a default is judged where users feel it, on a loaded server.
+
+Overhead is per page above the floor (1/rps - 1/rps_none, and CPU - CPU_none); the targets:
+`project` serves >= 90% of `none`'s requests/s, with >= 3x less overhead than `diy`. Modes
+take turns within each round, so a slow spell of the machine hits all of them.
+
+    python -m benchmarks.page_server [--seconds 8] [--rounds 2] [--json]
+
+Needs wrk (Debian's `wrk` package) and the local Redis. Writes only keys and queues named
+with this run's id, and deletes them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+
+from benchmarks.measure import tree_cpu_seconds
+from benchmarks.pages.common import PRODUCTS
+from fashionai_pipeline.producers import keys
+from fashionai_pipeline.worker.local import free_port
+
+SESSIONS = 400
+PAGE_PRODUCTS = 20  # the products shoppers open (rankings cached for each session)
+RANKED = 40  # ids per cached ranking
+
+# name -> (server, mode, extra environment): the project rows switch one optimisation off.
+VARIANTS: dict[str, dict[str, str]] = {
+    "poll-off": {"FASHIONAI_REPLY_POLL_US": "0"},
+}
+
+_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  local s = n %% %(sessions)d
+  local p = (n * 7) %% %(products)d + 1
+  return wrk.format("GET", string.format("/product?s=bench-s%%d&p=p%%04d", s, p))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    server: str
+    label: str
+    rps: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _servers(port: int) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "uvicorn+starlette": [
+            py, "-m", "uvicorn", "benchmarks.pages.asgi_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--log-level", "warning",
+        ],
+        "gunicorn-gthread+flask": [
+            py, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "-w", "1",
+            "-b", f"127.0.0.1:{port}", "--log-level", "warning", "benchmarks.pages.wsgi_app:app",
+        ],
+    }  # fmt: skip
+
+
+class Run:
+    def __init__(self, redis_url: str) -> None:
+        self.id = secrets.token_hex(3)
+        self.tenant = f"bench{self.id}"
+        self.queue = f"bench-{self.id}.page"
+        self.diy_queue = f"bench-{self.id}.diy"
+        self.redis_url = redis_url
+        self.client = redis.Redis.from_url(redis_url)
+        self.dir = tempfile.mkdtemp(prefix="fashionai-page-")
+        self.lua = os.path.join(self.dir, "shoppers.lua")
+        with open(self.lua, "w") as fh:
+            fh.write(_LUA % {"sessions": SESSIONS, "products": PAGE_PRODUCTS})
+
+    def seed_rankings(self) -> None:
+        """A cached ranking for every shopper and product the load opens."""
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for s in range(SESSIONS):
+            for p in range(1, PAGE_PRODUCTS + 1):
+                pid = f"p{p:04d}"
+                ranked = [PRODUCTS[(s * 13 + p * 7 + i * 11) % len(PRODUCTS)] for i in range(RANKED)]
+                key = keys.ranking(self.tenant, "productView", pid, f"bench-s{s}", None)
+                pipe.set(key, json.dumps([now_ms, *ranked], separators=(",", ":")), ex=3600)
+        pipe.execute()
+
+    def env(self, mode: str, extra: dict[str, str]) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PAGE_MODE": mode,
+            "DIY_QUEUE": self.diy_queue,
+            "FASHIONAI_BROKER_URL": self.redis_url,
+            "FASHIONAI_REDIS_URL": self.redis_url,
+            "FASHIONAI_QUEUE": self.queue,
+            "FASHIONAI_TENANT": self.tenant,
+            **extra,
+        }
+
+    def measure(self, server: str, mode: str, extra: dict[str, str], seconds: float) -> Row:
+        port = free_port()
+        argv = _servers(port)[server]
+        log = open(os.path.join(self.dir, f"{server}-{mode}.log"), "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            argv, env=self.env(mode, extra), stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/product"
+            _wait_ready(url, proc)
+            _wrk(url, self.lua, 2.0)  # warm-up: connections, caches, the JIT-less interpreter's paths
+            cpu0 = tree_cpu_seconds([proc.pid])
+            out = _wrk(url, self.lua, seconds)
+            cpu = tree_cpu_seconds([proc.pid]) - cpu0
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            log.close()
+            self.client.delete(self.queue, self.diy_queue)
+        rps = _number(out, "Requests/sec:")
+        return Row(
+            server, mode, rps, cpu / max(1.0, rps * seconds) * 1e6, _latency(out, "50%"), _latency(out, "99%")
+        )
+
+    def cleanup(self) -> None:
+        names = list(self.client.scan_iter(match=f"fashionai:{self.tenant}:*", count=1000))
+        for i in range(0, len(names), 500):
+            self.client.delete(*names[i : i + 500])
+        self.client.delete(self.queue, self.diy_queue)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"page server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, params={"s": "bench-s0", "p": "p0001"}, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("page server did not answer within 30 s")
+
+
+def _wrk(url: str, lua: str, seconds: float) -> str:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "--latency", "-s", lua, url],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    )  # fmt: skip
+    if "Non-2xx" in out.stdout or "Socket errors" in out.stdout:
+        raise RuntimeError(f"the page server failed requests under load:\n{out.stdout}")
+    return out.stdout
+
+
+def _number(text: str, label: str) -> float:
+    for line in text.splitlines():
+        if line.strip().startswith(label):
+            return float(line.split()[-1])
+    raise RuntimeError(f"{label!r} not in wrk's output:\n{text}")
+
+
+def _latency(text: str, label: str) -> float:
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == label:
+            value = parts[1]
+            for unit in ("us", "ms", "s"):
+                if value.endswith(unit):
+                    return float(value[: -len(unit)]) * units[unit]
+    return float("nan")
+
+
+def run(seconds: float, rounds: int, redis_url: str) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    bench = Run(redis_url)
+    rows: list[Row] = []
+    try:
+        bench.seed_rankings()
+        plan: list[tuple[str, dict[str, str]]] = [("none", {}), ("project", {}), ("diy", {})]
+        plan += [("project", env) for env in VARIANTS.values()]
+        labels = ["none", "project", "diy", *VARIANTS]
+        for _ in range(rounds):
+            for server in _servers(0):
+                for label, (mode, extra) in zip(labels, plan, strict=True):
+                    row = bench.measure(server, mode, extra, seconds)
+                    rows.append(Row(row.server, label, row.rps, row.cpu_us, row.p50_ms, row.p99_ms))
+                    print(f"  {server:<24} {label:<10} {row.rps:8.0f} req/s  {row.cpu_us:7.0f} us CPU/page",
+                          file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        bench.cleanup()
+    return summarise(rows)
+
+
+def summarise(rows: list[Row]) -> dict[str, Any]:
+    """Medians over rounds, overhead above the floor, the targets judged."""
+    out: dict[str, Any] = {"servers": {}}
+    for server in dict.fromkeys(r.server for r in rows):
+        med: dict[str, dict[str, float]] = {}
+        for label in dict.fromkeys(r.label for r in rows if r.server == server):
+            mine = [r for r in rows if r.server == server and r.label == label]
+            med[label] = {
+                "rps": statistics.median(r.rps for r in mine),
+                "cpu_us": statistics.median(r.cpu_us for r in mine),
+                "p50_ms": statistics.median(r.p50_ms for r in mine),
+                "p99_ms": statistics.median(r.p99_ms for r in mine),
+            }
+        floor = med["none"]
+        for m in med.values():
+            m["overhead_us"] = (1 / m["rps"] - 1 / floor["rps"]) * 1e6
+            m["overhead_cpu_us"] = m["cpu_us"] - floor["cpu_us"]
+            m["rps_vs_none"] = m["rps"] / floor["rps"]
+        project, diy = med["project"], med["diy"]
+        targets = {
+            "project >= 0.90 x none req/s": project["rps_vs_none"] >= 0.90,
+            "diy overhead >= 3 x project's": diy["overhead_us"] >= 3 * max(project["overhead_us"], 1e-9),
+        }
+        for label in VARIANTS:  # the default must serve the loaded page better than the switch-off
+            targets[f"default >= {label} req/s"] = project["rps"] >= med[label]["rps"]
+        out["servers"][server] = {"modes": med, "targets": targets}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = []
+    for server, data in result["servers"].items():
+        lines.append(f"\n{server}")
+        lines.append(
+            f"  {'mode':<12}{'req/s':>9}{'vs none':>9}{'overhead':>11}{'CPU/page':>11}{'p50':>9}{'p99':>9}"
+        )
+        for label, m in data["modes"].items():
+            lines.append(
+                f"  {label:<12}{m['rps']:>9.0f}{m['rps_vs_none']:>8.2f}x{m['overhead_us']:>9.0f}us"
+                f"{m['cpu_us']:>9.0f}us{m['p50_ms']:>7.1f}ms{m['p99_ms']:>7.1f}ms"
+            )
+        for name, ok in data["targets"].items():
+            lines.append(f"  target {name}: {'met' if ok else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.page_server", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per mode and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="broker and cache for the run")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    args = parser.parse_args(argv)
+    result = run(args.seconds, args.rounds, args.redis)
+    result["load_at_end"] = os.getloadavg()
+    print(table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The product page on Starlette, for uvicorn (`uvicorn benchmarks.pages.asgi_app:app`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
+from fashionai_pipeline.producers import AsyncPublisher, AsyncRankingReader, Settings
+
+MODE = mode()
+settings = Settings()
+publisher = AsyncPublisher(settings) if MODE == "project" else None
+reader = AsyncRankingReader(settings) if MODE == "project" else None
+deliver = diy_app() if MODE == "diy" else None
+cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
+
+
+async def page(request: Request) -> HTMLResponse:
+    session, product = request.query_params["s"], request.query_params["p"]
+    order = PRODUCTS
+    if publisher is not None and reader is not None:
+        await publisher.product_view(session, product)
+        order = await reader.order("productView", product, session, PRODUCTS)
+    return HTMLResponse(render(f"Product {product}", order))
+
+
+def diy_page(request: Request) -> HTMLResponse:
+    # A sync endpoint (Starlette runs it in its thread pool): both libraries block.
+    assert deliver is not None and cache is not None
+    session, product = request.query_params["s"], request.query_params["p"]
+    body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
+    deliver.apply_async(args=[body])
+    key = f"fashionai:{settings.tenant}:rank:productView:{product}:s:{session}"
+    return HTMLResponse(render(f"Product {product}", plain_merge(cache.get(key), PRODUCTS)))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    if publisher is not None and reader is not None:
+        await publisher.aclose()
+        await reader.aclose()
+
+
+app = Starlette(routes=[Route("/product", diy_page if MODE == "diy" else page)], lifespan=lifespan)

@@ -1,0 +1,59 @@
+"""What the page apps share: the catalog page, the template, the DIY peer's Celery app."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jinja2
+
+PRODUCTS = [f"p{n:04d}" for n in range(1, 201)]  # the page's native ordering
+CATALOG = {pid: {"id": pid, "name": f"Product {pid}", "price": 79.9 + int(pid[1:]) % 97} for pid in PRODUCTS}
+
+_TEMPLATE = jinja2.Environment(autoescape=True).from_string(
+    """<!doctype html><html><head><title>{{ title }}</title></head><body>
+<h1>{{ title }}</h1><ul class="shelf">
+{% for p in products %}<li class="card" data-id="{{ p.id }}"><a href="/product/{{ p.id }}">{{ p.name }}</a>
+<span class="price">R$ {{ "%.2f"|format(p.price) }}</span><span class="sizes">{{ sizes }}</span></li>
+{% endfor %}</ul></body></html>"""
+)
+_SIZES = "PP P M G GG"
+
+
+def render(title: str, order: list[str]) -> str:
+    """The product page: ~1 ms of CPU for 200 products on the benchmark machine."""
+    return _TEMPLATE.render(title=title, products=[CATALOG[pid] for pid in order], sizes=_SIZES)
+
+
+def mode() -> str:
+    value = os.environ.get("PAGE_MODE", "none")
+    if value not in ("none", "project", "diy"):
+        raise SystemExit(f"PAGE_MODE: must be none, project or diy, not {value!r}")
+    return value
+
+
+def plain_merge(raw: bytes | None, native: list[str]) -> list[str]:
+    """The DIY peer's merge: what a user writes in a few lines."""
+    if raw is None:
+        return native
+    ranked = json.loads(raw)[1:]
+    if not ranked:
+        return native
+    in_page = [pid for pid in ranked if pid in native]
+    rest = [pid for pid in native if pid not in in_page]
+    return in_page + rest
+
+
+def diy_app() -> Any:
+    """A Celery app with one task per event, as the Celery docs would have a user write it."""
+    from celery import Celery
+
+    app = Celery("diy", broker=os.environ["FASHIONAI_BROKER_URL"])
+    app.conf.task_default_queue = os.environ["DIY_QUEUE"]
+
+    @app.task(name="diy.deliver")  # type: ignore[untyped-decorator]
+    def deliver(body: dict[str, Any]) -> None:  # never run: the benchmark measures the page
+        pass
+
+    return deliver
