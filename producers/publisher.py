@@ -25,7 +25,10 @@ Guarantees:
   once per change of the broker's state (a warning when it first fails, an info line when it
   takes events again), not once per call.
 - Nothing is buffered behind the caller's back: a publish returns only after the broker
-  answered or the bound passed, so nothing is lost when a process exits or forks. After a fork
+  answered or the bound passed, so nothing is lost when a process exits or forks. The one
+  exception is opt-in: with `spool_dir` set, an event the broker did not take is written to
+  the disk spool (producers.spool) and returned as "spooled"; it is on this host's disk until
+  the spool's replayer hands it to the broker (or drops it, counted, past `spool_max_age`). After a fork
   (gunicorn --preload, uWSGI, Celery prefork) the child opens its own connection on first use.
 - Thread-safe: one connection per publisher, used under a lock.
 """
@@ -55,6 +58,34 @@ _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 def _forget_connections_after_fork() -> None:
     for publisher in list(_live):
         publisher._sender.forget()
+        publisher._replayer.forget()
+
+
+class _Replayer:
+    """The spool's replayer for one publisher: a sender of its own, on the spool's thread.
+
+    Started when the publisher is made and again on the first publish of a forked child, so
+    a process that comes back after a restart drains what an earlier one spooled. Nothing
+    starts when no spool is configured.
+    """
+
+    def __init__(self, core: PublisherCore) -> None:
+        self._core = core
+        self._sender = BlockingSender(core.settings, core.tuning)
+
+    def ensure(self) -> None:
+        self._core.start_replayer(self._send)
+
+    def _send(self, queue: str, messages: list[tuple[str, str]]) -> None:
+        self._sender.send(queue, messages, self._core.deadline())
+
+    def forget(self) -> None:
+        self._sender.forget()
+
+    def close(self) -> None:
+        if self._core.spool is not None:
+            self._core.spool.stop_replayer()
+        self._sender.close()
 
 
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
@@ -97,6 +128,8 @@ class Publisher(_Shell):
     def __init__(self, settings: Settings | None = None) -> None:
         self._core = PublisherCore(settings or Settings())
         self._sender = BlockingSender(self._core.settings, self._core.tuning)
+        self._replayer = _Replayer(self._core)
+        self._replayer.ensure()  # a process that starts with events spooled by an earlier one drains them
         _live.add(self)
 
     def publish(
@@ -168,15 +201,25 @@ class Publisher(_Shell):
         queue, tenant = core.route(tenant)
         msg_ids = core.ids(len(bodies), ids)
         messages = core.envelopes(tenant, bodies, msg_ids, notify)
+        deadline = core.deadline()
         try:
-            self._sender.send(queue, messages, core.deadline())
+            if core.spool is not None:
+                self._replayer.ensure()
+                if core.spooling():
+                    raise BrokerUnavailable("the broker failed moments ago (spooling)", msg_ids)
+            self._sender.send(queue, messages, deadline)
         except PublishError as exc:
-            return core.failed(exc, msg_ids)
+            if core.spool is None:
+                return core.failed(exc, msg_ids)
+            rest = core.unconfirmed(exc, messages, msg_ids)
+            accepted = core.put_in_spool(queue, rest, deadline - time.monotonic())
+            return core.after_spool(exc, msg_ids, accepted)
         return core.published(msg_ids)
 
     def close(self) -> None:
         """Close the broker connection (a later publish opens a new one)."""
         self._sender.close()
+        self._replayer.close()
 
     def __enter__(self) -> Publisher:
         return self
@@ -205,6 +248,7 @@ class AsyncPublisher(_Shell):
         self._executor: ThreadPoolExecutor | None = None
         self._blocking: BlockingSender | None = None
         self._redis: AsyncRedisSink | None = None
+        self._replayer = _Replayer(self._core)
         self._open()
 
     async def publish(
@@ -266,16 +310,41 @@ class AsyncPublisher(_Shell):
         msg_ids = core.ids(len(bodies), ids)
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._waiting, self._flusher = os.getpid(), [], None
+            self._replayer.forget()
             self._open()
         loop = asyncio.get_running_loop()
         item = _Waiting(queue, core.envelopes(tenant, bodies, msg_ids, notify), loop.create_future())
         item.deadline = loop.time() + core.budget
+        if core.spool is not None:
+            self._replayer.ensure()
+            if core.spooling():
+                skipped = BrokerUnavailable("the broker failed moments ago (spooling)", msg_ids)
+                return await self._spooled(queue, item, skipped, msg_ids, loop)
         item.timer = loop.call_at(item.deadline, _expire, item)
         self._waiting.append(item)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         error = await item.answer
-        return core.published(msg_ids) if error is None else core.failed(error, msg_ids)
+        if error is None:
+            return core.published(msg_ids)
+        if core.spool is None:
+            return core.failed(error, msg_ids)
+        return await self._spooled(queue, item, error, msg_ids, loop)
+
+    async def _spooled(
+        self,
+        queue: str,
+        item: _Waiting,
+        error: PublishError,
+        msg_ids: list[str],
+        loop: asyncio.AbstractEventLoop,
+    ) -> list[Receipt]:
+        """The spool's write off the event loop (SQLite may wait on another process's lock)."""
+        core = self._core
+        rest = core.unconfirmed(error, item.messages, msg_ids)
+        timeout = item.deadline - loop.time()
+        accepted = await loop.run_in_executor(None, core.put_in_spool, queue, rest, timeout)
+        return core.after_spool(error, msg_ids, accepted)
 
     async def aclose(self) -> None:
         """Wait for publishes in flight, then close the broker connection."""
@@ -287,6 +356,7 @@ class AsyncPublisher(_Shell):
             pool, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(pool, self._blocking.close)
             pool.shutdown(wait=False)
+        self._replayer.close()
 
     def _open(self) -> None:
         settings, tuning = self._core.settings, self._core.tuning

@@ -17,6 +17,7 @@ from fashionai_pipeline.producers.errors import InvalidEvent, PublishError, Publ
 from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import check_id, check_notify, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
+from fashionai_pipeline.producers.spool import Send, Spool
 from fashionai_pipeline.producers.transport import Tuning
 
 log = logging.getLogger("fashionai.publisher")
@@ -31,8 +32,9 @@ class Receipt:
     `id` is the envelope's message id: publish again with `message_id=id` to retry the same
     event (the worker drops an id it has already recorded). `outcome`: "published" (the
     broker has it), "dropped" (not published, `on_broker_down="drop"`), "unknown" (sent, not
-    confirmed within the bound, `on_broker_down="drop"`), "spooled" (reserved for a disk
-    spool). True when the event is safe: published or spooled.
+    confirmed within the bound, `on_broker_down="drop"`), "spooled" (the broker did not take
+    it and the disk spool did: producers.spool). True when the event is safe: published or
+    spooled.
     """
 
     id: str
@@ -49,6 +51,13 @@ class PublishStats:
     published: int = 0
     dropped: int = 0
     unknown: int = 0
+    spooled: int = 0
+
+
+# While the spool holds events because the broker failed, publishes go straight to the spool
+# for this long before the broker is tried again: a page during an outage pays a spool write,
+# not the publish bound, and each process tries the broker at most once per window.
+SPOOL_WINDOW_S = 2.0
 
 
 class PublisherCore:
@@ -62,6 +71,15 @@ class PublisherCore:
         self.budget = 2 * settings.publish_timeout  # the documented bound of one publish
         self._queues: dict[str, str] = {}
         self._failing = False  # drop mode logs once per change of the broker's state
+        self.spool: Spool | None = None
+        if settings.spool_dir:
+            self.spool = Spool(
+                settings.spool_dir,
+                max_bytes=settings.spool_max_bytes,
+                max_age=settings.spool_max_age,
+                fsync=settings.spool_fsync,
+            )
+        self._spool_until = 0.0  # monotonic: spool without trying the broker until then
 
     def describe(self, cls: str) -> str:
         return f"<{cls} broker={redact_url(self.settings.broker_url)} queue={self.settings.queue}>"
@@ -134,6 +152,51 @@ class PublisherCore:
                 self.stats.unknown,
             )
         return [Receipt(msg_id, "published") for msg_id in ids]
+
+    # -- the disk spool (off unless settings.spool_dir) ------------------------------------
+
+    def start_replayer(self, send: Send) -> None:
+        """Make sure this process replays the spool (idempotent; a forked child starts its own)."""
+        if self.spool is not None:
+            self.spool.start_replayer(send)
+
+    def spooling(self) -> bool:
+        """True while publishes skip the broker (it failed moments ago and the spool holds events)."""
+        return self.spool is not None and time.monotonic() < self._spool_until
+
+    def unconfirmed(
+        self, exc: PublishError, messages: Sequence[tuple[str, str]], ids: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """The messages `exc` names (not queued, or unknown): what the spool would keep."""
+        concerned = set(exc.message_ids) or set(ids)
+        return [m for m in messages if m[1] in concerned]
+
+    def put_in_spool(self, queue: str, messages: Sequence[tuple[str, str]], timeout: float) -> bool:
+        """The spool's write (I/O: the shells run it where blocking is allowed)."""
+        return self.spool is not None and self.spool.put(queue, messages, timeout=max(0.01, timeout))
+
+    def after_spool(self, exc: PublishError, ids: Sequence[str], accepted: bool) -> list[Receipt]:
+        """Receipts once the spool took the messages `exc` names (`accepted`), else `failed`.
+
+        A spool that is full, or could not be written within the publish's bound, leaves them
+        to `failed` (raised, or dropped/unknown in drop mode).
+        """
+        if not accepted or self.spool is None:
+            return self.failed(exc, ids)
+        concerned = set(exc.message_ids) or set(ids)
+        if not self.spooling():
+            log.warning(
+                "%s: spooling events to %s (for %gs at a time), replayed when the broker answers",
+                exc.reason,
+                self.spool.path,
+                SPOOL_WINDOW_S,
+            )
+        self._spool_until = time.monotonic() + SPOOL_WINDOW_S
+        done = [msg_id for msg_id in ids if msg_id not in concerned]
+        if done:
+            self.published(done)
+        self.stats.spooled += len(ids) - len(done)
+        return [Receipt(msg_id, "spooled" if msg_id in concerned else "published") for msg_id in ids]
 
     def failed(self, exc: PublishError, ids: Sequence[str]) -> list[Receipt]:
         """Receipts for `ids` after `exc`, or `exc` raised (on_broker_down="raise").

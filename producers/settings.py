@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     reply_poll_us: int = Field(default=100, ge=0, le=10_000)
     # Envelope, event body and kombu frame filled into string templates instead of json.dumps:
     json_templates: bool = True
+    # The disk spool (producers.spool), off while empty: a folder for publishes the broker did
+    # not take, replayed when it answers again. Bounded by size (bytes) and age (seconds);
+    # spool_fsync flushes each write to disk (survives a power loss, costs a disk flush).
+    spool_dir: str = ""
+    spool_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    spool_max_age: float = Field(default=24 * 3600.0, gt=0)
+    spool_fsync: bool = False
 
     # Worker side
     batch_size: int = Field(default=200, ge=1, le=10_000)
