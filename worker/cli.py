@@ -182,9 +182,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 print("error: publish needs --event-type and --session, or --file", file=sys.stderr)
                 return 2
             verdict = _verdict(publisher, make_event(args.event_type, args.session, args.id, args.user))
-            published = verdict.startswith("published")
-            print(f"event: {verdict}", file=sys.stdout if published else sys.stderr)
-            return 0 if published else 1
+            safe = verdict.startswith(_SAFE)
+            print(f"event: {verdict}", file=sys.stdout if safe else sys.stderr)
+            return 0 if safe else 1
         return _publish_lines(publisher, args.file)
     finally:
         publisher.close()
@@ -192,7 +192,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 def _publish_lines(publisher: Publisher, path: str) -> int:
     """One verdict per non-blank line, by number; a bad line never stops the ones after it."""
-    counts = {"published": 0, "refused": 0, "not published": 0, "unknown": 0}
+    counts = {"published": 0, "spooled": 0, "refused": 0, "not published": 0, "unknown": 0}
     stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     with stream:
         for lineno, raw in enumerate(_lines(stream), 1):
@@ -209,14 +209,15 @@ def _publish_lines(publisher: Publisher, path: str) -> int:
             # Published lines on stdout; every other verdict on stderr, where errors go.
             print(
                 f"line {lineno}: {verdict}",
-                file=sys.stdout if kind == "published" else sys.stderr,
+                file=sys.stdout if kind in _SAFE else sys.stderr,
                 flush=True,
             )
+    spooled = f", spooled {counts['spooled']}" if counts["spooled"] else ""
     print(
-        f"published {counts['published']} event(s), refused {counts['refused']}, "
+        f"published {counts['published']} event(s){spooled}, refused {counts['refused']}, "
         f"not published {counts['not published']}, unknown {counts['unknown']}"
     )
-    return 0 if counts["published"] == sum(counts.values()) else 1
+    return 0 if counts["published"] + counts["spooled"] == sum(counts.values()) else 1
 
 
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:
@@ -241,6 +242,10 @@ def _json_line(raw: bytes) -> Any:
         raise ValueError(f"not valid JSON: {exc}") from None
 
 
+# Verdicts that mean the event is safe: on the broker, or in the disk spool.
+_SAFE = ("published", "spooled")
+
+
 def _verdict(publisher: Publisher, event: Any) -> str:
     """What became of one publish, as a line: published / not published / unknown, with the id."""
     try:
@@ -253,6 +258,8 @@ def _verdict(publisher: Publisher, event: Any) -> str:
         return f"not published: {exc}"
     if receipt.outcome == "published":
         return f"published (message id {receipt.id})"
+    if receipt.outcome == "spooled":
+        return f"spooled (message id {receipt.id}): on this host's disk until a publisher replays it"
     if receipt.outcome == "unknown":
         return f"unknown: sent, not confirmed (message id {receipt.id}: publish again with that id)"
     return f"not published: dropped, the broker is unavailable (message id {receipt.id})"

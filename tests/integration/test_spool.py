@@ -139,3 +139,23 @@ def test_a_full_spool_leaves_the_event_to_the_callers_policy(tmp_path):
                 outcomes.append(publisher.product_view(f"s{i}", "p0001").outcome)
     assert outcomes and set(outcomes) == {"spooled"}
     assert Spool(str(tmp_path)).stats().dropped_full >= 1
+
+
+def test_the_cli_reports_a_spooled_event_as_spooled_and_safe(tmp_path):
+    env = {
+        **os.environ,
+        "FASHIONAI_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "FASHIONAI_PUBLISH_TIMEOUT": "0.2",
+        "FASHIONAI_SPOOL_DIR": str(tmp_path),
+    }
+    lines = "\n".join(
+        f'{{"sessionId": "c{i}", "eventType": "productView", "data": {{"id": "p0001"}}}}' for i in range(3)
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", "publish", "--file", "-"],
+        input=lines, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(": spooled (message id ") == 3
+    assert "published 0 event(s), spooled 3, refused 0, not published 0, unknown 0" in out.stdout
+    assert Spool(str(tmp_path)).pending() == 3
