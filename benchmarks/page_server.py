@@ -50,9 +50,12 @@ SESSIONS = 400
 PAGE_PRODUCTS = 20  # the products shoppers open (rankings cached for each session)
 RANKED = 40  # ids per cached ranking
 
-# name -> (server, mode, extra environment): the project rows switch one optimisation off.
+# name -> extra environment: each `project` variant switches one request-path optimisation off
+# (producers.transport), so its worth is judged on a loaded page server.
 VARIANTS: dict[str, dict[str, str]] = {
     "poll-off": {"FASHIONAI_REPLY_POLL_US": "0"},
+    "direct-off": {"FASHIONAI_DIRECT_REDIS": "false"},
+    "templates-off": {"FASHIONAI_JSON_TEMPLATES": "false"},
 }
 
 _LUA = """
