@@ -83,6 +83,19 @@ def seen(tenant: str, digest: str) -> str:
     return f"{PREFIX}:{_esc(tenant)}:seen:{digest}"
 
 
+def recorded(tenant: str, message_id: str) -> str:
+    """Duplicate-id mark: the message `message_id` had its outcome recorded.
+
+    Owner: workers SET it (EX = duplicate_window, default 300 s) in the same
+    MULTI/EXEC that records the message's outcome, in the state store; on
+    consume, a broker delivery whose id is marked is dropped (acked, counted
+    `duplicate`). Retries claimed from the retry set are never checked against
+    it. TTL: the window (a producer's publish retry after an "unknown" outcome,
+    or a redelivery after a crash between recording and ack, lands well inside it).
+    """
+    return f"{PREFIX}:{_esc(tenant)}:recorded:{_esc(message_id)}"
+
+
 def dead_letters() -> str:
     """STREAM of dead letters, all tenants (each entry names its tenant).
 

@@ -1,16 +1,20 @@
 """One batch: decode, coalesce, deliver concurrently, record every outcome.
 
-`BatchProcessor.process(raws)` is the unit the pump acks by. It returns True
-only once every message's outcome is recorded in Redis in one MULTI/EXEC:
+`BatchProcessor.process(raws)` is the unit the pump acks by. It returns a
+`BatchResult` only once every message's outcome is recorded:
 
 - a ranking cached (newer-wins; an empty list cached as "not enough data yet"),
 - a retry scheduled in the durable retry set (backoff, Retry-After honoured),
 - or a dead letter written with its reason.
 
-When recording fails it returns False and the pump must not ack: the broker
+When recording fails it returns None and the pump must not ack: the broker
 redelivers, so the worst case is a duplicate upstream call, never a lost event.
 Undecodable messages are dead-lettered, never raised: one bad message cannot
 reject its batch.
+
+Everything it talks to is a seam: the `Sender` (upstream), the `Limiter`, the
+`Store` (cache and state store) and the `Clock`, so unit tests run it with no
+Redis, no server and no sleeping.
 """
 
 from __future__ import annotations
@@ -18,24 +22,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.message import Envelope, InvalidMessage, compact_json, decode
 from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.worker import scripts
-from fashionai_pipeline.worker.deadletter import Kind, encode_entry, entry_for
+from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
+from fashionai_pipeline.worker.deadletter import Kind, entry_for
 from fashionai_pipeline.worker.delivery import Delivered, Failed, Outcome
+from fashionai_pipeline.worker.metrics import Count
 from fashionai_pipeline.worker.retry import RetryPolicy
+from fashionai_pipeline.worker.store import RankingWrite, StateRecord, Store
 
 log = logging.getLogger("fashionai.worker")
 
-LATENCY_SAMPLES = 10_000
 AUTH_PAUSE = 30.0  # seconds every worker waits after a 401 before trying the token again
 
 
@@ -44,51 +47,54 @@ class Sender(Protocol):
 
 
 class Limiter(Protocol):
-    async def acquire(self, tenant: str) -> None: ...
-    async def pause(self, tenant: str, seconds: float, reason: str) -> None: ...
+    async def acquire(self) -> None: ...
+    async def pause(self, seconds: float, reason: str) -> None: ...
 
 
 @dataclass
 class BatchResult:
-    """What one batch did; counters add up across batches (pump, demo, metrics)."""
+    """What one batch did; results add up across batches (pump, demo, metrics).
 
-    received: int = 0
-    calls: int = 0
-    delivered: int = 0
-    cached: int = 0
-    empty: int = 0
-    stale: int = 0
-    retried: int = 0
-    dead: int = 0
-    invalid: int = 0
-    coalesced: int = 0
-    auth_failures: int = 0
+    `counts` holds the words of `worker.metrics.Count` only.
+    """
+
+    counts: Counter[Count] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
 
+    def __getitem__(self, word: Count) -> int:
+        return self.counts[word]
+
+    def add(self, other: BatchResult) -> None:
+        self.counts.update(other.counts)
+
     def as_counts(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, int) and v}
+        return {k: v for k, v in self.counts.items() if v}
 
 
 class BatchProcessor:
+    """Processes one lane's (one tenant's) batches. Runs on the pump's event loop."""
+
     def __init__(
         self,
         settings: Settings,
         sender: Sender,
-        client: aioredis.Redis,
+        store: Store,
         *,
         limiter: Limiter | None = None,
         policy: RetryPolicy | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self._sender = sender
-        self._redis = client
+        self._store = store
         self._limiter = limiter
         self._policy = policy or RetryPolicy.from_settings(settings)
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._write = client.register_script(scripts.WRITE_RANKINGS)
-        self._schedule = client.register_script(scripts.SCHEDULE_RETRIES)
+
+    async def claim_retries(self, limit: int, lease: float) -> list[bytes]:
+        """Due retries of this lane's tenant, moved under a lease (see `process`)."""
+        return await self._store.claim_retries(self.settings.tenant, limit, lease)
 
     async def process(
         self, raws: Sequence[bytes | str], *, lease_members: Sequence[bytes | str] = ()
@@ -98,7 +104,9 @@ class BatchProcessor:
         `lease_members` are retry-set members claimed for this batch; they are
         released in the same transaction that records the outcomes.
         """
-        result = BatchResult(received=len(raws))
+        result = BatchResult()
+        counts = result.counts
+        counts["received"] = len(raws)
         dead: list[dict[str, Any]] = []
         groups: dict[str, list[Envelope]] = {}
         for raw in raws:
@@ -106,59 +114,68 @@ class BatchProcessor:
                 env = decode(raw)
             except InvalidMessage as exc:
                 dead.append(entry_for("undecodable", f"undecodable message: {exc}", raw=raw))
-                result.invalid += 1
+                counts["invalid"] += 1
+                counts["dead"] += 1
                 continue
             ident = compact_json([env.tenant, env.event.body()])
             groups.setdefault(ident, []).append(env)
-        result.coalesced = sum(len(g) - 1 for g in groups.values())
+        counts["coalesced"] = sum(len(g) - 1 for g in groups.values())
         if self.settings.coalesce_window_ms and not lease_members:
-            await self._drop_recently_sent(groups, result)
+            await self._drop_recently_sent(groups, counts)
 
         leaders = [max(g, key=lambda e: e.ts) for g in groups.values()]
         outcomes = await self._deliver_in_session_order(leaders)
-        result.calls = len(leaders)
+        counts["calls"] = len(leaders)
 
-        now = self._clock()
-        rankings: list[tuple[str, int, str]] = []
-        retries: list[tuple[str, float, bytes]] = []
+        now = self._clock.time()
+        rankings: list[RankingWrite] = []
+        ranked: list[list[Envelope]] = []
+        record = StateRecord(self.settings.tenant, dead=dead, release=lease_members)
         for group, leader, outcome in zip(groups.values(), leaders, outcomes, strict=True):
             if isinstance(outcome, Delivered):
                 ev = leader.event
                 key = keys.ranking(leader.tenant, ev.eventType, ev.data.id, ev.sessionId, ev.userId)
                 ts_ms = int(leader.ts * 1000)
-                value = compact_json([ts_ms, *outcome.products])
-                rankings.append((key, ts_ms, value))
-                result.delivered += 1
-                result.cached += len(group)
-                result.empty += len(group) if not outcome.products else 0
-                result.latencies_ms.extend((now - e.ts) * 1000 for e in group)
+                rankings.append(RankingWrite(key, ts_ms, compact_json([ts_ms, *outcome.products])))
+                ranked.append(group)
+                counts["delivered"] += 1
+                if not outcome.products:
+                    counts["empty"] += len(group)
                 continue
-            self._on_failure(leader, group, outcome, now, result, dead, retries)
+            self._on_failure(leader, group, outcome, now, counts, record)
 
-        if not await self._record(rankings, retries, dead, lease_members, result):
+        try:
+            written = await self._store.write_rankings(rankings, self.settings.ranking_ttl * 1000)
+            for group, ok in zip(ranked, written, strict=True):
+                counts["cached" if ok else "stale"] += len(group)
+                if ok:
+                    result.latencies_ms.extend((now - e.ts) * 1000 for e in group)
+            record.counts = result.as_counts()
+            record.latencies_ms = result.latencies_ms
+            await self._store.commit(record, 0)
+        except Exception:
+            log.exception("could not record a batch of %d outcomes; leaving it unacked", len(raws))
             return None
         return result
 
-    async def _drop_recently_sent(self, groups: dict[str, list[Envelope]], result: BatchResult) -> None:
+    async def _drop_recently_sent(self, groups: dict[str, list[Envelope]], counts: Counter[Count]) -> None:
         """Coalesce events identical to one sent within the window (by any worker).
 
         The earlier event's ranking is the same key and is (or will be) cached;
         a failure of this check only means the event is sent, never that it is lost.
         """
-        tenant = self.settings.tenant
         idents = list(groups)
         digests = [hashlib.blake2b(i.encode(), digest_size=12).hexdigest() for i in idents]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for digest in digests:
-                    pipe.set(keys.seen(tenant, digest), 1, nx=True, px=self.settings.coalesce_window_ms)
-                fresh = await pipe.execute()
+            fresh = await self._store.first_sent(
+                self.settings.tenant, digests, self.settings.coalesce_window_ms
+            )
         except Exception:
             log.warning("coalescing window check failed; sending every event", exc_info=True)
             return
         for ident, is_new in zip(idents, fresh, strict=True):
             if not is_new:
-                result.coalesced += len(groups.pop(ident))
+                counts["coalesced"] += len(groups.pop(ident))
 
     async def _deliver_in_session_order(self, leaders: list[Envelope]) -> list[Outcome]:
         """Sessions run concurrently; one session's events go one after another.
@@ -183,13 +200,13 @@ class BatchProcessor:
         async with self._slots:
             if self._limiter is None:
                 return await self._sender.send(env.event.body())
-            await self._limiter.acquire(env.tenant)
+            await self._limiter.acquire()
             outcome = await self._sender.send(env.event.body())
         # Pause every worker the moment the answer arrives, not when the batch ends.
         if isinstance(outcome, Failed) and outcome.auth:
-            await self._limiter.pause(env.tenant, AUTH_PAUSE, "401")
+            await self._limiter.pause(AUTH_PAUSE, "401")
         elif isinstance(outcome, Failed) and outcome.status == 429 and outcome.retry_after:
-            await self._limiter.pause(env.tenant, outcome.retry_after, "429")
+            await self._limiter.pause(outcome.retry_after, "429")
         return outcome
 
     def _on_failure(
@@ -198,12 +215,11 @@ class BatchProcessor:
         group: list[Envelope],
         outcome: Failed,
         now: float,
-        result: BatchResult,
-        dead: list[dict[str, Any]],
-        retries: list[tuple[str, float, bytes]],
+        counts: Counter[Count],
+        record: StateRecord,
     ) -> None:
         if outcome.auth:
-            result.auth_failures += 1
+            counts["auth_failures"] += 1
             log.error(
                 "CONFIGURATION ERROR: Fashion.AI refused the app token (HTTP 401) for tenant %s;"
                 " sending is paused and events are kept for retry. Fix FASHIONAI_APP_TOKEN.",
@@ -215,7 +231,7 @@ class BatchProcessor:
             if not outcome.retryable or why is not None:
                 kind: Kind = "refused" if not outcome.retryable else "exhausted"
                 reason = outcome.reason if why is None else f"{why}; last: {outcome.reason}"
-                dead.append(
+                record.dead.append(
                     entry_for(
                         kind,
                         reason,
@@ -225,47 +241,9 @@ class BatchProcessor:
                         attempts=attempts,
                     )
                 )
-                result.dead += 1
+                counts["dead"] += 1
                 continue
             delay = self._policy.delay(max(attempts, 1), outcome.retry_after)
             nxt = Envelope(env.id, env.tenant, env.ts, attempts, env.event)
-            retries.append((env.tenant, delay, nxt.encode()))
-            result.retried += 1
-
-    async def _record(
-        self,
-        rankings: list[tuple[str, int, str]],
-        retries: list[tuple[str, float, bytes]],
-        dead: list[dict[str, Any]],
-        lease_members: Sequence[bytes | str],
-        result: BatchResult,
-    ) -> bool:
-        tenant = self.settings.tenant
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if rankings:
-                    argv: list[Any] = [self.settings.ranking_ttl * 1000]
-                    for _, ts_ms, value in rankings:
-                        argv += [ts_ms, value]
-                    await self._write(keys=[k for k, _, _ in rankings], args=argv, client=pipe)
-                by_tenant: dict[str, list[Any]] = {}
-                for owner, delay, member in retries:
-                    by_tenant.setdefault(owner, []).extend((delay, member))
-                for owner, flat in by_tenant.items():
-                    await self._schedule(keys=[keys.retry(owner)], args=flat, client=pipe)
-                for entry in dead:
-                    pipe.xadd(keys.dead_letters(), encode_entry(entry))
-                if lease_members:
-                    pipe.zrem(keys.retry_lease(tenant), *lease_members)
-                for name, n in result.as_counts().items():
-                    pipe.hincrby(keys.stats(tenant), name, n)
-                if result.latencies_ms:
-                    pipe.lpush(keys.latency(tenant), *(round(x, 2) for x in result.latencies_ms))
-                    pipe.ltrim(keys.latency(tenant), 0, LATENCY_SAMPLES - 1)
-                replies = await pipe.execute()
-        except Exception:
-            log.exception("could not record a batch of %d outcomes; leaving it unacked", result.received)
-            return False
-        if rankings:
-            result.stale = int(replies[0])
-        return True
+            record.retries.append((delay, nxt.encode()))
+            counts["retried"] += 1

@@ -48,8 +48,6 @@ class Failed:
 
 Outcome = Delivered | Failed
 
-_PERMANENT = {400, 403, 404, 405, 409, 410, 413, 415, 422}
-
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
@@ -82,7 +80,7 @@ def classify(status: int, content: bytes, retry_after: str | None) -> Outcome:
         return Failed("rate limited (HTTP 429)", True, status, text, parse_retry_after(retry_after))
     if status >= 500 or status == 408:
         return Failed(f"upstream error (HTTP {status})", True, status, text, parse_retry_after(retry_after))
-    if status in _PERMANENT or 400 <= status < 500:
+    if 400 <= status < 500:
         return Failed(f"refused by upstream (HTTP {status})", False, status, text)
     return Failed(f"unexpected status (HTTP {status})", True, status, text)
 
@@ -95,7 +93,7 @@ class Deliverer:
 
     `transport="aiohttp"` (default) keeps the httpx API over the httpx-aiohttp
     transport, because httpcore's pool degrades above ~20 concurrent requests
-    (RESEARCH.md, encode/httpx#3215); "httpcore" is httpx's own transport.
+    (encode/httpx#3215; docs/PERFORMANCE.md); "httpcore" is httpx's own transport.
 
     Requests go straight to the transport (`handle_async_request`, httpx's
     public transport API) rather than through `AsyncClient.post`: the client's

@@ -27,25 +27,31 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.settings import Settings, redact_url
-from fashionai_pipeline.worker import metrics, scripts
+from fashionai_pipeline.worker import brokers
 from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
-from fashionai_pipeline.worker.brokers import Source, open_source
+from fashionai_pipeline.worker.batcher import Batcher
+from fashionai_pipeline.worker.brokers import Source
+from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
 from fashionai_pipeline.worker.delivery import Deliverer, TransportName
-from fashionai_pipeline.worker.limiter import RedisLimiter
+from fashionai_pipeline.worker.limiter import Limiter, RedisGates
+from fashionai_pipeline.worker.metrics import Metrics, default_metrics
+from fashionai_pipeline.worker.store import RedisStore
 
 log = logging.getLogger("fashionai.worker")
 
 _TICK = 0.01  # longest idle wait of the consumer thread: bounds added latency
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
+# After a batch that was not recorded, the consumer thread waits this long before
+# it goes on (replaced by the recording backoff of worker.health).
+_REQUEUE_PAUSE = 0.5
 
 
 def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -62,17 +68,39 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+class Processor(Protocol):
+    """What a lane needs from its batch processor (worker.batch.BatchProcessor)."""
+
+    async def process(
+        self, raws: Sequence[bytes | str], *, lease_members: Sequence[bytes | str] = ()
+    ) -> BatchResult | None: ...
+
+    async def claim_retries(self, limit: int, lease: float) -> list[bytes]: ...
+
+
+# Builds one lane's processor on the delivery thread's loop; the pump's default
+# builds BatchProcessors on Redis and httpx. A test passes its own.
+ProcessorFactory = Callable[[Settings], Processor]
+SourceFactory = Callable[..., Source]
+
+
 @dataclass(eq=False)
 class Lane:
     """One tenant's share of a pump."""
 
     settings: Settings
-    processor: BatchProcessor | None = None
-    pending: list[Any] = field(default_factory=list)
-    pending_since: float = 0.0
+    batcher: Batcher[Any]
+    processor: Processor | None = None
 
 
-Done = tuple[list[Any], "concurrent.futures.Future[BatchResult | None]", str, Any]
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A dispatched batch whose processing ended (recorded, failed, raised or cancelled)."""
+
+    deliveries: list[Any]
+    future: concurrent.futures.Future[BatchResult | None]
+    tenant: str
+    source: Source | None  # the broker connection the deliveries came from
 
 
 class Pump:
@@ -84,10 +112,22 @@ class Pump:
         *,
         transport: TransportName = "aiohttp",
         on_batch: Callable[[BatchResult], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
+        open_source: SourceFactory = brokers.open_source,
+        processor_factory: ProcessorFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.lanes = [Lane(settings.for_tenant(name)) for name in settings.tenant_names()]
+        interval = settings.batch_interval_ms / 1000
+        self.lanes = [
+            Lane(settings.for_tenant(name), Batcher(settings.batch_size, interval))
+            for name in settings.tenant_names()
+        ]
         self.totals = BatchResult()
+        self._clock = clock
+        self._metrics = metrics
+        self._open_source = open_source
+        self._processor_factory = processor_factory
         self._totals_lock = threading.Lock()
         self._transport: TransportName = transport
         self._on_batch = on_batch
@@ -154,15 +194,26 @@ class Pump:
     # -- delivery thread ---------------------------------------------------------------
 
     async def _setup(self) -> None:
+        if self._metrics is None:
+            self._metrics = default_metrics()
+        factory = self._processor_factory or self._redis_processors()
+        for lane in self.lanes:
+            lane.processor = factory(lane.settings)
+            self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
+
+    def _redis_processors(self) -> ProcessorFactory:
         client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._resources.append(client)
-        self._claim = client.register_script(scripts.CLAIM_RETRIES)
-        for lane in self.lanes:
-            deliverer = Deliverer(lane.settings, transport=self._transport)
+        store = RedisStore(client, client)
+        gates = RedisGates(client)
+
+        def build(settings: Settings) -> Processor:
+            deliverer = Deliverer(settings, transport=self._transport)
             self._resources.append(deliverer)
-            limiter = RedisLimiter(client, lane.settings)
-            lane.processor = BatchProcessor(lane.settings, deliverer, client, limiter=limiter)
-            self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
+            limiter = Limiter(gates, settings, clock=self._clock)
+            return BatchProcessor(settings, deliverer, store, limiter=limiter, clock=self._clock)
+
+        return build
 
     async def _teardown(self) -> None:
         for task in self._tasks:
@@ -178,10 +229,7 @@ class Pump:
         lease = max(30.0, (self.settings.request_timeout + self.settings.connect_timeout) * 4)
         while True:
             try:
-                members = await self._claim(
-                    keys=[keys.retry(tenant), keys.retry_lease(tenant)],
-                    args=[self.settings.batch_size, lease],
-                )
+                members = await lane.processor.claim_retries(self.settings.batch_size, lease)
                 if members:
                     result = await lane.processor.process(members, lease_members=members)
                     if result is not None:
@@ -191,7 +239,7 @@ class Pump:
                 raise
             except Exception:
                 log.exception("retry claim failed for tenant %s; will try again", tenant)
-            await asyncio.sleep(_RETRY_POLL)
+            await self._clock.sleep(_RETRY_POLL)
 
     # -- consumer thread -----------------------------------------------------------------
 
@@ -201,7 +249,7 @@ class Pump:
         while not self._stopping.is_set():
             source: Source | None = None
             try:
-                source = open_source(
+                source = self._open_source(
                     self.settings,
                     [lane.settings.queue for lane in self.lanes],
                     self._on_message,
@@ -221,22 +269,22 @@ class Pump:
                 )
                 # Deliveries of a dead connection cannot be acked; the broker redelivers them.
                 for lane in self.lanes:
-                    lane.pending.clear()
+                    lane.batcher.take()
                 self._stopping.wait(delay)
             finally:
                 if source is not None:
                     source.close()
 
     def _serve(self, source: Source) -> None:
-        last_restore = time.monotonic()
-        interval = self.settings.batch_interval_ms / 1000
+        last_restore = self._clock.monotonic()
         while not self._stopping.is_set():
             source.poll(_TICK)
             self._settle(source)
-            now = time.monotonic()
+            now = self._clock.monotonic()
             for lane in self.lanes:
-                if lane.pending and now - lane.pending_since >= interval:
-                    self._dispatch(lane)
+                batch = lane.batcher.due(now)
+                if batch:
+                    self._dispatch(lane, batch)
             if now - last_restore >= _RESTORE_EVERY:
                 last_restore = now
                 source.maintain()
@@ -244,44 +292,41 @@ class Pump:
 
     def _on_message(self, index: int, delivery: Any) -> None:
         lane = self.lanes[index]
-        if not lane.pending:
-            lane.pending_since = time.monotonic()
-        lane.pending.append(delivery)
-        if len(lane.pending) >= self.settings.batch_size:
-            self._dispatch(lane)
+        batch = lane.batcher.add(delivery, self._clock.monotonic())
+        if batch:
+            self._dispatch(lane, batch)
 
-    def _dispatch(self, lane: Lane) -> None:
-        batch, lane.pending = lane.pending, []
+    def _dispatch(self, lane: Lane, batch: list[Any]) -> None:
         assert lane.processor is not None
         raws = [d.body for d in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
         self._inflight.add(future)
-        tenant, owner = lane.settings.tenant, self._source
-        future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant, owner)))  # type: ignore[misc]
+        done = Done(batch, future, lane.settings.tenant, self._source)
+        future.add_done_callback(lambda _: self._done.put(done))
 
     def _settle(self, source: Source) -> None:
         """Ack the deliveries of recorded batches; requeue the others."""
         while True:
             try:
-                batch, future, tenant, owner = self._done.get_nowait()
+                done = self._done.get_nowait()
             except queue.Empty:
                 return
-            self._inflight.discard(future)
+            self._inflight.discard(done.future)
             result = None
-            if not future.cancelled():
+            if not done.future.cancelled():
                 try:
-                    result = future.result()
+                    result = done.future.result()
                 except Exception:
-                    log.exception("batch of %d raised; requeueing it", len(batch))
-            if owner is not source:
-                self._settle_stale(owner, batch, result, tenant)
+                    log.exception("batch of %d raised; requeueing it", len(done.deliveries))
+            if done.source is not source:
+                self._settle_stale(done.source, done.deliveries, result, done.tenant)
                 continue
             if result is None:
-                source.requeue(batch)
-                self._stopping.wait(0.5)
+                source.requeue(done.deliveries)
+                self._stopping.wait(_REQUEUE_PAUSE)
                 continue
-            source.ack(batch)
-            self._account(result, tenant)
+            source.ack(done.deliveries)
+            self._account(result, done.tenant)
 
     def _settle_stale(self, owner: Any, batch: list[Any], result: BatchResult | None, tenant: str) -> None:
         """Settle a batch delivered on a connection that has since been replaced.
@@ -306,8 +351,7 @@ class Pump:
     def _drain_on_stop(self, source: Source) -> None:
         source.stop_consuming()
         for lane in self.lanes:
-            source.requeue(lane.pending)
-            lane.pending = []
+            source.requeue(lane.batcher.take())
         while self._inflight and time.monotonic() < self._stop_deadline:
             self._settle(source)
             time.sleep(_TICK)
@@ -320,10 +364,9 @@ class Pump:
             log.warning("shutdown bound reached: %d batch(es) returned to the queue unacked", unfinished)
 
     def _account(self, result: BatchResult, tenant: str) -> None:
-        metrics.record(tenant, result.as_counts(), result.latencies_ms)
+        if self._metrics is not None:
+            self._metrics.record(tenant, result.counts, result.latencies_ms)
         with self._totals_lock:
-            total = self.totals
-            for name, n in result.as_counts().items():
-                setattr(total, name, getattr(total, name) + n)
+            self.totals.add(result)
         if self._on_batch is not None:
             self._on_batch(result)

@@ -15,6 +15,7 @@ from fashionai_pipeline.producers.publisher import Publisher
 from fashionai_pipeline.producers.reader import RankingReader
 from fashionai_pipeline.worker.batch import BatchProcessor
 from fashionai_pipeline.worker.delivery import Deliverer
+from fashionai_pipeline.worker.store import RedisStore
 from tests.conftest import BROKERS, CACHE_URL, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -144,7 +145,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
     async def run() -> tuple[list[str], list[str], int]:
         client = aioredis.Redis.from_url(CACHE_URL)
         deliverer = Deliverer(settings)
-        processor = BatchProcessor(settings, deliverer, client)
+        processor = BatchProcessor(settings, deliverer, RedisStore(client, client))
         for i, event in enumerate(history):
             await processor.process([encode(f"h{i}", settings.tenant, 1500.0, event.body())])
         first = await processor.process([encode("n", settings.tenant, 2000.0, new.body())])
@@ -153,7 +154,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
         await client.aclose()
         assert first is not None and second is not None
         answered = {r["body"]["sessionId"]: r["products"] for r in sandbox.requests()}
-        return answered["s-new"], answered["s-old"], second.stale
+        return answered["s-new"], answered["s-old"], second["stale"]
 
     newer, older, stale = asyncio.run(run())
     assert newer != older  # the two answers differ, so the check below means something

@@ -1,6 +1,6 @@
 """Where a pump's messages come from: one module per broker family.
 
-Every source gives the pump the same four operations, all called from the
+Every source gives the pump the same six operations, all called from the
 pump's consumer thread only:
 
 - `poll(timeout)`: hand new messages to `on_message(lane_index, delivery)`;
