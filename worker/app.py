@@ -56,7 +56,13 @@ _process = WorkerProcess()
 
 
 def create_app(settings: Settings) -> Celery:
-    """Build the app. Connects to nothing; one app per process is expected."""
+    """Build the app. Connects to nothing; one app per process is expected.
+
+    Raises ConfigurationError when the deployment names no state store
+    (FASHIONAI_STATE_URL with a broker that is not Redis): better at start than
+    at the first retry.
+    """
+    settings.state_store_url()
     app = Celery("fashionai", broker=settings.broker_url, set_as_current=True)
     app.conf.update(
         broker_transport_options=transport_options(settings, timeout=10.0),

@@ -6,24 +6,43 @@ wherever it might appear anyway (a third-party debug line, an exception text).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 
 _MASK = "***"
+_MIN_SECRET = 4  # shorter "secrets" would mask ordinary text
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every secret (and its JSON-escaped form) replaced by '***'.
+
+    For anything the worker stores or prints that came from outside: an upstream
+    answer that echoes request headers, a foreign message. Pure; idempotent.
+    (The storefront side has its own `producers.redaction.redact`; one of the
+    two should go when both are merged.)
+    """
+    for secret in secrets:
+        if len(secret) < _MIN_SECRET:
+            continue
+        text = text.replace(secret, _MASK)
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret:
+            text = text.replace(escaped, _MASK)
+    return text
 
 
 class RedactFilter(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 4]
+        self._secrets = [s for s in secrets if len(s) >= _MIN_SECRET]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         message = record.getMessage()
         if any(s in message for s in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, _MASK)
-            record.msg, record.args = message, None
+            record.msg, record.args = redact(message, self._secrets), None
         if record.exc_info and record.exc_info[1] is not None:
             text = str(record.exc_info[1])
             if any(s in text for s in self._secrets):

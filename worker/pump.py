@@ -40,6 +40,7 @@ from fashionai_pipeline.worker.batcher import Batcher
 from fashionai_pipeline.worker.brokers import Source
 from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
 from fashionai_pipeline.worker.delivery import Deliverer, TransportName
+from fashionai_pipeline.worker.health import StoreHealth
 from fashionai_pipeline.worker.limiter import Limiter, RedisGates
 from fashionai_pipeline.worker.metrics import Metrics, default_metrics
 from fashionai_pipeline.worker.store import RedisStore
@@ -49,9 +50,14 @@ log = logging.getLogger("fashionai.worker")
 _TICK = 0.01  # longest idle wait of the consumer thread: bounds added latency
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
-# After a batch that was not recorded, the consumer thread waits this long before
-# it goes on (replaced by the recording backoff of worker.health).
-_REQUEUE_PAUSE = 0.5
+_TEARDOWN_BOUND = 10.0  # seconds stop() waits for the delivery thread's teardown
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Every token of the deployment, each tenant's too (masked in dead letters)."""
+    found = [settings.app_token.get_secret_value()]
+    found += [cfg.app_token.get_secret_value() for cfg in settings.tenants.values()]
+    return [s for s in found if s]
 
 
 def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -76,6 +82,8 @@ class Processor(Protocol):
     ) -> BatchResult | None: ...
 
     async def claim_retries(self, limit: int, lease: float) -> list[bytes]: ...
+
+    async def keep_leased(self, members: Sequence[bytes | str], lease: float) -> bool: ...
 
 
 # Builds one lane's processor on the delivery thread's loop; the pump's default
@@ -135,7 +143,9 @@ class Pump:
         self._stopped = threading.Event()
         self._stop_deadline = 0.0
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
-        self._inflight: set[concurrent.futures.Future[BatchResult | None]] = set()
+        self._inflight: dict[concurrent.futures.Future[BatchResult | None], Done] = {}
+        self.health = StoreHealth(base=settings.store_retry_base, cap=settings.store_retry_cap, clock=clock)
+        self._teardown_step = "not started"
         self._loop = _new_loop(settings.event_loop)
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="fashionai-delivery", daemon=True
@@ -177,10 +187,19 @@ class Pump:
         if self._consumer_thread.is_alive():
             self._consumer_thread.join(bound + 10)
         if self._loop_thread.is_alive():
+            teardown = asyncio.run_coroutine_threadsafe(self._teardown(), self._loop)
             try:
-                asyncio.run_coroutine_threadsafe(self._teardown(), self._loop).result(timeout=10)
+                teardown.result(timeout=_TEARDOWN_BOUND)
+            except concurrent.futures.TimeoutError:
+                log.warning(
+                    "pump teardown did not finish in %.0fs; pending step: %s; tasks still running: %s",
+                    _TEARDOWN_BOUND,
+                    self._teardown_step,
+                    self._pending_tasks(),
+                )
+                teardown.cancel()
             except Exception:
-                log.warning("pump teardown did not finish cleanly", exc_info=True)
+                log.warning("pump teardown failed at step %s", self._teardown_step, exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
         # The standard loop's self-pipe sockets would otherwise leak in a process that
@@ -202,44 +221,89 @@ class Pump:
             self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
 
     def _redis_processors(self) -> ProcessorFactory:
-        client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self._resources.append(client)
-        store = RedisStore(client, client)
-        gates = RedisGates(client)
+        def client(url: str) -> aioredis.Redis:
+            c = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            self._resources.append(c)
+            return c
+
+        cache = client(self.settings.redis_url)
+        state_url = self.settings.state_store_url()
+        state = cache if state_url == self.settings.redis_url else client(state_url)
+        store = RedisStore(cache, state)
+        gates = RedisGates(state)
+        secrets = _secrets(self.settings)
 
         def build(settings: Settings) -> Processor:
             deliverer = Deliverer(settings, transport=self._transport)
             self._resources.append(deliverer)
             limiter = Limiter(gates, settings, clock=self._clock)
-            return BatchProcessor(settings, deliverer, store, limiter=limiter, clock=self._clock)
+            return BatchProcessor(
+                settings,
+                deliverer,
+                store,
+                limiter=limiter,
+                clock=self._clock,
+                health=self.health,
+                secrets=secrets,
+            )
 
         return build
 
     async def _teardown(self) -> None:
+        """Stop the retry loops, then close every resource; each step named for the log."""
+        self._teardown_step = "cancelling the retry loops"
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for resource in reversed(self._resources):
+            self._teardown_step = f"closing {resource!r}"
             await resource.aclose()
+        self._teardown_step = "done"
+
+    def _pending_tasks(self) -> str:
+        try:
+            tasks = asyncio.all_tasks(self._loop)
+        except RuntimeError:
+            return "?"
+        described = []
+        for task in list(tasks)[:10]:
+            frames = task.get_stack(limit=3)
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames) or "-"
+            described.append(f"{task.get_name()} at {where}")
+        return "; ".join(described) or "none"
 
     async def _retry_loop(self, lane: Lane) -> None:
-        """Claim due retries under a lease and process them like a batch."""
-        assert lane.processor is not None
+        """Claim due retries under a lease and process them like a batch.
+
+        The lease is extended while the batch runs (it may hold its outcomes for
+        as long as a store outage lasts), so no other worker claims them again.
+        """
+        processor = lane.processor
+        assert processor is not None
         tenant = lane.settings.tenant
         lease = max(30.0, (self.settings.request_timeout + self.settings.connect_timeout) * 4)
         while True:
             try:
-                members = await lane.processor.claim_retries(self.settings.batch_size, lease)
+                members = await processor.claim_retries(self.settings.batch_size, lease)
                 if members:
-                    result = await lane.processor.process(members, lease_members=members)
+                    keeper = asyncio.create_task(self._keep_leased(processor, members, lease))
+                    try:
+                        result = await processor.process(members, lease_members=members)
+                    finally:
+                        keeper.cancel()
                     if result is not None:
                         self._account(result, tenant)
                     continue
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("retry claim failed for tenant %s; will try again", tenant)
+                log.exception("retry batch failed for tenant %s; its lease returns it later", tenant)
             await self._clock.sleep(_RETRY_POLL)
+
+    async def _keep_leased(self, processor: Processor, members: list[bytes], lease: float) -> None:
+        while True:
+            await self._clock.sleep(lease / 3)
+            await processor.keep_leased(members, lease)
 
     # -- consumer thread -----------------------------------------------------------------
 
@@ -278,16 +342,28 @@ class Pump:
     def _serve(self, source: Source) -> None:
         last_restore = self._clock.monotonic()
         while not self._stopping.is_set():
-            source.poll(_TICK)
+            # While outcomes cannot be recorded, take no new messages and cut no
+            # batches (worker.health); settling and upkeep go on.
+            healthy = self.health.healthy
+            if healthy:
+                source.poll(_TICK)
+            else:
+                self._stopping.wait(_TICK)
             self._settle(source)
             now = self._clock.monotonic()
             for lane in self.lanes:
-                batch = lane.batcher.due(now)
+                batch = lane.batcher.due(now) if healthy else None
                 if batch:
                     self._dispatch(lane, batch)
             if now - last_restore >= _RESTORE_EVERY:
                 last_restore = now
                 source.maintain()
+                # Batches in flight (held through a store outage included) must not
+                # be handed to another consumer by the visibility-timeout sweep.
+                held = [
+                    d for done in self._inflight.values() if done.source is source for d in done.deliveries
+                ]
+                source.keep_alive(held)
         self._drain_on_stop(source)
 
     def _on_message(self, index: int, delivery: Any) -> None:
@@ -300,8 +376,8 @@ class Pump:
         assert lane.processor is not None
         raws = [d.body for d in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
-        self._inflight.add(future)
         done = Done(batch, future, lane.settings.tenant, self._source)
+        self._inflight[future] = done
         future.add_done_callback(lambda _: self._done.put(done))
 
     def _settle(self, source: Source) -> None:
@@ -311,7 +387,7 @@ class Pump:
                 done = self._done.get_nowait()
             except queue.Empty:
                 return
-            self._inflight.discard(done.future)
+            self._inflight.pop(done.future, None)
             result = None
             if not done.future.cancelled():
                 try:
@@ -323,7 +399,6 @@ class Pump:
                 continue
             if result is None:
                 source.requeue(done.deliveries)
-                self._stopping.wait(_REQUEUE_PAUSE)
                 continue
             source.ack(done.deliveries)
             self._account(result, done.tenant)

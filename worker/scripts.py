@@ -54,6 +54,19 @@ end
 return due
 """
 
+# Extend the lease of claimed retries still being worked on (only those still
+# leased: XX never re-adds a member whose batch was recorded meanwhile).
+# KEYS[1]: lease zset. ARGV[1]: lease s; ARGV[2..]: members.
+EXTEND_LEASE = """
+local t = redis.call('TIME')
+local until = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', until, ARGV[i])
+end
+return n
+"""
+
 # GCRA (generic cell rate algorithm), one key per limit; a slot is granted only
 # when it is due now, never reserved ahead (worker.limiter says why).
 # KEYS[1]: theoretical arrival time (us), KEYS[2]: cooldown key.

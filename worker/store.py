@@ -70,6 +70,10 @@ class Store(Protocol):
         """Due retries of `tenant`, moved under a lease of `lease` seconds."""
         ...
 
+    async def extend_lease(self, tenant: str, members: Sequence[bytes | str], lease: float) -> None:
+        """Push the lease of claimed members still leased to `lease` seconds from now."""
+        ...
+
 
 class RedisStore:
     """`Store` on two redis.asyncio clients (which may be one and the same)."""
@@ -80,6 +84,7 @@ class RedisStore:
         self._write = cache.register_script(scripts.WRITE_RANKINGS)
         self._schedule = state.register_script(scripts.SCHEDULE_RETRIES)
         self._claim = state.register_script(scripts.CLAIM_RETRIES)
+        self._extend = state.register_script(scripts.EXTEND_LEASE)
 
     async def write_rankings(self, rankings: Sequence[RankingWrite], ttl_ms: int) -> list[bool]:
         if not rankings:
@@ -127,3 +132,7 @@ class RedisStore:
     async def claim_retries(self, tenant: str, limit: int, lease: float) -> list[bytes]:
         members = await self._claim(keys=[keys.retry(tenant), keys.retry_lease(tenant)], args=[limit, lease])
         return list(members)
+
+    async def extend_lease(self, tenant: str, members: Sequence[bytes | str], lease: float) -> None:
+        if members:
+            await self._extend(keys=[keys.retry_lease(tenant)], args=[lease, *members])

@@ -111,6 +111,9 @@ class MemoryStore:
         self.retry_due = [(t, m) for t, m in self.retry_due if m not in due]
         return due
 
+    async def extend_lease(self, tenant: str, members: Sequence[bytes | str], lease: float) -> None:
+        self._state("extend_lease")
+
     @property
     def dead(self) -> list[dict[str, Any]]:
         return [e for c in self.commits for e in c.dead]

@@ -72,12 +72,10 @@ def test_a_5xx_schedules_a_retry_with_exponential_backoff_and_one_more_attempt()
 
 def test_retries_end_in_a_dead_letter_after_max_attempts_with_the_last_reason():
     rig = Rig(lambda body: failed(502))
-    raw = envelope("a", "s1")
-    for _ in range(3):
-        result = rig.run([raw])
-        assert result is not None
-        if rig.store.retries:
-            raw = rig.store.retries[-1][1]
+    rig.run([envelope("a", "s1")])
+    for _ in range(2):  # the retries, claimed from the retry set
+        raw = rig.store.retries[-1][1]
+        rig.run([raw], lease_members=[raw])
     (entry,) = rig.store.dead
     assert entry["kind"] == "exhausted" and entry["attempts"] == 3
     assert entry["reason"] == "gave up after 3 attempts; last: upstream error (HTTP 502)"
@@ -110,10 +108,28 @@ def test_a_401_pauses_every_worker_and_keeps_the_event_without_spending_an_attem
 
 def test_a_429_pauses_for_retry_after_and_the_retry_waits_at_least_that_long():
     rig = Rig(lambda body: failed(429, retry_after=7))
-    result = rig.run([envelope("a", "s1")])
-    assert result is not None and result["retried"] == 1
+    result = rig.run([envelope("a", "s1", ts=rig.clock.time() - 1)])
+    assert result is not None and result["retried"] == 1 and result["throttled"] == 1
     assert rig.limiter.pauses == [(7.0, "429")]
     assert rig.store.retries[0][0] == 7.0
+
+
+def test_429s_spend_no_attempt_only_max_age_ends_them():
+    rig = Rig(lambda body: failed(429), max_attempts=2, max_age=100.0)
+    raw = envelope("a", "s1", ts=rig.clock.time())
+    result = rig.run([raw])
+    for _ in range(20):  # far more 429s than max_attempts
+        raw = rig.store.retries[-1][1]
+        rig.clock.advance(1)
+        result = rig.run([raw], lease_members=[raw])
+        assert result["dead"] == 0
+    assert decode(rig.store.retries[-1][1]).attempt == 0
+    # The throttled backoff grows with the event's age (it cannot grow with attempts).
+    assert rig.store.retries[-1][0] > rig.store.retries[0][0]
+    rig.clock.advance(100)
+    raw = rig.store.retries[-1][1]
+    result = rig.run([raw], lease_members=[raw])
+    assert result["dead"] == 1 and rig.store.dead[0]["reason"].startswith("gave up: older than 100s")
 
 
 def test_undecodable_messages_are_dead_lettered_and_do_not_reject_the_batch():

@@ -56,6 +56,9 @@ class ListSource:
     def maintain(self) -> None:
         pass
 
+    def keep_alive(self, deliveries: list[Delivery]) -> None:
+        pass
+
     def stop_consuming(self) -> None:
         pass
 
@@ -88,6 +91,9 @@ class ScriptedProcessor:
 
     async def claim_retries(self, limit: int, lease: float) -> list[bytes]:
         return []
+
+    async def keep_leased(self, members: Sequence[bytes | str], lease: float) -> bool:
+        return True
 
 
 def run_pump(backlog: list[bytes], *, stop_after: float | None = None, **overrides: Any):
