@@ -1,8 +1,9 @@
 """Whether the pump's stores answer, and what the pump does while they do not.
 
 One `StoreHealth` per pump, shared by every lane. Every call to the cache or the
-state store goes through `call()`, which retries it until it succeeds, with a
-capped, jittered backoff (equal jitter: a wait drawn from [c/2, c] with
+state store goes through `call()`, which retries it until it succeeds: once at
+once (a stale pooled connection after a restart), then with a capped, jittered
+backoff (equal jitter: a wait drawn from [c/2, c] with
 c = min(cap, base * 2**n)); no call is ever given up, and a caller that holds
 a batch's computed outcomes holds them, not the batch's upstream calls (they are
 never made again for that reason). While any call is failing the store is
@@ -90,8 +91,13 @@ class StoreHealth:
                     value = await fn()
                 except STORE_ERRORS as exc:
                     failures += 1
+                    if failures == 1:
+                        # Once at once, quietly: after a Redis restart a pooled
+                        # connection that died with the old server fails one call
+                        # and is replaced; that is no outage.
+                        continue
                     self._failed(me, what, exc)
-                    await self._clock.sleep(self.backoff(failures))
+                    await self._clock.sleep(self.backoff(failures - 1))
                     continue
                 self._succeeded(me)
                 return value

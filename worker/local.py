@@ -169,12 +169,17 @@ def start_worker(
     return proc
 
 
-def start_redis(*, log_dir: str) -> tuple[Proc, str]:
-    """Start a private redis-server on a free port. Raises FileNotFoundError without one."""
+def start_redis(*, log_dir: str, port: int | None = None) -> tuple[Proc, str]:
+    """Start a private redis-server (no persistence) on `port` or a free one.
+
+    Raises FileNotFoundError without a redis-server binary. Restarting on the port
+    of one that was stopped gives an empty Redis at the same URL, as a cache
+    restarted without persistence would be.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server")
-    port = free_port()
+    port = port or free_port()
     proc = _spawn(
         "redis",
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

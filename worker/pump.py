@@ -146,6 +146,7 @@ class Pump:
         self._inflight: dict[concurrent.futures.Future[BatchResult | None], Done] = {}
         self.health = StoreHealth(base=settings.store_retry_base, cap=settings.store_retry_cap, clock=clock)
         self._teardown_step = "not started"
+        self._closing = False  # set by the teardown: the retry loops end
         self._loop = _new_loop(settings.event_loop)
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="fashionai-delivery", daemon=True
@@ -222,7 +223,12 @@ class Pump:
 
     def _redis_processors(self) -> ProcessorFactory:
         def client(url: str) -> aioredis.Redis:
-            c = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            # health_check_interval: a pooled connection idle for a second is PINGed
+            # (and replaced if dead) before use, so after a Redis restart the pool's
+            # stale connections do not fail the first calls one by one.
+            c = aioredis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=1
+            )
             self._resources.append(c)
             return c
 
@@ -250,26 +256,43 @@ class Pump:
         return build
 
     async def _teardown(self) -> None:
-        """Stop the retry loops, then close every resource; each step named for the log."""
+        """Stop the retry loops, then close every resource; each step named for the log.
+
+        A cancellation can be lost on Python 3.11: redis-py sends every command
+        under `asyncio.wait_for`, which returns the inner result and drops a
+        cancel that arrives as the inner send completes (CPython gh-86296, fixed
+        in 3.12). A retry loop that lost its cancel went on claiming and
+        sleeping, and this teardown waited for it past its 10 s bound. So the
+        loops also stop on a flag, and are cancelled again until they end.
+        """
         self._teardown_step = "cancelling the retry loops"
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closing = True
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         for resource in reversed(self._resources):
             self._teardown_step = f"closing {resource!r}"
             await resource.aclose()
         self._teardown_step = "done"
 
     def _pending_tasks(self) -> str:
+        """Where each task of the delivery loop waits, innermost await first (for the log)."""
         try:
             tasks = asyncio.all_tasks(self._loop)
         except RuntimeError:
             return "?"
         described = []
         for task in list(tasks)[:10]:
-            frames = task.get_stack(limit=3)
-            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames) or "-"
-            described.append(f"{task.get_name()} at {where}")
+            where: list[str] = []
+            coro: Any = task.get_coro()
+            while coro is not None and len(where) < 8:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None:
+                    where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            described.append(f"{task.get_name()} at {' -> '.join(where) or '-'}")
         return "; ".join(described) or "none"
 
     async def _retry_loop(self, lane: Lane) -> None:
@@ -282,7 +305,7 @@ class Pump:
         assert processor is not None
         tenant = lane.settings.tenant
         lease = max(30.0, (self.settings.request_timeout + self.settings.connect_timeout) * 4)
-        while True:
+        while not self._closing:
             try:
                 members = await processor.claim_retries(self.settings.batch_size, lease)
                 if members:

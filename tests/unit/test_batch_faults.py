@@ -168,3 +168,12 @@ def test_a_ranking_is_stored_as_the_upstream_answered_within_its_bound():
     rig.run([envelope("a", "s1")])
     (value,) = [v for _, v in rig.store.rankings.values()]
     assert json.loads(value)[1:] == ["p0", "p1", "p2"]
+
+
+def test_one_failed_call_is_retried_at_once_and_is_no_outage(caplog):
+    caplog.set_level(logging.INFO, logger="fashionai.worker")
+    rig = Rig()
+    rig.store.cache_failures = 1  # a pooled connection that died with a restarted Redis
+    result = rig.run([envelope("a", "s1")])
+    assert result["cached"] == 1 and rig.clock.sleeps == []
+    assert rig.processor._health.outages == 0 and "store" not in caplog.text
