@@ -25,6 +25,7 @@ from fashionai_pipeline.producers.broker import transport_options
 from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.worker.logs import install_redaction
 from fashionai_pipeline.worker.pump import Pump
+from fashionai_pipeline.worker.wiring import deployment_secrets
 
 log = logging.getLogger("fashionai.worker")
 
@@ -45,11 +46,7 @@ class WorkerProcess:
 
     def secrets(self) -> list[str]:
         """Every token the deployment holds (each tenant's too), for log redaction."""
-        if self.settings is None:
-            return []
-        found = [self.settings.app_token.get_secret_value()]
-        found += [cfg.app_token.get_secret_value() for cfg in self.settings.tenants.values()]
-        return [s for s in found if s]
+        return [] if self.settings is None else deployment_secrets(self.settings)
 
 
 _process = WorkerProcess()

@@ -40,6 +40,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """FASHIONAI_* variables that recreate `settings` in a child process."""
     env: dict[str, str] = {}
     for name, dumped in settings.model_dump(mode="json").items():
+        if dumped is None:  # unset optional settings stay unset ("None" would be a value)
+            continue
         value = dumped
         if name == "app_token":
             value = settings.app_token.get_secret_value()

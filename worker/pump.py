@@ -9,14 +9,18 @@ another tenant. It runs two threads:
 - the consumer thread owns the kombu connection and does every broker
   operation (consume, ack, requeue): kombu channels are not thread-safe;
 - the delivery thread runs an asyncio loop with the httpx client, the async
-  Redis client and the BatchProcessor; it also claims due retries.
+  Redis clients (cache and state store) and the BatchProcessors; it also claims
+  due retries.
 
 Batches are cut at `batch_size` messages or `batch_interval_ms` after the first
 message, whichever comes first; several batches may be in flight (prefetch is
 2 x batch_size). A message is acked only after its batch's outcomes are recorded.
-A batch that fails to record, or raises, is requeued whole; a pump that dies
-(SIGKILL) leaves its messages unacked, and the broker gives them to another
-consumer (RabbitMQ at once; Redis after `visibility_timeout`, default 60 s).
+A batch whose recording fails holds its outcomes and retries the recording
+while the whole pump pauses (`worker.health`: no sends, no new messages, no
+retry claims; in-flight deliveries are kept from the visibility-timeout sweep);
+a batch that raises (a bug) is requeued whole; a pump that dies (SIGKILL)
+leaves its messages unacked, and the broker gives them to another consumer
+(RabbitMQ at once; Redis after `visibility_timeout`, default 60 s).
 """
 
 from __future__ import annotations
@@ -31,19 +35,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.worker import brokers
-from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
+from fashionai_pipeline.worker.batch import BatchResult
 from fashionai_pipeline.worker.batcher import Batcher
 from fashionai_pipeline.worker.brokers import Source
 from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
-from fashionai_pipeline.worker.delivery import Deliverer, TransportName
+from fashionai_pipeline.worker.delivery import TransportName
 from fashionai_pipeline.worker.health import StoreHealth
-from fashionai_pipeline.worker.limiter import Limiter, RedisGates
 from fashionai_pipeline.worker.metrics import Metrics, default_metrics
-from fashionai_pipeline.worker.store import RedisStore
+from fashionai_pipeline.worker.wiring import describe_tasks, new_loop, redis_processors
 
 log = logging.getLogger("fashionai.worker")
 
@@ -51,27 +52,6 @@ _TICK = 0.01  # longest idle wait of the consumer thread: bounds added latency
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
 _TEARDOWN_BOUND = 10.0  # seconds stop() waits for the delivery thread's teardown
-
-
-def _secrets(settings: Settings) -> list[str]:
-    """Every token of the deployment, each tenant's too (masked in dead letters)."""
-    found = [settings.app_token.get_secret_value()]
-    found += [cfg.app_token.get_secret_value() for cfg in settings.tenants.values()]
-    return [s for s in found if s]
-
-
-def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """uvloop when installed and not turned off (the `worker` extra brings it):
-    it cut the delivery thread's CPU per event (docs/PERFORMANCE.md)."""
-    if kind == "asyncio":
-        return asyncio.new_event_loop()
-    try:
-        import uvloop
-    except ImportError:
-        if kind == "uvloop":
-            raise
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class Processor(Protocol):
@@ -147,7 +127,7 @@ class Pump:
         self.health = StoreHealth(base=settings.store_retry_base, cap=settings.store_retry_cap, clock=clock)
         self._teardown_step = "not started"
         self._closing = False  # set by the teardown: the retry loops end
-        self._loop = _new_loop(settings.event_loop)
+        self._loop = new_loop(settings.event_loop)
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="fashionai-delivery", daemon=True
         )
@@ -216,44 +196,16 @@ class Pump:
     async def _setup(self) -> None:
         if self._metrics is None:
             self._metrics = default_metrics()
-        factory = self._processor_factory or self._redis_processors()
+        factory = self._processor_factory or redis_processors(
+            self.settings,
+            transport=self._transport,
+            clock=self._clock,
+            health=self.health,
+            resources=self._resources,
+        )
         for lane in self.lanes:
             lane.processor = factory(lane.settings)
             self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
-
-    def _redis_processors(self) -> ProcessorFactory:
-        def client(url: str) -> aioredis.Redis:
-            # health_check_interval: a pooled connection idle for a second is PINGed
-            # (and replaced if dead) before use, so after a Redis restart the pool's
-            # stale connections do not fail the first calls one by one.
-            c = aioredis.Redis.from_url(
-                url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=1
-            )
-            self._resources.append(c)
-            return c
-
-        cache = client(self.settings.redis_url)
-        state_url = self.settings.state_store_url()
-        state = cache if state_url == self.settings.redis_url else client(state_url)
-        store = RedisStore(cache, state)
-        gates = RedisGates(state)
-        secrets = _secrets(self.settings)
-
-        def build(settings: Settings) -> Processor:
-            deliverer = Deliverer(settings, transport=self._transport)
-            self._resources.append(deliverer)
-            limiter = Limiter(gates, settings, clock=self._clock)
-            return BatchProcessor(
-                settings,
-                deliverer,
-                store,
-                limiter=limiter,
-                clock=self._clock,
-                health=self.health,
-                secrets=secrets,
-            )
-
-        return build
 
     async def _teardown(self) -> None:
         """Stop the retry loops, then close every resource; each step named for the log.
@@ -278,22 +230,7 @@ class Pump:
         self._teardown_step = "done"
 
     def _pending_tasks(self) -> str:
-        """Where each task of the delivery loop waits, innermost await first (for the log)."""
-        try:
-            tasks = asyncio.all_tasks(self._loop)
-        except RuntimeError:
-            return "?"
-        described = []
-        for task in list(tasks)[:10]:
-            where: list[str] = []
-            coro: Any = task.get_coro()
-            while coro is not None and len(where) < 8:
-                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-                if frame is not None:
-                    where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-            described.append(f"{task.get_name()} at {' -> '.join(where) or '-'}")
-        return "; ".join(described) or "none"
+        return describe_tasks(self._loop)
 
     async def _retry_loop(self, lane: Lane) -> None:
         """Claim due retries under a lease and process them like a batch.
