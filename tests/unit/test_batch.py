@@ -12,6 +12,7 @@ from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.worker.batch import AUTH_PAUSE, BatchProcessor
 from fashionai_pipeline.worker.clock import MockedClock
 from fashionai_pipeline.worker.delivery import Delivered
+from fashionai_pipeline.worker.health import StoreHealth
 from fashionai_pipeline.worker.retry import RetryPolicy
 from tests.unit.fakes import MemoryStore, RecordingLimiter, ScriptedSender, envelope, failed
 
@@ -29,15 +30,23 @@ def highest(lo: float, hi: float) -> float:
 
 
 class Rig:
-    def __init__(self, script: Any = None, **overrides: Any) -> None:
+    def __init__(self, script: Any = None, *, secrets: tuple[str, ...] = (), **overrides: Any) -> None:
         self.clock = MockedClock()
         self.store = MemoryStore(self.clock)
         self.sender = ScriptedSender(self.clock, script)
         self.limiter = RecordingLimiter()
         self.settings = settings(**overrides)
+        self.health = StoreHealth(base=0.2, cap=5.0, clock=self.clock)
         policy = RetryPolicy(0.5, 10.0, self.settings.max_attempts, self.settings.max_age, rand=highest)
         self.processor = BatchProcessor(
-            self.settings, self.sender, self.store, limiter=self.limiter, policy=policy, clock=self.clock
+            self.settings,
+            self.sender,
+            self.store,
+            limiter=self.limiter,
+            policy=policy,
+            clock=self.clock,
+            health=self.health,
+            secrets=secrets,
         )
 
     def run(self, raws: list[bytes], **kwargs: Any) -> Any:

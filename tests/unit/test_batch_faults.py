@@ -25,7 +25,7 @@ def test_outcomes_are_held_through_a_cache_outage_and_never_sent_twice():
     assert result["cached"] == 2 and len(rig.store.commits) == 1
     assert rig.store.calls.count("write_rankings") == 7
     # Capped, jittered backoff: each wait within [c/2, c], c = min(cap, base * 2**n).
-    health = rig.processor._health
+    health = rig.health
     for n, slept in enumerate(rig.clock.sleeps, 1):
         ceiling = min(health.cap, health.base * 2 ** (n - 1))
         assert ceiling / 2 <= slept <= ceiling
@@ -41,7 +41,7 @@ def test_a_state_store_outage_after_the_cache_write_retries_only_the_commit():
 
 def test_no_lane_sends_while_the_store_is_unhealthy():
     rig = Rig()
-    health = rig.processor._health
+    health = rig.health
 
     async def run() -> list[str]:
         order: list[str] = []
@@ -152,8 +152,9 @@ def test_a_non_finite_timestamp_is_clamped(ts):
 
 def test_tokens_echoed_by_the_upstream_are_masked_in_dead_letters_and_logs(caplog):
     echoed = json.dumps({"error": "bad", "headers": {"X-FashionAI-APP-Token": TOKEN}, "also": OTHER_TOKEN})
-    rig = Rig(lambda body: failed(400, body=echoed))
-    rig.processor._secrets.append(OTHER_TOKEN)  # another tenant's token, as the pump passes it
+    rig = Rig(
+        lambda body: failed(400, body=echoed), secrets=(OTHER_TOKEN,)
+    )  # another tenant's, as the pump passes
     caplog.set_level(logging.INFO)
     rig.run([envelope("a", "s1")])
     stored = json.dumps(rig.store.dead)
@@ -176,4 +177,4 @@ def test_one_failed_call_is_retried_at_once_and_is_no_outage(caplog):
     rig.store.cache_failures = 1  # a pooled connection that died with a restarted Redis
     result = rig.run([envelope("a", "s1")])
     assert result["cached"] == 1 and rig.clock.sleeps == []
-    assert rig.processor._health.outages == 0 and "store" not in caplog.text
+    assert rig.health.outages == 0 and "store" not in caplog.text
