@@ -110,6 +110,10 @@ class Bench:
             api_url=sandbox.url,
             app_token=SecretStr(self.token),
             redis_url=self.cache_url,
+            # The project's state store (counters, retries, dead letters) beside the
+            # peers' counters in the benchmark's cache database: one place to read
+            # every contender's progress. A deployment keeps them apart (README).
+            state_url=self.cache_url,
             queue=self.name(what),
             tenant=self.name(what),
             log_level="INFO",
@@ -196,8 +200,8 @@ class Bench:
     # -- counters --------------------------------------------------------------------
 
     def finished(self, tenant: str) -> int:
-        """Events of `tenant` whose outcome is recorded: cached, dead or invalid."""
-        values = self.cache.hmget(keys.stats(tenant), "cached", "dead", "invalid")
+        """Events of `tenant` whose outcome is recorded: cached, stale, dead (invalid ones included)."""
+        values = self.cache.hmget(keys.stats(tenant), "cached", "stale", "dead", "duplicate")
         return sum(int(v) for v in values if v is not None)
 
     def stats(self, tenant: str) -> dict[str, int]:

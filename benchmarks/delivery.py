@@ -98,9 +98,9 @@ def run_project(bench: Bench, n: int, label: str = "project") -> Drain:
         stats_key = keys.stats(settings.tenant)
 
         def finished() -> tuple[int, int]:
-            stats = bench.cache.hmget(stats_key, "cached", "dead", "invalid")
-            cached, dead, invalid = (int(v or 0) for v in stats)
-            return cached + dead + invalid, dead + invalid
+            stats = bench.cache.hmget(stats_key, "cached", "stale", "dead")
+            cached, stale, dead = (int(v or 0) for v in stats)  # dead includes invalid
+            return cached + stale + dead, dead
 
         progress(f"{label}: worker -c 2 ready; draining")
         result = _drain(

@@ -43,6 +43,7 @@ def main(loops: list[str], n: int = 20_000) -> None:
                 tenant=tenant,
                 broker_url="redis://127.0.0.1:6379/12",
                 redis_url="redis://127.0.0.1:6379/13",
+                state_url="redis://127.0.0.1:6379/13",  # counters beside the rankings, read below
                 event_loop=loop,
             )
             with Publisher(settings) as pub:

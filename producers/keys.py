@@ -1,4 +1,9 @@
-"""Every Redis key the project uses, with its owner and TTL.
+"""Every Redis key the project uses, with its owner, its TTL and the Redis it lives in.
+
+Two Redis roles (docs/ARCHITECTURE.md, "Two Redis roles"): the *cache*
+(FASHIONAI_REDIS_URL) holds rankings only and may evict or restart empty; the
+*state store* (FASHIONAI_STATE_URL, default the Redis broker's URL) holds
+everything else and must persist and never evict.
 
 Key parts are escaped so that an id containing ':' cannot collide with another
 key ('%' -> '%25', ':' -> '%3A'). Everything lives under `fashionai:{tenant}:`.
@@ -19,8 +24,9 @@ def ranking(tenant: str, event_type: str, item_id: str, session_id: str, user_id
     Owner: the worker writes it (SET with PX = ranking_ttl, newer-wins script);
     storefront readers GET it. The shopper is the user id when present, else the
     session id, so a logged-in shopper's ranking follows them across sessions.
-    Value: JSON array `[enqueued_at_ms, "p1", "p2", ...]`; `[ts]` alone means
-    "not enough data yet".
+    Value: JSON array `[enqueued_at_ms, "p1", "p2", ...]` (at most
+    max_ranking_items ids); `[ts]` alone means "not enough data yet".
+    Lives in: the cache.
     """
     who = f"u:{_esc(user_id)}" if user_id is not None else f"s:{_esc(session_id)}"
     return f"{PREFIX}:{_esc(tenant)}:rank:{event_type}:{_esc(item_id)}:{who}"
@@ -29,8 +35,10 @@ def ranking(tenant: str, event_type: str, item_id: str, session_id: str, user_id
 def stats(tenant: str) -> str:
     """HASH of counters (delivered, cached, empty, retried, dead, coalesced...).
 
-    Owner: workers HINCRBY it per batch; the demo, CLI and status pages read it.
-    No TTL: counters since the key was last deleted.
+    Owner: workers HINCRBY it in the transaction that records a batch (so the
+    counters agree with the retries and dead letters written beside them); the
+    demo, CLI and status pages read it. No TTL: counters since the key was last
+    deleted. Lives in: the state store.
     """
     return f"{PREFIX}:{_esc(tenant)}:stats"
 
@@ -39,12 +47,16 @@ def latency(tenant: str) -> str:
     """LIST of recent enqueue->cache latencies in ms (capped at 10,000 by LTRIM).
 
     Owner: workers LPUSH per batch; the demo reads it for p50/p99. No TTL.
+    Lives in: the state store (bounded, so noeviction costs at most ~100 kB per tenant).
     """
     return f"{PREFIX}:{_esc(tenant)}:latency"
 
 
 def rate_limit(tenant: str) -> str:
-    """GCRA theoretical arrival time, ms (STRING). Owner: limiter script. TTL: the burst window."""
+    """GCRA theoretical arrival time, us (STRING). Owner: limiter script. TTL: the burst window.
+
+    Lives in: the state store.
+    """
     return f"{PREFIX}:{_esc(tenant)}:ratelimit"
 
 
@@ -52,7 +64,8 @@ def cooldown(tenant: str) -> str:
     """Set by a 429's Retry-After or a 401; every worker waits while it exists.
 
     Owner: limiter script (only ever lengthened). TTL: the pause itself (PX).
-    Value: the reason, e.g. "429" or "401".
+    Value: the reason, e.g. "429" or "401". Lives in: the state store (a cache
+    restart must not end a Retry-After pause early).
     """
     return f"{PREFIX}:{_esc(tenant)}:cooldown"
 
@@ -61,6 +74,7 @@ def retry(tenant: str) -> str:
     """ZSET of scheduled retries: member = wire message (JSON), score = due time (s).
 
     Owner: workers add on a retryable failure and claim when due. No TTL: durable.
+    Lives in: the state store.
     """
     return f"{PREFIX}:{_esc(tenant)}:retry"
 
@@ -69,7 +83,8 @@ def retry_lease(tenant: str) -> str:
     """ZSET of claimed retries: member = wire message, score = lease expiry (s).
 
     A worker that dies holding a lease loses it; any worker moves expired leases
-    back into `retry`. No TTL.
+    back into `retry`; a live worker extends the lease of a batch it still works
+    on. No TTL. Lives in: the state store.
     """
     return f"{PREFIX}:{_esc(tenant)}:retry:lease"
 
@@ -78,16 +93,31 @@ def seen(tenant: str, digest: str) -> str:
     """Marks an event identity (type, id, session, user) as sent recently.
 
     Owner: workers SET NX PX coalesce_window_ms; a second identical event inside
-    the window is coalesced instead of sent. TTL: the window.
+    the window is coalesced instead of sent. TTL: the window. Lives in: the state store.
     """
     return f"{PREFIX}:{_esc(tenant)}:seen:{digest}"
+
+
+def recorded(tenant: str, message_id: str) -> str:
+    """Duplicate-id mark: the message `message_id` had its outcome recorded.
+
+    Owner: workers SET it (EX = duplicate_window, default 300 s) in the same
+    MULTI/EXEC that records the message's outcome, in the state store; on
+    consume, a broker delivery whose id is marked is dropped (acked, counted
+    `duplicate`). Retries claimed from the retry set are never checked against
+    it. TTL: the window (a producer's publish retry after an "unknown" outcome,
+    or a redelivery after a crash between recording and ack, lands well inside it).
+    Lives in: the state store.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:recorded:{_esc(message_id)}"
 
 
 def dead_letters() -> str:
     """STREAM of dead letters, all tenants (each entry names its tenant).
 
     Owner: workers XADD; `fashionai-pipeline dlq` reads, replays and purges.
-    No TTL: dead letters wait for a person.
+    No TTL: dead letters wait for a person. Each entry is bounded (~5 kB: stored
+    texts are cut at 2000 characters). Lives in: the state store.
     """
     return f"{PREFIX}:dlq"
 

@@ -106,6 +106,25 @@ class Settings(BaseSettings):
     retry_cap: float = Field(default=60.0, gt=0)
     coalesce_window_ms: int = Field(default=0, ge=0)
 
+    # Durable worker state (retries and leases, dead letters, limiter and cooldown,
+    # duplicate-id marks, counters): a Redis run with persistence and noeviction
+    # (docs/ARCHITECTURE.md, "Two Redis roles"). Unset: the broker's URL when the
+    # broker is Redis; with another broker it must be set (`state_store_url()`).
+    state_url: str | None = None
+    # Seconds a recorded message id is remembered, so a producer's publish retried
+    # after an "unknown" outcome, or a redelivery after a crash between recording and
+    # ack, is dropped instead of sent again.
+    duplicate_window: int = Field(default=300, ge=1)
+    # Envelope timestamps later than the worker's clock plus this are clamped to it.
+    clock_skew: float = Field(default=30.0, ge=0)
+    # Size bounds on what the worker stores (docs/ARCHITECTURE.md, "Size bounds").
+    max_message_bytes: int = Field(default=32_768, ge=1_024)
+    max_response_bytes: int = Field(default=1_048_576, ge=1_024)
+    max_ranking_items: int = Field(default=500, ge=1)
+    # Backoff while outcomes cannot be recorded: equal jitter over min(cap, base*2^n).
+    store_retry_base: float = Field(default=0.2, gt=0)
+    store_retry_cap: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
     # The delivery thread's event loop: uvloop when installed ("auto"), or forced.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
@@ -143,6 +162,25 @@ class Settings(BaseSettings):
         tokens = [self.app_token.get_secret_value()]
         tokens += [cfg.app_token.get_secret_value() for cfg in self.tenants.values()]
         return [t for t in dict.fromkeys(tokens) if t]
+
+    def state_store_url(self) -> str:
+        """The state store's URL: `state_url`, else the broker's when the broker is Redis.
+
+        Raises ConfigurationError when neither applies. Called by the worker and the
+        CLI commands that need the store, never while building Settings, so a web app
+        that only publishes never needs it.
+        """
+        if self.state_url:
+            return self.state_url
+        if self.broker_url.split("://", 1)[0] in ("redis", "rediss"):
+            return self.broker_url
+        from fashionai_pipeline.producers.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "FASHIONAI_STATE_URL: required when the broker is not Redis: the worker keeps retries,"
+            " dead letters, the rate limit and duplicate-id marks there (a Redis with persistence"
+            " and maxmemory-policy noeviction; see docs/ARCHITECTURE.md)"
+        )
 
     def tenant_names(self) -> list[str]:
         """The storefronts this deployment serves."""

@@ -315,7 +315,19 @@ class Spool:
         # isolation_level=None: transactions are opened explicitly (BEGIN IMMEDIATE), so a
         # writer takes the write lock up front instead of failing on upgrade.
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
+        # WAL is a property of the file, set once; switching to it needs a lock that SQLite's
+        # busy timeout does not wait for, so processes opening a new spool together retry.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.005)
         conn.execute(f"PRAGMA synchronous = {self._sync}")
         return conn
 

@@ -20,12 +20,23 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BROKERS = {"redis": f"{REDIS_URL}/14", "amqp": AMQP_URL}
 CACHE_URL = f"{REDIS_URL}/15"
+# The state store (retries, dead letters, limiter, marks, counters): the broker's DB,
+# as a Redis-broker deployment gets by default; named explicitly so that RabbitMQ
+# tests have one too.
+STATE_URL = f"{REDIS_URL}/14"
 TOKEN = "tok-" + "9f8e7d6c5b4a39281706"  # long and unique, so a leak is easy to find
 
 
 @pytest.fixture
 def cache() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(CACHE_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def state() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(STATE_URL)
     yield client
     client.close()
 
@@ -47,6 +58,7 @@ def make_settings(broker_url: str, api_url: str, **overrides: object) -> Setting
     values: dict[str, object] = {
         "broker_url": broker_url,
         "redis_url": CACHE_URL,
+        "state_url": STATE_URL,
         "api_url": api_url,
         "app_token": TOKEN,
         "queue": f"test.events.{run}",

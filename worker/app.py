@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps, signals
@@ -27,11 +28,37 @@ from fashionai_pipeline.worker.pump import Pump
 
 log = logging.getLogger("fashionai.worker")
 
-_state: dict[str, Any] = {"settings": None, "pump": None, "connected": False, "frozen": 0}
+
+@dataclass
+class WorkerProcess:
+    """What this process knows about its worker role; one per process (`_process`).
+
+    Celery's signals call plain functions, so this state cannot be passed down;
+    it is set by `create_app` in the main process and inherited by each
+    prefork child through the fork.
+    """
+
+    settings: Settings | None = None
+    pump: Pump | None = None  # a prefork child's pump
+    signals_connected: bool = False
+    frozen_objects: int = 0  # gc.get_freeze_count() after the last freeze_startup_heap()
+
+    def secrets(self) -> list[str]:
+        """Every token the deployment holds (each tenant's too), for log redaction."""
+        return [] if self.settings is None else self.settings.secrets()
+
+
+_process = WorkerProcess()
 
 
 def create_app(settings: Settings) -> Celery:
-    """Build the app. Connects to nothing; one app per process is expected."""
+    """Build the app. Connects to nothing; one app per process is expected.
+
+    Raises ConfigurationError when the deployment names no state store
+    (FASHIONAI_STATE_URL with a broker that is not Redis): better at start than
+    at the first retry.
+    """
+    settings.state_store_url()
     app = Celery("fashionai", broker=settings.broker_url, set_as_current=True)
     app.conf.update(
         broker_transport_options=transport_options(settings, timeout=10.0),
@@ -44,7 +71,7 @@ def create_app(settings: Settings) -> Celery:
         worker_log_format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
         worker_soft_shutdown_timeout=settings.shutdown_timeout,
     )
-    _state["settings"] = settings
+    _process.settings = settings
     app.steps["worker"].add(PumpStep)
     _connect_signals()
     return app
@@ -62,8 +89,9 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, parent: Any) -> None:
         from celery.concurrency.prefork import TaskPool
 
-        settings: Settings = _state["settings"]
-        install_redaction([settings.app_token.get_secret_value()])
+        settings = _process.settings
+        assert settings is not None, "create_app() sets the settings before Celery starts steps"
+        install_redaction(_process.secrets())
         _quiet_per_request_loggers(settings)
         if settings.metrics_port:
             from fashionai_pipeline.worker import metrics
@@ -72,7 +100,7 @@ class PumpStep(bootsteps.StartStopStep):  # type: ignore[misc]
             log.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
         if isinstance(parent.pool, TaskPool):
             # Logging was not set up yet when the main process froze its heap.
-            log.info("main process heap frozen before the pool forked: %d objects", _state["frozen"])
+            log.info("main process heap frozen before the pool forked: %d objects", _process.frozen_objects)
             return
         self.pump = Pump(settings)
         self.pump.start()
@@ -91,22 +119,21 @@ def freeze_startup_heap() -> None:
     """Move everything allocated so far (Celery, kombu, the pump) out of the GC's reach.
 
     Those objects live as long as the process. Left in the collector's oldest
-    generation, every full collection walks all of them: measured in a prefork
-    child at half load, 4 full collections in 8 s, each stopping the delivery
-    thread for up to 67 ms, which was the enqueue->cache p99. Frozen, a full
-    collection took at most 4 ms (docs/PERFORMANCE.md). Called in the main
+    generation, every full collection walks all of them and stops the delivery
+    thread meanwhile, which set the enqueue->cache p99; frozen, full collections
+    are short (figures: docs/PERFORMANCE.md, "Where the time went at the tail"). Called in the main
     process before the pool forks and in each child once its pump runs.
     """
     gc.collect()
     gc.freeze()
-    _state["frozen"] = gc.get_freeze_count()
-    log.info("startup heap frozen: %d objects left out of garbage collection", _state["frozen"])
+    _process.frozen_objects = gc.get_freeze_count()
+    log.info("startup heap frozen: %d objects left out of garbage collection", _process.frozen_objects)
 
 
 def _connect_signals() -> None:
-    if _state["connected"]:
+    if _process.signals_connected:
         return
-    _state["connected"] = True
+    _process.signals_connected = True
     signals.worker_init.connect(_main_process_ready, weak=False)
     signals.worker_process_init.connect(_child_started, weak=False)
     signals.worker_process_shutdown.connect(_child_stopping, weak=False)
@@ -127,24 +154,23 @@ def _main_process_ready(**_: Any) -> None:
 
 
 def _child_started(**_: Any) -> None:
-    settings: Settings | None = _state["settings"]
+    settings = _process.settings
     if settings is None:
         return
-    install_redaction([settings.app_token.get_secret_value()])
+    install_redaction(_process.secrets())
     _quiet_per_request_loggers(settings)
     pump = Pump(settings)
     pump.start()
-    _state["pump"] = pump
+    _process.pump = pump
     freeze_startup_heap()
 
 
 def _child_stopping(**_: Any) -> None:
-    pump: Pump | None = _state.pop("pump", None)
+    pump, _process.pump = _process.pump, None
     if pump is not None:
         pump.stop()
 
 
 def _logging_ready(logger: logging.Logger, **_: Any) -> None:
-    settings: Settings | None = _state["settings"]
-    if settings is not None:
-        install_redaction([settings.app_token.get_secret_value()], logger)
+    if _process.settings is not None:
+        install_redaction(_process.secrets(), logger)

@@ -158,7 +158,11 @@ def _worker(rest: list[str]) -> int:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fashionai-metrics-"))
     from fashionai_pipeline.worker.app import create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except FashionAIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not any(a.startswith(("-l", "--loglevel")) for a in rest):
         rest = ["--loglevel", settings.log_level, *rest]
     app.worker_main(["worker", *rest])
@@ -295,9 +299,10 @@ def _rankings_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _store(settings: Settings) -> Any:
+    """The dead letters, in the state store (raises ConfigurationError without one)."""
     from fashionai_pipeline.worker.deadletter import DeadLetterStore
 
-    return DeadLetterStore(redis.Redis.from_url(settings.redis_url))
+    return DeadLetterStore(redis.Redis.from_url(settings.state_store_url()))
 
 
 def _since(value: str | None) -> float | None:
@@ -359,10 +364,12 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         if not receipt:  # dropped or unknown (on_broker_down=drop): the entry must stay
             raise BrokerUnavailable(f"not published ({receipt.outcome}); the dead letter stays", [receipt.id])
 
-    replayed, skipped = _store(settings).replay(
+    report = _store(settings).replay(
         republish, reason=args.reason, since=_since(args.since), progress=_progress_bar(sys.stderr)
     )
-    print(f"replayed {replayed}, skipped {skipped} undecodable (they stay in the store)")
+    for dlq_id, why in report.skipped:
+        print(f"skipped {dlq_id}: {why}", file=sys.stderr)
+    print(f"replayed {report.replayed}, skipped {len(report.skipped)} (they stay in the store)")
     return 0
 
 
@@ -394,10 +401,18 @@ def _progress_bar(out: IO[str]) -> Any:
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
     from fashionai_pipeline.producers import keys
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    counters = {k: int(v) for k, v in client.hgetall(keys.stats(settings.tenant)).items()}
-    counters["dead_letters"] = int(client.xlen(keys.dead_letters()))
-    print(json.dumps(counters, sort_keys=True))
+    # Counters live in the state store, written in the transaction that records
+    # the outcomes they count, so they agree with the retries and dead letters.
+    client = redis.Redis.from_url(settings.state_store_url(), decode_responses=True)
+    if settings.tenants:
+        out: dict[str, Any] = {
+            t: {str(k): int(v) for k, v in client.hgetall(keys.stats(t)).items()}
+            for t in settings.tenant_names()
+        }
+    else:
+        out = {str(k): int(v) for k, v in client.hgetall(keys.stats(settings.tenant)).items()}
+    out["dead_letters"] = int(client.xlen(keys.dead_letters()))
+    print(json.dumps(out, sort_keys=True))
     return 0
 
 

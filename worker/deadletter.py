@@ -2,31 +2,68 @@
 
 Each stream entry has one field, `entry`, holding a JSON object::
 
-    {"kind": "refused" | "exhausted" | "undecodable", "reason": "...",
+    {"kind": "refused" | "exhausted" | "undecodable" | "foreign", "reason": "...",
      "status": 400 | null, "response": "<upstream body, <= 2000 chars>",
      "attempts": 1, "id": "<message id>", "tenant": "default",
      "enqueued_at": 1764240000.1, "dead_at": 1764240003.5,
-     "event": {seed body} | null, "message": {undecodable message} | null}
+     "event": {seed body} | null,
+     "message": {undecodable message} | {"raw": "<first 2000 chars>", "size": n} | null}
+
+- refused: the upstream refused the event (4xx, a malformed answer); replayable.
+- exhausted: retries ran out (attempts or age); replayable.
+- undecodable: not an envelope at all, or larger than `max_message_bytes`; no
+  event, so not replayable (fix and publish it by hand).
+- foreign: an envelope naming another tenant than its queue's; replayable once
+  that tenant is configured (replay publishes to the named tenant's queue).
 
 Never the token: entries are built from the envelope and the upstream's answer,
-never from request headers. The stream's own id (e.g. 1764240003500-0) is the
-DLQ id the CLI shows.
+never from request headers, and every configured token (each tenant's) is
+masked in the whole entry before it is stored (`redact_entry`), since an
+upstream answer may echo request headers. Sizes are bounded: a stored message
+or response is at most 2000 characters. The stream's own id (e.g.
+1764240003500-0) is the DLQ id the CLI shows.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
 
 from fashionai_pipeline.producers import keys
-from fashionai_pipeline.producers.message import Envelope, compact_json, peek
+from fashionai_pipeline.producers.errors import FashionAIError, PublishError
+from fashionai_pipeline.producers.message import Envelope, compact_json
+from fashionai_pipeline.producers.redaction import redact
 
-Kind = Literal["refused", "exhausted", "undecodable"]
+log = logging.getLogger("fashionai.worker")
+
+Kind = Literal["refused", "exhausted", "undecodable", "foreign"]
+STORED_TEXT = 2000  # characters of a response or a raw message kept in an entry
+
+
+def peek(raw: bytes | str) -> dict[str, Any]:
+    """A bounded view of an undecodable message (never raises, never over ~2 kB)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if len(text) <= STORED_TEXT:
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return obj if isinstance(obj, dict) else {"raw": obj}
+    return {"raw": text[:STORED_TEXT], "size": len(raw)}
+
+
+def redact_entry(entry: dict[str, Any], secrets: Sequence[str]) -> dict[str, Any]:
+    """`entry` with every secret masked anywhere in it (a response, a message, an event)."""
+    text = compact_json(entry)
+    masked = redact(text, secrets)
+    return entry if masked == text else dict(json.loads(masked))
 
 
 def entry_for(
@@ -38,14 +75,15 @@ def entry_for(
     status: int | None = None,
     response: str = "",
     attempts: int = 0,
+    now: float | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "kind": kind,
         "reason": reason,
         "status": status,
-        "response": response[:2000],
+        "response": response[:STORED_TEXT],
         "attempts": attempts,
-        "dead_at": time.time(),
+        "dead_at": time.time() if now is None else now,
         "id": None,
         "tenant": None,
         "enqueued_at": None,
@@ -120,26 +158,41 @@ class DeadLetterStore:
         reason: str | None = None,
         since: float | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
+    ) -> ReplayReport:
         """Publish each matching dead letter's event again, then remove it.
 
-        `republish(event_body, tenant)` must raise if the broker did not take it;
-        that entry then stays in the store. Undecodable messages have no event and
-        are skipped (fix and publish them by hand). Returns (replayed, skipped).
+        `republish(event_body, tenant)` must raise if the broker did not take it.
+        An entry that cannot be replayed (no event: undecodable; an event or a
+        tenant the publisher refuses, e.g. a tenant not configured) is skipped,
+        reported with why, left in the store, and the replay goes on with the
+        next. A `PublishError` (the broker is down) is not the entry's fault: it
+        stops the replay and propagates; what was replayed so far is removed.
         """
         letters = list(self.iter(reason=reason, since=since))
-        replayed = skipped = 0
+        report = ReplayReport()
         for i, letter in enumerate(letters, 1):
             event = letter.entry.get("event")
             if event is None:
-                skipped += 1
+                report.skipped.append((letter.dlq_id, "no event to replay (undecodable message)"))
             else:
-                republish(event, letter.entry.get("tenant") or "default")
-                self.delete([letter.dlq_id])
-                replayed += 1
+                try:
+                    republish(event, letter.entry.get("tenant") or "default")
+                except PublishError:
+                    raise
+                except (FashionAIError, ValueError, TypeError) as exc:
+                    report.skipped.append((letter.dlq_id, f"not replayable: {exc}"))
+                else:
+                    self.delete([letter.dlq_id])
+                    report.replayed += 1
             if progress is not None:
                 progress(i, len(letters))
-        return replayed, skipped
+        return report
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (dlq id, why)
 
 
 def _s(value: bytes | str) -> str:

@@ -221,13 +221,16 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
                 "app_token": base.app_token.__class__(token),
                 "redis_url": redis_url,
                 "broker_url": broker_url,
+                # A private Redis replaces the configured one: the state store with it.
+                "state_url": base.state_url if broker_url == base.broker_url else None,
                 "queue": f"fashionai.demo.{uuid.uuid4().hex[:8]}",
                 "tenant": "demo",
                 "retry_base": 0.2,
                 "log_level": "WARNING",
             }
         )
-        cache = redis.Redis.from_url(redis_url, decode_responses=True)
+        # Counters and latency samples live in the state store (docs/ARCHITECTURE.md).
+        cache = redis.Redis.from_url(settings.state_store_url(), decode_responses=True)
         cache.delete(keys.stats("demo"), keys.latency("demo"))
         catalog = demo_catalog()
         summary = httpx.get(f"{sandbox.extra['base_url']}/_sandbox/catalog", timeout=10).json()

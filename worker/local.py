@@ -40,6 +40,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """FASHIONAI_* variables that recreate `settings` in a child process."""
     env: dict[str, str] = {}
     for name, dumped in settings.model_dump(mode="json").items():
+        if dumped is None:  # unset optional settings stay unset ("None" would be a value)
+            continue
         value = dumped
         if name == "app_token":
             value = settings.app_token.get_secret_value()
@@ -170,7 +172,12 @@ def start_worker(
 
 
 def start_redis(*, log_dir: str, port: int | None = None) -> tuple[Proc, str]:
-    """Start a private redis-server on `port` (default: a free one). FileNotFoundError without one."""
+    """Start a private redis-server (no persistence) on `port` or a free one.
+
+    Raises FileNotFoundError without a redis-server binary. Restarting on the port
+    of one that was stopped gives an empty Redis at the same URL, as a cache
+    restarted without persistence would be.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server")

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import logging
 
-_MASK = "***"
+from fashionai_pipeline.producers.redaction import redact
+
+_MIN_SECRET = 4  # shorter "secrets" would mask ordinary text
 
 
 class RedactFilter(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 4]
+        self._secrets = [s for s in secrets if len(s) >= _MIN_SECRET]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         message = record.getMessage()
         if any(s in message for s in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, _MASK)
-            record.msg, record.args = message, None
+            record.msg, record.args = redact(message, self._secrets), None
         if record.exc_info and record.exc_info[1] is not None:
             text = str(record.exc_info[1])
             if any(s in text for s in self._secrets):

@@ -9,14 +9,18 @@ another tenant. It runs two threads:
 - the consumer thread owns the kombu connection and does every broker
   operation (consume, ack, requeue): kombu channels are not thread-safe;
 - the delivery thread runs an asyncio loop with the httpx client, the async
-  Redis client and the BatchProcessor; it also claims due retries.
+  Redis clients (cache and state store) and the BatchProcessors; it also claims
+  due retries.
 
 Batches are cut at `batch_size` messages or `batch_interval_ms` after the first
 message, whichever comes first; several batches may be in flight (prefetch is
 2 x batch_size). A message is acked only after its batch's outcomes are recorded.
-A batch that fails to record, or raises, is requeued whole; a pump that dies
-(SIGKILL) leaves its messages unacked, and the broker gives them to another
-consumer (RabbitMQ at once; Redis after `visibility_timeout`, default 60 s).
+A batch whose recording fails holds its outcomes and retries the recording
+while the whole pump pauses (`worker.health`: no sends, no new messages, no
+retry claims; in-flight deliveries are kept from the visibility-timeout sweep);
+a batch that raises (a bug) is requeued whole; a pump that dies (SIGKILL)
+leaves its messages unacked, and the broker gives them to another consumer
+(RabbitMQ at once; Redis after `visibility_timeout`, default 60 s).
 """
 
 from __future__ import annotations
@@ -27,39 +31,45 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
-from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.settings import Settings, redact_url
-from fashionai_pipeline.worker import metrics, notify, scripts
-from fashionai_pipeline.worker.batch import BatchProcessor, BatchResult
-from fashionai_pipeline.worker.brokers import Source, open_source
-from fashionai_pipeline.worker.delivery import Deliverer, TransportName
-from fashionai_pipeline.worker.limiter import RedisLimiter
+from fashionai_pipeline.worker import brokers, notify
+from fashionai_pipeline.worker.batch import BatchResult
+from fashionai_pipeline.worker.batcher import Batcher
+from fashionai_pipeline.worker.brokers import Source
+from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
+from fashionai_pipeline.worker.delivery import TransportName
+from fashionai_pipeline.worker.health import StoreHealth
+from fashionai_pipeline.worker.metrics import Metrics, default_metrics
+from fashionai_pipeline.worker.wiring import describe_tasks, new_loop, redis_processors
 
 log = logging.getLogger("fashionai.worker")
 
 _TICK = 0.01  # longest idle wait of the consumer thread: bounds added latency
 _RESTORE_EVERY = 5.0
 _RETRY_POLL = 0.5
+_TEARDOWN_BOUND = 10.0  # seconds stop() waits for the delivery thread's teardown
 
 
-def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """uvloop when installed and not turned off (the `worker` extra brings it):
-    it cut the delivery thread's CPU per event (docs/PERFORMANCE.md)."""
-    if kind == "asyncio":
-        return asyncio.new_event_loop()
-    try:
-        import uvloop
-    except ImportError:
-        if kind == "uvloop":
-            raise
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+class Processor(Protocol):
+    """What a lane needs from its batch processor (worker.batch.BatchProcessor)."""
+
+    async def process(
+        self, raws: Sequence[bytes | str], *, lease_members: Sequence[bytes | str] = ()
+    ) -> BatchResult | None: ...
+
+    async def claim_retries(self, limit: int, lease: float) -> list[bytes]: ...
+
+    async def keep_leased(self, members: Sequence[bytes | str], lease: float) -> bool: ...
+
+
+# Builds one lane's processor on the delivery thread's loop; the pump's default
+# builds BatchProcessors on Redis and httpx. A test passes its own.
+ProcessorFactory = Callable[[Settings], Processor]
+SourceFactory = Callable[..., Source]
 
 
 @dataclass(eq=False)
@@ -67,12 +77,18 @@ class Lane:
     """One tenant's share of a pump."""
 
     settings: Settings
-    processor: BatchProcessor | None = None
-    pending: list[Any] = field(default_factory=list)
-    pending_since: float = 0.0
+    batcher: Batcher[Any]
+    processor: Processor | None = None
 
 
-Done = tuple[list[Any], "concurrent.futures.Future[BatchResult | None]", str, Any]
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A dispatched batch whose processing ended (recorded, failed, raised or cancelled)."""
+
+    deliveries: list[Any]
+    future: concurrent.futures.Future[BatchResult | None]
+    tenant: str
+    source: Source | None  # the broker connection the deliveries came from
 
 
 class Pump:
@@ -84,10 +100,22 @@ class Pump:
         *,
         transport: TransportName = "aiohttp",
         on_batch: Callable[[BatchResult], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
+        open_source: SourceFactory = brokers.open_source,
+        processor_factory: ProcessorFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.lanes = [Lane(settings.for_tenant(name)) for name in settings.tenant_names()]
+        interval = settings.batch_interval_ms / 1000
+        self.lanes = [
+            Lane(settings.for_tenant(name), Batcher(settings.batch_size, interval))
+            for name in settings.tenant_names()
+        ]
         self.totals = BatchResult()
+        self._clock = clock
+        self._metrics = metrics
+        self._open_source = open_source
+        self._processor_factory = processor_factory
         self._totals_lock = threading.Lock()
         self._transport: TransportName = transport
         self._on_batch = on_batch
@@ -95,8 +123,11 @@ class Pump:
         self._stopped = threading.Event()
         self._stop_deadline = 0.0
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
-        self._inflight: set[concurrent.futures.Future[BatchResult | None]] = set()
-        self._loop = _new_loop(settings.event_loop)
+        self._inflight: dict[concurrent.futures.Future[BatchResult | None], Done] = {}
+        self.health = StoreHealth(base=settings.store_retry_base, cap=settings.store_retry_cap, clock=clock)
+        self._teardown_step = "not started"
+        self._closing = False  # set by the teardown: the retry loops end
+        self._loop = new_loop(settings.event_loop)
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="fashionai-delivery", daemon=True
         )
@@ -137,10 +168,19 @@ class Pump:
         if self._consumer_thread.is_alive():
             self._consumer_thread.join(bound + 10)
         if self._loop_thread.is_alive():
+            teardown = asyncio.run_coroutine_threadsafe(self._teardown(), self._loop)
             try:
-                asyncio.run_coroutine_threadsafe(self._teardown(), self._loop).result(timeout=10)
+                teardown.result(timeout=_TEARDOWN_BOUND)
+            except concurrent.futures.TimeoutError:
+                log.warning(
+                    "pump teardown did not finish in %.0fs; pending step: %s; tasks still running: %s",
+                    _TEARDOWN_BOUND,
+                    self._teardown_step,
+                    self._pending_tasks(),
+                )
+                teardown.cancel()
             except Exception:
-                log.warning("pump teardown did not finish cleanly", exc_info=True)
+                log.warning("pump teardown failed at step %s", self._teardown_step, exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
         # The standard loop's self-pipe sockets would otherwise leak in a process that
@@ -154,44 +194,76 @@ class Pump:
     # -- delivery thread ---------------------------------------------------------------
 
     async def _setup(self) -> None:
-        client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self._resources.append(client)
-        self._claim = client.register_script(scripts.CLAIM_RETRIES)
+        if self._metrics is None:
+            self._metrics = default_metrics()
+        factory = self._processor_factory or redis_processors(
+            self.settings,
+            transport=self._transport,
+            clock=self._clock,
+            health=self.health,
+            resources=self._resources,
+        )
         for lane in self.lanes:
-            deliverer = Deliverer(lane.settings, transport=self._transport)
-            self._resources.append(deliverer)
-            limiter = RedisLimiter(client, lane.settings)
-            lane.processor = BatchProcessor(lane.settings, deliverer, client, limiter=limiter)
+            lane.processor = factory(lane.settings)
             self._tasks.append(asyncio.create_task(self._retry_loop(lane)))
 
     async def _teardown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop the retry loops, then close every resource; each step named for the log.
+
+        A cancellation can be lost on Python 3.11: redis-py sends every command
+        under `asyncio.wait_for`, which returns the inner result and drops a
+        cancel that arrives as the inner send completes (CPython gh-86296, fixed
+        in 3.12). A retry loop that lost its cancel went on claiming and
+        sleeping, and this teardown waited for it past its 10 s bound. So the
+        loops also stop on a flag, and are cancelled again until they end.
+        """
+        self._teardown_step = "cancelling the retry loops"
+        self._closing = True
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         for resource in reversed(self._resources):
+            self._teardown_step = f"closing {resource!r}"
             await resource.aclose()
+        self._teardown_step = "done"
+
+    def _pending_tasks(self) -> str:
+        return describe_tasks(self._loop)
 
     async def _retry_loop(self, lane: Lane) -> None:
-        """Claim due retries under a lease and process them like a batch."""
-        assert lane.processor is not None
+        """Claim due retries under a lease and process them like a batch.
+
+        The lease is extended while the batch runs (it may hold its outcomes for
+        as long as a store outage lasts), so no other worker claims them again.
+        """
+        processor = lane.processor
+        assert processor is not None
         tenant = lane.settings.tenant
         lease = max(30.0, (self.settings.request_timeout + self.settings.connect_timeout) * 4)
-        while True:
+        while not self._closing:
             try:
-                members = await self._claim(
-                    keys=[keys.retry(tenant), keys.retry_lease(tenant)],
-                    args=[self.settings.batch_size, lease],
-                )
+                members = await processor.claim_retries(self.settings.batch_size, lease)
                 if members:
-                    result = await lane.processor.process(members, lease_members=members)
+                    keeper = asyncio.create_task(self._keep_leased(processor, members, lease))
+                    try:
+                        result = await processor.process(members, lease_members=members)
+                    finally:
+                        keeper.cancel()
                     if result is not None:
                         self._account(result, tenant)
                     continue
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("retry claim failed for tenant %s; will try again", tenant)
-            await asyncio.sleep(_RETRY_POLL)
+                log.exception("retry batch failed for tenant %s; its lease returns it later", tenant)
+            await self._clock.sleep(_RETRY_POLL)
+
+    async def _keep_leased(self, processor: Processor, members: list[bytes], lease: float) -> None:
+        while True:
+            await self._clock.sleep(lease / 3)
+            await processor.keep_leased(members, lease)
 
     # -- consumer thread -----------------------------------------------------------------
 
@@ -201,7 +273,7 @@ class Pump:
         while not self._stopping.is_set():
             source: Source | None = None
             try:
-                source = open_source(
+                source = self._open_source(
                     self.settings,
                     [lane.settings.queue for lane in self.lanes],
                     self._on_message,
@@ -221,70 +293,78 @@ class Pump:
                 )
                 # Deliveries of a dead connection cannot be acked; the broker redelivers them.
                 for lane in self.lanes:
-                    lane.pending.clear()
+                    lane.batcher.take()
                 self._stopping.wait(delay)
             finally:
                 if source is not None:
                     source.close()
 
     def _serve(self, source: Source) -> None:
-        last_restore = time.monotonic()
-        interval = self.settings.batch_interval_ms / 1000
+        last_restore = self._clock.monotonic()
         while not self._stopping.is_set():
-            source.poll(_TICK)
+            # While outcomes cannot be recorded, take no new messages and cut no
+            # batches (worker.health); settling and upkeep go on.
+            healthy = self.health.healthy
+            if healthy:
+                source.poll(_TICK)
+            else:
+                self._stopping.wait(_TICK)
             self._settle(source)
-            now = time.monotonic()
+            now = self._clock.monotonic()
             for lane in self.lanes:
-                if lane.pending and now - lane.pending_since >= interval:
-                    self._dispatch(lane)
+                batch = lane.batcher.due(now) if healthy else None
+                if batch:
+                    self._dispatch(lane, batch)
             if now - last_restore >= _RESTORE_EVERY:
                 last_restore = now
                 source.maintain()
+                # Batches in flight (held through a store outage included) must not
+                # be handed to another consumer by the visibility-timeout sweep.
+                held = [
+                    d for done in self._inflight.values() if done.source is source for d in done.deliveries
+                ]
+                source.keep_alive(held)
         self._drain_on_stop(source)
 
     def _on_message(self, index: int, delivery: Any) -> None:
         lane = self.lanes[index]
-        waited = notify.cuts_batch(delivery.body)  # a page waits for it: alone and at once
-        if waited and lane.pending:
-            self._dispatch(lane)
-        if not lane.pending:
-            lane.pending_since = time.monotonic()
-        lane.pending.append(delivery)
-        if len(lane.pending) >= self.settings.batch_size or waited:
-            self._dispatch(lane)
+        if notify.cuts_batch(delivery.body):  # a page waits for it: alone and at once
+            self._dispatch(lane, [delivery])
+            return
+        batch = lane.batcher.add(delivery, self._clock.monotonic())
+        if batch:
+            self._dispatch(lane, batch)
 
-    def _dispatch(self, lane: Lane) -> None:
-        batch, lane.pending = lane.pending, []
+    def _dispatch(self, lane: Lane, batch: list[Any]) -> None:
         assert lane.processor is not None
         raws = [d.body for d in batch]
         future = asyncio.run_coroutine_threadsafe(lane.processor.process(raws), self._loop)
-        self._inflight.add(future)
-        tenant, owner = lane.settings.tenant, self._source
-        future.add_done_callback(lambda f, b=batch: self._done.put((b, f, tenant, owner)))  # type: ignore[misc]
+        done = Done(batch, future, lane.settings.tenant, self._source)
+        self._inflight[future] = done
+        future.add_done_callback(lambda _: self._done.put(done))
 
     def _settle(self, source: Source) -> None:
         """Ack the deliveries of recorded batches; requeue the others."""
         while True:
             try:
-                batch, future, tenant, owner = self._done.get_nowait()
+                done = self._done.get_nowait()
             except queue.Empty:
                 return
-            self._inflight.discard(future)
+            self._inflight.pop(done.future, None)
             result = None
-            if not future.cancelled():
+            if not done.future.cancelled():
                 try:
-                    result = future.result()
+                    result = done.future.result()
                 except Exception:
-                    log.exception("batch of %d raised; requeueing it", len(batch))
-            if owner is not source:
-                self._settle_stale(owner, batch, result, tenant)
+                    log.exception("batch of %d raised; requeueing it", len(done.deliveries))
+            if done.source is not source:
+                self._settle_stale(done.source, done.deliveries, result, done.tenant)
                 continue
             if result is None:
-                source.requeue(batch)
-                self._stopping.wait(0.5)
+                source.requeue(done.deliveries)
                 continue
-            source.ack(batch)
-            self._account(result, tenant)
+            source.ack(done.deliveries)
+            self._account(result, done.tenant)
 
     def _settle_stale(self, owner: Any, batch: list[Any], result: BatchResult | None, tenant: str) -> None:
         """Settle a batch delivered on a connection that has since been replaced.
@@ -309,8 +389,7 @@ class Pump:
     def _drain_on_stop(self, source: Source) -> None:
         source.stop_consuming()
         for lane in self.lanes:
-            source.requeue(lane.pending)
-            lane.pending = []
+            source.requeue(lane.batcher.take())
         while self._inflight and time.monotonic() < self._stop_deadline:
             self._settle(source)
             time.sleep(_TICK)
@@ -323,10 +402,9 @@ class Pump:
             log.warning("shutdown bound reached: %d batch(es) returned to the queue unacked", unfinished)
 
     def _account(self, result: BatchResult, tenant: str) -> None:
-        metrics.record(tenant, result.as_counts(), result.latencies_ms)
+        if self._metrics is not None:
+            self._metrics.record(tenant, result.counts, result.latencies_ms)
         with self._totals_lock:
-            total = self.totals
-            for name, n in result.as_counts().items():
-                setattr(total, name, getattr(total, name) + n)
+            self.totals.add(result)
         if self._on_batch is not None:
             self._on_batch(result)

@@ -6,21 +6,24 @@ from __future__ import annotations
 # Newer-wins cache write for a whole batch.
 # KEYS: ranking keys. ARGV[1]: ttl ms; then per key: enqueued_at ms, value.
 # A value starts with "[<enqueued_at ms>", so the stored timestamp is read back
-# without decoding JSON. Returns how many writes were skipped as stale.
+# without decoding JSON. Returns one flag per key: 1 written, 0 skipped as stale
+# (the cached ranking comes from a newer event). An equal timestamp overwrites,
+# so writing the same batch twice (a retried recording) writes it again.
 WRITE_RANKINGS = """
 local ttl = tonumber(ARGV[1])
-local stale = 0
+local out = {}
 for i, key in ipairs(KEYS) do
   local ts = tonumber(ARGV[2 * i])
   local cur = redis.call('GET', key)
   local cur_ts = cur and tonumber(string.match(cur, '^%[(%d+)'))
   if cur_ts and cur_ts > ts then
-    stale = stale + 1
+    out[i] = 0
   else
     redis.call('SET', key, ARGV[2 * i + 1], 'PX', ttl)
+    out[i] = 1
   end
 end
-return stale
+return out
 """
 
 # Schedule retries. KEYS[1]: retry zset. ARGV: pairs (delay seconds, member).
@@ -51,16 +54,29 @@ end
 return due
 """
 
-# GCRA (generic cell rate algorithm) with reservations, one key per limit.
+# Extend the lease of claimed retries still being worked on (only those still
+# leased: XX never re-adds a member whose batch was recorded meanwhile).
+# KEYS[1]: lease zset. ARGV[1]: lease s; ARGV[2..]: members.
+EXTEND_LEASE = """
+local t = redis.call('TIME')
+local until = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', until, ARGV[i])
+end
+return n
+"""
+
+# GCRA (generic cell rate algorithm), one key per limit; a slot is granted only
+# when it is due now, never reserved ahead (worker.limiter says why).
 # KEYS[1]: theoretical arrival time (us), KEYS[2]: cooldown key.
-# ARGV[1]: emission interval T (us) = 1e6 / rate; ARGV[2]: tolerance tau (us);
-# ARGV[3]: the longest wait (us) worth reserving for (0: grant due slots only).
-# Returns {granted, wait_us}: granted=1 means "send after wait_us"; 0 means "not
-# reserved, ask again after wait_us"; -1 means "paused by cooldown for wait_us".
+# ARGV[1]: emission interval T (us) = 1e6 / rate; ARGV[2]: tolerance tau (us).
+# Returns {granted, wait_us}: 1 = send now; 0 = not yet, ask again after wait_us;
+# -1 = paused by the cooldown for wait_us.
 # Exactness: at most tau / T + 1 grants at one instant, then one per T, so a
 # half-open window of length W holds at most tau / T + ceil(W / T) grants; for
 # W = 1 s that is rate + tau / T (worker.limiter.tolerance_slots chooses tau).
-GCRA_RESERVE = """
+GCRA_ACQUIRE = """
 local cd = redis.call('PTTL', KEYS[2])
 if cd > 0 then return {-1, cd * 1000} end
 local t = redis.call('TIME')
@@ -70,11 +86,10 @@ local tau = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local wait = tat - tau - now
-if wait < 0 then wait = 0 end
-if wait > tonumber(ARGV[3]) then return {0, math.floor(wait)} end
+if wait > 0 then return {0, math.floor(wait)} end
 local new_tat = tat + T
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor(wait)}
+return {1, 0}
 """
 
 # Lengthen (never shorten) a cooldown. KEYS[1]: cooldown key; ARGV: ms, reason.

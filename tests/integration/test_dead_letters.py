@@ -19,7 +19,7 @@ from fashionai_pipeline.producers.message import encode
 from fashionai_pipeline.producers.publisher import Publisher
 from fashionai_pipeline.producers.reader import RankingReader
 from fashionai_pipeline.worker.local import settings_env
-from tests.conftest import CACHE_URL, TOKEN, make_settings, wait_until
+from tests.conftest import STATE_URL, TOKEN, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _cli(settings, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _letters(tenant: str) -> list[dict]:
-    rows: Any = redis.Redis.from_url(CACHE_URL).xrange(keys.dead_letters())
+    rows: Any = redis.Redis.from_url(STATE_URL).xrange(keys.dead_letters())
     entries = [json.loads(fields[b"entry"]) | {"dlq_id": rid.decode()} for rid, fields in rows]
     return [
         e
@@ -59,10 +59,10 @@ def _letters(tenant: str) -> list[dict]:
     ]
 
 
-def test_poison_messages_are_dead_lettered_and_replay_delivers(broker_url, sandbox, cache, workers):
+def test_poison_messages_are_dead_lettered_and_replay_delivers(broker_url, sandbox, cache, state, workers):
     settings = make_settings(broker_url, sandbox.url)
     t = settings.tenant
-    redis.Redis.from_url(CACHE_URL).delete(keys.dead_letters())
+    redis.Redis.from_url(STATE_URL).delete(keys.dead_letters())
     sandbox.configure(refuse_ids=[f"gone-{t}"])
     bad_type = encode("bt", t, 1.0, {"sessionId": f"s-{t}", "eventType": "pageView", "data": {"id": "x"}})
     no_session = encode("ns", t, 1.0, {"eventType": "productView", "data": {"id": "x"}})
@@ -74,7 +74,7 @@ def test_poison_messages_are_dead_lettered_and_replay_delivers(broker_url, sandb
             pub.publish(event)
     worker = workers(settings, "-c", "1")
     wait_until(
-        lambda: len(_letters(t)) >= 4 and int(cache.hget(keys.stats(t), "cached") or 0) >= 20,
+        lambda: len(_letters(t)) >= 4 and int(state.hget(keys.stats(t), "cached") or 0) >= 20,
         60,
         "four dead letters and the good events cached",
     )
@@ -94,7 +94,7 @@ def test_poison_messages_are_dead_lettered_and_replay_delivers(broker_url, sandb
     # The worker kept running: new events still flow.
     with Publisher(settings) as pub:
         pub.product_view(f"after-{t}", "p-after")
-    wait_until(lambda: int(cache.hget(keys.stats(t), "cached") or 0) >= 21, 30, "a later event")
+    wait_until(lambda: int(state.hget(keys.stats(t), "cached") or 0) >= 21, 30, "a later event")
     assert worker.alive()
 
     listed = _cli(settings, "dlq", "list")
@@ -120,7 +120,7 @@ def test_poison_messages_are_dead_lettered_and_replay_delivers(broker_url, sandb
     assert _letters(t) == []
 
 
-def test_exhausted_retries_are_dead_lettered_with_attempts(sandbox, cache, workers):
+def test_exhausted_retries_are_dead_lettered_with_attempts(sandbox, cache, state, workers):
     sandbox.configure(rate_5xx=1.0)
     settings = make_settings(
         "redis://127.0.0.1:6379/14", sandbox.url, max_attempts=3, retry_base=0.02, retry_cap=0.05
@@ -129,7 +129,7 @@ def test_exhausted_retries_are_dead_lettered_with_attempts(sandbox, cache, worke
     with Publisher(settings) as pub:
         pub.publish(event)
     workers(settings, "-c", "1")
-    wait_until(lambda: int(cache.hget(keys.stats(settings.tenant), "dead") or 0) >= 1, 30, "a dead letter")
+    wait_until(lambda: int(state.hget(keys.stats(settings.tenant), "dead") or 0) >= 1, 30, "a dead letter")
     (entry,) = [e for e in _letters(settings.tenant) if e["event"] == event.body()]
     assert entry["kind"] == "exhausted" and entry["attempts"] == 3
     assert entry["reason"].startswith("gave up after 3 attempts") and entry["status"] in (500, 502, 503)

@@ -28,7 +28,7 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_count_outcomes_and_auth_failures_without_the_token(sandbox, cache, workers):
+def test_metrics_count_outcomes_and_auth_failures_without_the_token(sandbox, cache, state, workers):
     port = free_port()
     settings = make_settings(BROKERS["redis"], sandbox.url, metrics_port=port)
     t = settings.tenant
@@ -36,7 +36,7 @@ def test_metrics_count_outcomes_and_auth_failures_without_the_token(sandbox, cac
         for i in range(30):
             pub.product_view(f"m-{t}-{i}", f"p{i}")
     workers(settings, "-c", "2")
-    wait_until(lambda: int(cache.hget(keys.stats(t), "cached") or 0) >= 30, 30, "delivery")
+    wait_until(lambda: int(state.hget(keys.stats(t), "cached") or 0) >= 30, 30, "delivery")
     wait_until(
         lambda: _value(_scrape(port), "fashionai_events_total", tenant=t, outcome="cached") >= 30,
         10,

@@ -24,14 +24,14 @@ CONTRACT_CASES = [
 ]
 
 
-def _stats(cache, settings) -> dict[str, int]:
+def _stats(state, settings) -> dict[str, int]:
     from fashionai_pipeline.producers import keys
 
-    return {k.decode(): int(v) for k, v in cache.hgetall(keys.stats(settings.tenant)).items()}
+    return {k.decode(): int(v) for k, v in state.hgetall(keys.stats(settings.tenant)).items()}
 
 
 def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
-    broker_url, sandbox, cache, workers, request
+    broker_url, sandbox, cache, state, workers, request
 ):
     settings = make_settings(broker_url, sandbox.url)
     events = []
@@ -49,7 +49,7 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
         for event in events:
             assert publisher.publish(event).outcome == "published"
     workers(settings)
-    wait_until(lambda: _stats(cache, settings).get("cached", 0) >= len(events), 60, "every event cached")
+    wait_until(lambda: _stats(state, settings).get("cached", 0) >= len(events), 60, "every event cached")
 
     log = sandbox.requests()
     # Contract: exactly the seed's body, the token header, JSON content type.
@@ -116,13 +116,13 @@ def test_events_reach_the_sandbox_exactly_and_rankings_come_back(
     assert "no ranking cached" in missing.stderr
 
 
-def test_empty_ranking_falls_back_to_native_ordering(broker_url, sandbox, cache, workers, request):
+def test_empty_ranking_falls_back_to_native_ordering(broker_url, sandbox, cache, state, workers, request):
     settings = make_settings(broker_url, sandbox.url)
     session = f"fresh-{settings.tenant}"
     with Publisher(settings) as publisher:
         publisher.custom_shelf(session)  # a brand-new session: the sandbox has no data yet
     workers(settings, "-c", "1")
-    wait_until(lambda: _stats(cache, settings).get("cached", 0) >= 1, 60, "the ranking to be cached")
+    wait_until(lambda: _stats(state, settings).get("cached", 0) >= 1, 60, "the ranking to be cached")
 
     assert [r["products"] for r in sandbox.requests()] == [[]]
     reader = RankingReader(settings)
@@ -131,7 +131,7 @@ def test_empty_ranking_falls_back_to_native_ordering(broker_url, sandbox, cache,
     assert ranking is not None and ranking.empty
     native = [f"n{i}" for i in range(200)]
     assert reader.order("customShelf", "", session, native) == native
-    assert _stats(cache, settings)["empty"] == 1
+    assert _stats(state, settings)["empty"] == 1
 
 
 def test_reader_serves_native_ordering_when_nothing_is_cached_or_cache_is_down(sandbox):

@@ -15,6 +15,7 @@ from fashionai_pipeline.producers.publisher import Publisher
 from fashionai_pipeline.producers.reader import RankingReader
 from fashionai_pipeline.worker.batch import BatchProcessor
 from fashionai_pipeline.worker.delivery import Deliverer
+from fashionai_pipeline.worker.store import RedisStore
 from tests.conftest import BROKERS, CACHE_URL, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,11 +32,11 @@ def max_in_any_second(times: list[float]) -> int:
     return best
 
 
-def _stats(cache, tenant: str) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in cache.hgetall(keys.stats(tenant)).items()}
+def _stats(state, tenant: str) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in state.hgetall(keys.stats(tenant)).items()}
 
 
-def test_global_limit_holds_across_four_worker_processes(sandbox, cache, workers):
+def test_global_limit_holds_across_four_worker_processes(sandbox, cache, state, workers):
     rate, burst, n = 50, 5, 1000
     settings = make_settings(BROKERS["redis"], sandbox.url, rate_limit=rate, rate_burst=burst, batch_size=50)
     for node in range(4):  # four worker processes, each its own node, all up and idle
@@ -43,7 +44,7 @@ def test_global_limit_holds_across_four_worker_processes(sandbox, cache, workers
     with Publisher(settings) as pub:  # a backlog: publishing outpaces the limit 10x
         for i in range(n):
             pub.product_view(f"rl-{settings.tenant}-{i}", f"p{i}")
-    wait_until(lambda: _stats(cache, settings.tenant).get("cached", 0) >= n, 60, "the backlog to drain")
+    wait_until(lambda: _stats(state, settings.tenant).get("cached", 0) >= n, 60, "the backlog to drain")
 
     times = [r["t"] for r in sandbox.requests()]
     assert len(times) == n  # no retries were needed: the limit kept us clear of 429s
@@ -54,7 +55,7 @@ def test_global_limit_holds_across_four_worker_processes(sandbox, cache, workers
     assert drain <= 1.10 * ideal, f"drained in {drain:.2f}s, ideal {ideal:.2f}s"
 
 
-def test_429_retry_after_pauses_every_worker(sandbox, cache, workers):
+def test_429_retry_after_pauses_every_worker(sandbox, cache, state, workers):
     sandbox.configure(rate_429=1.0, retry_after=2)
     settings = make_settings(BROKERS["redis"], sandbox.url, rate_limit=100, rate_burst=2)
     workers(settings, "-c", "1", "-n", f"a-{settings.tenant}@%h")
@@ -65,18 +66,18 @@ def test_429_retry_after_pauses_every_worker(sandbox, cache, workers):
     wait_until(lambda: any(r["status"] == 429 for r in sandbox.requests()), 30, "a 429")
     sandbox.configure(rate_429=0.0)
     first_429 = min(r["t"] for r in sandbox.requests() if r["status"] == 429)
-    wait_until(lambda: _stats(cache, settings.tenant).get("cached", 0) >= 40, 60, "everything cached")
+    wait_until(lambda: _stats(state, settings.tenant).get("cached", 0) >= 40, 60, "everything cached")
 
     log = sandbox.requests()
     # Requests already in flight land within a few ms; after that nobody sends
     # until Retry-After (2 s) has passed, on either worker.
     during_pause = [r for r in log if first_429 + 0.3 < r["t"] < first_429 + 1.9]
     assert during_pause == []
-    assert _stats(cache, settings.tenant)["retried"] >= 1
+    assert _stats(state, settings.tenant)["retried"] >= 1
     assert all(r["status"] in (200, 429) for r in log)
 
 
-def test_flaky_upstream_every_event_delivered_within_the_limit(sandbox, cache, workers):
+def test_flaky_upstream_every_event_delivered_within_the_limit(sandbox, cache, state, workers):
     sandbox.configure(
         rate_429=0.3, retry_after=1, rate_5xx=0.1, rate_timeout=0.05, timeout_sleep_s=1.5, seed=11
     )
@@ -109,27 +110,27 @@ def test_flaky_upstream_every_event_delivered_within_the_limit(sandbox, cache, w
     statuses = {r["status"] for r in log}
     assert {200, 429} <= statuses and statuses & {500, 502, 503} and 504 in statuses
     assert max_in_any_second([r["t"] for r in log]) <= rate + burst
-    stats = _stats(cache, settings.tenant)
+    stats = _stats(state, settings.tenant)
     assert stats["retried"] >= len(log) - n - stats.get("coalesced", 0) - 5  # every failure was retried
     assert stats.get("dead", 0) == 0
     delivered = {json.dumps(r["body"], sort_keys=True) for r in log if r["status"] == 200}
     assert delivered == {json.dumps(e.body(), sort_keys=True) for e in events}
 
 
-def test_identical_events_coalesce_within_batch_and_window(sandbox, cache, workers):
+def test_identical_events_coalesce_within_batch_and_window(sandbox, cache, state, workers):
     settings = make_settings(BROKERS["redis"], sandbox.url, coalesce_window_ms=5000)
     event = make_event("productView", f"co-{settings.tenant}", "p1", "u1")
     with Publisher(settings) as pub:
         for _ in range(10):
             pub.publish(event)
     worker = workers(settings, "-c", "1")
-    wait_until(lambda: _stats(cache, settings.tenant).get("received", 0) >= 10, 30, "the first ten")
+    wait_until(lambda: _stats(state, settings.tenant).get("received", 0) >= 10, 30, "the first ten")
     with Publisher(settings) as pub:  # a second batch, inside the window
         pub.publish(event)
-    wait_until(lambda: _stats(cache, settings.tenant).get("received", 0) >= 11, 30, "the eleventh")
+    wait_until(lambda: _stats(state, settings.tenant).get("received", 0) >= 11, 30, "the eleventh")
     worker.stop()
     assert len(sandbox.requests()) == 1
-    stats = _stats(cache, settings.tenant)
+    stats = _stats(state, settings.tenant)
     assert stats["coalesced"] == 10 and stats["calls"] == 1
 
 
@@ -144,7 +145,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
     async def run() -> tuple[list[str], list[str], int]:
         client = aioredis.Redis.from_url(CACHE_URL)
         deliverer = Deliverer(settings)
-        processor = BatchProcessor(settings, deliverer, client)
+        processor = BatchProcessor(settings, deliverer, RedisStore(client, client))
         for i, event in enumerate(history):
             await processor.process([encode(f"h{i}", settings.tenant, 1500.0, event.body())])
         first = await processor.process([encode("n", settings.tenant, 2000.0, new.body())])
@@ -153,7 +154,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
         await client.aclose()
         assert first is not None and second is not None
         answered = {r["body"]["sessionId"]: r["products"] for r in sandbox.requests()}
-        return answered["s-new"], answered["s-old"], second.stale
+        return answered["s-new"], answered["s-old"], second["stale"]
 
     newer, older, stale = asyncio.run(run())
     assert newer != older  # the two answers differ, so the check below means something
@@ -164,7 +165,7 @@ def test_late_ranking_never_overwrites_a_newer_one(sandbox):
     assert stale == 1
 
 
-def test_scheduled_retries_survive_a_worker_crash(sandbox, cache, workers):
+def test_scheduled_retries_survive_a_worker_crash(sandbox, cache, state, workers):
     import signal
 
     sandbox.configure(rate_5xx=1.0)
@@ -175,9 +176,9 @@ def test_scheduled_retries_survive_a_worker_crash(sandbox, cache, workers):
             pub.publish(event)
     first = workers(settings, "-c", "1")
     wait_until(
-        lambda: _stats(cache, settings.tenant).get("retried", 0) >= 30, 30, "every event to be scheduled"
+        lambda: _stats(state, settings.tenant).get("retried", 0) >= 30, 30, "every event to be scheduled"
     )
-    assert cache.zcard(keys.retry(settings.tenant)) + cache.zcard(keys.retry_lease(settings.tenant)) >= 1
+    assert state.zcard(keys.retry(settings.tenant)) + state.zcard(keys.retry_lease(settings.tenant)) >= 1
     first.signal(signal.SIGKILL)  # the broker messages are acked; only the retry set holds these events
     first.popen.wait(10)
     sandbox.configure(rate_5xx=0.0)

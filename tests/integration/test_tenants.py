@@ -16,7 +16,7 @@ from tests.conftest import BROKERS, make_settings, wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_noisy_tenant_cannot_starve_a_quiet_one(broker_url, cache, workers):
+def test_noisy_tenant_cannot_starve_a_quiet_one(broker_url, cache, state, workers):
     run = uuid.uuid4().hex[:6]
     noisy, quiet = f"noisy{run}", f"quiet{run}"
     with (
@@ -51,7 +51,7 @@ def test_noisy_tenant_cannot_starve_a_quiet_one(broker_url, cache, workers):
         workers(settings, "-c", "1")
 
         def cached(tenant: str) -> int:
-            return int(cache.hget(keys.stats(tenant), "cached") or 0)
+            return int(state.hget(keys.stats(tenant), "cached") or 0)
 
         wait_until(lambda: cached(quiet) >= 30, 30, "the quiet tenant's events")
         quiet_done = time.monotonic() - started

@@ -16,12 +16,12 @@ from fashionai_pipeline.producers.broker import connect, event_queue
 from fashionai_pipeline.producers.event import make_event
 from fashionai_pipeline.producers.publisher import Publisher
 from fashionai_pipeline.worker.local import settings_env
-from tests.conftest import CACHE_URL, TOKEN, make_settings, wait_until
+from tests.conftest import STATE_URL, TOKEN, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, workers, capfd, caplog):
+def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, state, workers, capfd, caplog):
     caplog.set_level("DEBUG")
     sandbox.configure(rate_5xx=0.2, seed=3)
     settings = make_settings(broker_url, sandbox.url, log_level="DEBUG", max_attempts=3)
@@ -39,7 +39,7 @@ def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, workers, c
     worker = workers(settings, "-c", "1")
 
     def settled() -> int:
-        counts = cache.hmget(keys.stats(settings.tenant), "cached", "dead")
+        counts = state.hmget(keys.stats(settings.tenant), "cached", "dead")
         return sum(int(c or 0) for c in counts)
 
     wait_until(lambda: settled() >= 60, 60, "every event cached or dead-lettered")
@@ -48,7 +48,7 @@ def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, workers, c
     sandbox.configure(token="rotated-elsewhere-0000", rate_5xx=0.0)
     with Publisher(settings) as pub:
         pub.product_view(f"leak-{settings.tenant}-401", "p401")
-    wait_until(lambda: int(cache.hget(keys.stats(settings.tenant), "auth_failures") or 0) >= 1, 30, "a 401")
+    wait_until(lambda: int(state.hget(keys.stats(settings.tenant), "auth_failures") or 0) >= 1, 30, "a 401")
 
     env = {**os.environ, **settings_env(settings)}
     cli_out = []
@@ -81,10 +81,10 @@ def test_token_never_leaks_at_debug_level(broker_url, sandbox, cache, workers, c
 
     log = worker.output()
     assert "DEBUG" in log and "CONFIGURATION ERROR" in log and "401" in log  # it did log, loudly
-    dlq = redis.Redis.from_url(CACHE_URL).xrange(keys.dead_letters())
+    dlq = redis.Redis.from_url(STATE_URL).xrange(keys.dead_letters())
     stored = [
         json.dumps(v)
-        for v in redis.Redis.from_url(CACHE_URL, decode_responses=True)
+        for v in redis.Redis.from_url(STATE_URL, decode_responses=True)
         .hgetall(keys.stats(settings.tenant))
         .items()
     ]

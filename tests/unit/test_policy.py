@@ -1,10 +1,13 @@
 import email.utils
+import json
 
+import aiohttp
+import httpx
 import pytest
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.reader import merge
-from fashionai_pipeline.worker.delivery import Delivered, Failed, classify, parse_retry_after
+from fashionai_pipeline.worker.delivery import Delivered, Failed, classify, network_failure, parse_retry_after
 from fashionai_pipeline.worker.retry import RetryPolicy
 
 
@@ -77,15 +80,27 @@ def test_backoff_full_jitter_capped_and_honours_retry_after():
     assert policy.give_up(4, 1.0) is None
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(50, 5), (200, 10), (100, 10), (50, 1), (1000, 10), (10, 50)])
-def test_limiter_grants_leave_room_for_late_sends_within_rate_plus_burst(rate, burst):
-    from fashionai_pipeline.worker.limiter import _LATE_SEND_GUARD, tolerance_slots
+def test_a_ranking_keeps_its_first_ids_up_to_the_bound_and_refuses_giant_ids():
+    many = {"products": [f"p{i}" for i in range(800)]}
+    outcome = classify(200, json.dumps(many).encode(), None, max_items=500)
+    assert isinstance(outcome, Delivered) and outcome.products == [f"p{i}" for i in range(500)]
+    giant = classify(200, json.dumps({"products": ["x" * 10_000]}).encode(), None)
+    assert isinstance(giant, Failed) and not giant.retryable and "product id over" in giant.reason
 
-    tol = tolerance_slots(rate, burst)
-    assert tol >= 0
-    # At most tol + 1 grants at one instant, then one per 1/rate: any 1 s span holds rate + tol.
-    most_granted = rate + tol
-    assert most_granted <= rate + burst - 1
-    if burst > 1:
-        slack_seconds = (rate + burst - most_granted) / rate
-        assert slack_seconds >= min(_LATE_SEND_GUARD, (burst - 1) / rate) - 1e-9
+
+def _mapped(cause: BaseException) -> BaseException:
+    # What the httpx-aiohttp transport raises: an httpx error whose cause is aiohttp's.
+    try:
+        raise httpx.ConnectTimeout(str(cause)) from cause
+    except httpx.ConnectTimeout as exc:
+        return exc
+
+
+def test_a_reset_or_an_eof_is_not_reported_as_a_timeout():
+    eof = network_failure(_mapped(aiohttp.ServerDisconnectedError()), 7.0)
+    reset = network_failure(_mapped(aiohttp.ClientOSError(104, "Connection reset by peer")), 7.0)
+    assert eof.reason == "connection closed by upstream before an answer" and eof.retryable
+    assert reset.reason == "connection error: ClientOSError" and reset.retryable
+    assert network_failure(TimeoutError(), 7.0).reason == "timeout after 7s"
+    assert network_failure(_mapped(aiohttp.SocketTimeoutError()), 7.0).reason == "timeout after 7s"
+    assert network_failure(httpx.ReadTimeout("slow"), 7.0).reason == "timeout after 7s"

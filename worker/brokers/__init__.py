@@ -1,11 +1,14 @@
 """Where a pump's messages come from: one module per broker family.
 
-Every source gives the pump the same four operations, all called from the
+Every source gives the pump the same seven operations, all called from the
 pump's consumer thread only:
 
 - `poll(timeout)`: hand new messages to `on_message(lane_index, delivery)`;
 - `ack(deliveries)` / `requeue(deliveries)`: settle a batch;
 - `maintain()`: periodic work (returning dead consumers' messages);
+- `keep_alive(deliveries)`: these are still being worked on (a batch in flight,
+  or holding its outcomes through a store outage): do not give them to another
+  consumer meanwhile;
 - `stop_consuming()`: take no more messages (shutdown);
 - `close()`: stop; unacked deliveries return to the queue (at once or after the
   visibility timeout, depending on the broker).
@@ -29,6 +32,7 @@ class Source(Protocol):
     def ack(self, deliveries: list[Any]) -> None: ...
     def requeue(self, deliveries: list[Any]) -> None: ...
     def maintain(self) -> None: ...
+    def keep_alive(self, deliveries: list[Any]) -> None: ...
     def stop_consuming(self) -> None: ...
     def close(self) -> None: ...
 

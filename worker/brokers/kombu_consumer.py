@@ -54,6 +54,10 @@ class KombuSource:
         if restore is not None:
             restore(num=1000, interval=1)
 
+    def keep_alive(self, deliveries: list[Message]) -> None:
+        """Nothing to do: RabbitMQ never redelivers what a live consumer holds (until
+        its `consumer_timeout`, 5 min in ops/rabbitmq.conf, closes the channel)."""
+
     def stop_consuming(self) -> None:
         for consumer in self._consumers:
             try:

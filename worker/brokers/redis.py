@@ -77,6 +77,19 @@ return restored
 """
 
 
+# KEYS[1]: unacked index. ARGV: delivery tags. Re-stamps (XX: only entries still
+# unacked) with the Redis clock, so the visibility-timeout sweep, this one's or
+# kombu's, leaves the messages of a batch this live pump still holds alone.
+KEEP_ALIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = 0
+for i = 1, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now, ARGV[i])
+end
+return n
+"""
+
 _MIN_IDLE_SLEEP = 0.002
 
 
@@ -105,6 +118,7 @@ class RedisSource:
         self._pop = self._redis.register_script(POP_BATCH)
         self._idle_sleep = _MIN_IDLE_SLEEP
         self._restore = self._redis.register_script(RESTORE_EXPIRED)
+        self._keep_alive = self._redis.register_script(KEEP_ALIVE)
 
     def poll(self, timeout: float) -> None:
         got = 0
@@ -150,6 +164,10 @@ class RedisSource:
 
     def maintain(self) -> None:
         self._restore(keys=[UNACKED, UNACKED_INDEX], args=[self._visibility, 1000, *self._queues])
+
+    def keep_alive(self, deliveries: list[RedisDelivery]) -> None:
+        for i in range(0, len(deliveries), 1000):
+            self._keep_alive(keys=[UNACKED_INDEX], args=[d.tag for d in deliveries[i : i + 1000]])
 
     def stop_consuming(self) -> None:
         """Nothing to cancel: polling simply stops."""
