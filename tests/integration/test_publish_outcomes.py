@@ -261,3 +261,39 @@ def test_a_rabbitmq_memory_alarm_never_holds_a_publish_past_the_bound(private_ra
                 message.ack()
     # "Unknown" was honest: the event sent during the alarm was queued once the alarm cleared.
     assert queued == ["before", "during0", "after"]
+
+
+def test_a_publish_retried_after_unknown_reaches_the_upstream_once(private_redis, sandbox, workers):
+    """The whole promise: "unknown", then a retry with the same id, and one upstream call.
+
+    The first copy is delivered and recorded before the retry is published, so the retry is
+    dropped by the worker's duplicate-id mark (in the state store, here the broker's Redis), not
+    merely coalesced with its twin in one batch.
+    """
+    proc, url = private_redis
+    settings = make_settings(url, sandbox.url, publish_timeout=TIMEOUT)
+    session = f"once-{new_id()[:8]}"
+
+    def calls() -> int:
+        return sum(1 for r in sandbox.requests() if r["body"]["sessionId"] == session)
+
+    with Publisher(settings) as pub:
+        assert pub.product_view("connect", "p0001").outcome == "published"
+        proc.signal(signal.SIGSTOP)
+        with pytest.raises(PublishUnknown) as info:
+            pub.product_view(session, "p0002")
+        (lost,) = info.value.message_ids
+        proc.signal(signal.SIGCONT)
+        workers(settings)
+        deadline = time.monotonic() + 60
+        while calls() < 1:  # the "unknown" publish did reach the queue, and the upstream
+            assert time.monotonic() < deadline, "the first copy never reached the upstream"
+            time.sleep(0.1)
+        time.sleep(1)  # its outcome recorded (the mark written) before the retry arrives
+        assert pub.product_view(session, "p0002", message_id=lost).outcome == "published"
+        marker = pub.product_view(f"{session}-after", "p0003")  # a later event: the retry is behind us
+    deadline = time.monotonic() + 60
+    while not any(r["body"]["sessionId"] == f"{session}-after" for r in sandbox.requests()):
+        assert time.monotonic() < deadline, f"the later event {marker.id} never reached the upstream"
+        time.sleep(0.1)
+    assert calls() == 1
