@@ -29,8 +29,8 @@ import aiohttp
 import httpx
 
 from fashionai_pipeline.producers.event import MAX_LEN
-from fashionai_pipeline.producers.message import body_json
 from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.transport import Tuning
 
 USER_AGENT = "fashionai-pipeline/0.1"
 _BODY_LIMIT = 2000  # characters of an error body kept in an Outcome
@@ -137,6 +137,8 @@ class Deliverer:
 
     def __init__(self, settings: Settings, *, transport: TransportName = "aiohttp") -> None:
         self.settings = settings
+        # The request body as the storefront side writes it (FASHIONAI_JSON_TEMPLATES decides how).
+        self._body_json = Tuning.of(settings).codec.body
         self.url = settings.api_url
         self._timeout = settings.request_timeout + settings.connect_timeout
         self._max_bytes = settings.max_response_bytes
@@ -167,7 +169,7 @@ class Deliverer:
 
     async def send(self, body: dict[str, Any]) -> Outcome:
         """POST one event body. Never raises for upstream or network trouble."""
-        payload = body_json(body).encode()
+        payload = self._body_json(body).encode()
         try:
             async with asyncio.timeout(self._timeout):
                 request = httpx.Request(
