@@ -95,7 +95,7 @@ def test_node_events_are_delivered_and_their_rankings_cached(
         # The cache orders writes by the envelope's ts, which Node stamped from its clock.
         assert abs(ranking.enqueued_at - time.time()) < 120
 
-    stats = redis.Redis.from_url(settings.redis_url).hgetall(keys.stats(settings.tenant))
+    stats = redis.Redis.from_url(settings.state_store_url()).hgetall(keys.stats(settings.tenant))
     assert int(stats.get(b"invalid", 0)) == 0
     assert int(stats[b"cached"]) == len(EVENTS)
 
@@ -205,7 +205,7 @@ console.log(id);
     )
     assert done.returncode == 0, done.stderr
     msg_id = done.stdout.strip()
-    store = DeadLetterStore(redis.Redis.from_url(settings.redis_url))
+    store = DeadLetterStore(redis.Redis.from_url(settings.state_store_url()))
 
     def mine():
         return [

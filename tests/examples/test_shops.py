@@ -42,7 +42,7 @@ def _queued(settings) -> list[dict]:
 
 
 def _received(settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.state_store_url())  # counters live in the state store
     try:
         return int(client.hget(keys.stats(settings.tenant), "received") or 0)
     finally:
