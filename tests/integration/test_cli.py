@@ -208,7 +208,8 @@ def test_dlq_list_since_garbage_is_a_usage_error():
 
 
 def test_an_unreachable_redis_is_one_line_not_a_traceback():
-    env = _cli_env(FASHIONAI_REDIS_URL="redis://:hunter2hunter2@127.0.0.1:1/0")
+    dead = "redis://:hunter2hunter2@127.0.0.1:1/0"
+    env = _cli_env(FASHIONAI_REDIS_URL=dead, FASHIONAI_STATE_URL=dead)  # dlq and stats read the state store
     for args in (["stats"], ["dlq", "list"], ["dlq", "show", "1-0"]):
         done = _cli(args, env)
         err = done.stderr.decode()

@@ -24,7 +24,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("argv", "code"), [(("worker", "-c", "1"), 2), (("dlq", "list"), 1), (("stats",), 1)]
+    ("argv", "code"), [(("worker", "-c", "1"), 2), (("dlq", "list"), 2), (("stats",), 2)]
 )
 def test_commands_that_need_the_state_store_say_so_without_a_traceback(argv, code):
     out = _cli(*argv)
