@@ -1,40 +1,84 @@
 """Reading cached rankings on the storefront side (page renderers).
 
-A ranking is cached under producers.keys.ranking() as `[enqueued_at_ms, id, ...]`.
-`order()` is what a page renderer calls: the ranked ids first, then the rest of
-the page's native ordering; the native ordering alone when there is no ranking,
-the ranking is empty ("not enough data yet"), or the cache cannot be reached —
-a page always renders.
+A ranking is cached under producers.keys.ranking() as `[enqueued_at_ms, id, ...]`. Three calls,
+one concept each:
 
-`RankingReader` and `AsyncRankingReader` are thin shells over one `ReaderCore` (key,
-decode, merge, the fallback); they only do the GET, on the request path's transport
-(producers.transport: direct connections by default, polling for the reply in the sync
-reader). Each GET waits at most `2 x 0.25 s` (a connection the server closed while idle is
-replaced within the call).
+- `serve(...)` -> `Served`: the page's products in the order to render, and where that order
+  came from (producers.attribution: "cached", "crowd", "native", "fallback", "holdout"; publish-
+  and-wait adds "fresh"), after the local checks (producers.stock: stock, with a page size
+  the gap backfilled from the native ordering; the recommendation settings as a safety net).
+  Never raises for the cache, the storefront's Redis or a check: a page always renders.
+- `order(...)` -> `list[str]`: `serve(...).products` (kept for the callers it had).
+- `get(...)` -> `Ranking | None`: the raw cached ranking; raises CacheUnavailable.
+
+**Reads never hurt the page.** Each read is bounded as a whole by `FASHIONAI_READ_TIMEOUT_MS`
+(the figures behind its default: docs/PERFORMANCE.md, "The read bound"): a Redis that is
+stopped, refuses, or is frozen gives the fallback within it. (On the plain path,
+`FASHIONAI_DIRECT_REDIS=false`, each wait is bounded by it, and opening a connection may add
+one more; a `client=` of yours keeps its own timeouts.) A circuit breaker per Redis
+(producers.breaker) then keeps later reads from waiting while it stays down, and lets one read
+probe every `FASHIONAI_READ_BREAKER_OPEN_MS`, so reads resume by themselves. Every outcome is
+counted in `reader.stats` (producers.attribution.ReadStats).
+
+`ReaderCore` holds every decision as a sans-I/O plan: a generator that yields the I/O it needs
+(`Command` on the cache or the storefront's Redis, `Call` of a stock check or facts callable)
+and is sent each answer, or the exception instead of it. `RankingReader` and
+`AsyncRankingReader` only run those plans, on the request path's transport
+(producers.transport: direct connections by default, polling for the reply in the sync reader).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from itertools import filterfalse
-from typing import Any
+from typing import Any, Final
 
 import redis
 import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
-from fashionai_pipeline.producers.errors import CacheUnavailable
-from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.producers.transport import AsyncRedisTransport, RedisTransport, Tuning, cache_failures
+from fashionai_pipeline.producers.attribution import ReadOutcome, ReadStats, Served, Source, Store
+from fashionai_pipeline.producers.breaker import Breaker
+from fashionai_pipeline.producers.direct import NoReply
+from fashionai_pipeline.producers.errors import CacheUnavailable, ConfigurationError
+from fashionai_pipeline.producers.holdout import Holdout
+from fashionai_pipeline.producers.recsettings import RecommendationSettings, TypeSettings
+from fashionai_pipeline.producers.settings import Settings, redact_url
+from fashionai_pipeline.producers.stock import (
+    FactsSource,
+    PageFill,
+    RedisFacts,
+    RedisStock,
+    StockCheck,
+    filter_ranked,
+    settings_for,
+)
+from fashionai_pipeline.producers.transport import (
+    AsyncRedisTransport,
+    Failures,
+    RedisTransport,
+    Tuning,
+    cache_failures,
+)
 
 log = logging.getLogger("fashionai.reader")
 
-READ_TIMEOUT = 0.25  # seconds per wait: a page renders without its ranking rather than late
+__all__ = [
+    "AsyncRankingReader",
+    "CacheUnavailable",
+    "Ranking",
+    "RankingReader",
+    "ReaderCore",
+    "decode_ranking",
+    "merge",
+]
 
-__all__ = ["AsyncRankingReader", "CacheUnavailable", "Ranking", "RankingReader", "decode_ranking", "merge"]
+Filters = RecommendationSettings | TypeSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +119,137 @@ def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
     return head
 
 
-class ReaderCore:
-    """Sans-I/O: what a read means, around the one GET the shells make."""
+# -- the plan's I/O requests -----------------------------------------------------------------
 
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One Redis command (read-only, safe to send twice) on the cache or the storefront's Redis."""
+
+    store: Store
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call the caller's stock check or facts source with `ids` (awaited if it is async)."""
+
+    fn: Callable[[Sequence[str]], Any]
+    ids: list[str]
+
+
+Plan = Generator[Command | Call, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One `serve`: the key, the page, the checks, and for publish-and-wait what it knows."""
+
+    event_type: str
+    item_id: str
+    session_id: str
+    user_id: str | None
+    tenant: str | None
+    native: Sequence[str] | None
+    page_size: int | None = None
+    stock: StockCheck | None = None
+    facts: FactsSource | None = None
+    filters: Filters | None = None
+    since_ms: int | None = None  # publish-and-wait: a ranking enqueued at or after this is "fresh"
+    notice: Ranking | None = None  # publish-and-wait: the ranking its notice carried (no read)
+    message_id: str | None = None
+
+
+_KNOWN_NO_REPLY: Final = (NoReply, redis.TimeoutError, TimeoutError)
+
+
+class _ShortCircuit(CacheUnavailable):
+    """Not tried: the breaker of that Redis is open."""
+
+
+def read_outcome(exc: CacheUnavailable) -> ReadOutcome:
+    """What a failed read was: short-circuited, no answer within the bound, or unavailable."""
+    if isinstance(exc, _ShortCircuit):
+        return "short_circuit"
+    return "timeout" if isinstance(exc.__cause__, _KNOWN_NO_REPLY) else "unavailable"
+
+
+class ReaderCore:
+    """Sans-I/O: every decision of a read, as plans the shells run (module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.tuning = Tuning.of(settings)
+        self.clock = clock
+        self.stats = ReadStats()
+        self.bound = settings.read_timeout_ms / 1000
+        self.holdout = Holdout(settings.holdout, settings.holdout_salt)
+        self.breakers: dict[Store, Breaker] = {
+            store: Breaker(
+                failures=settings.read_breaker_failures,
+                open_for=settings.read_breaker_open_ms / 1000,
+                probe_for=max(1.0, 4 * self.bound),
+                clock=monotonic,
+                listener=self._listener(store),
+            )
+            for store in ("cache", "storefront")
+        }
+        tenant = settings.tenant
+        if settings.storefront_redis_url and settings.storefront_redis_url == settings.redis_url:
+            raise ConfigurationError(
+                "FASHIONAI_STOREFRONT_REDIS_URL: must not be the ranking cache"
+                " (FASHIONAI_REDIS_URL), which may evict"
+            )
+        if stock is None and settings.stock_layout != "off":
+            stock = RedisStock(settings.stock_key or keys.stock(tenant), settings.stock_layout)
+        if facts is None and settings.facts_layout != "off":
+            facts = RedisFacts(settings.facts_key or keys.facts(tenant))
+        self.stock, self.facts = stock, facts
+        self.filters = filters if filters is not None else settings.recommendation_filters()
+        if not settings.storefront_redis_url and (
+            isinstance(stock, RedisStock) or isinstance(facts, RedisFacts)
+        ):
+            raise ConfigurationError(
+                "FASHIONAI_STOREFRONT_REDIS_URL: needed for a Redis stock check or facts"
+            )
 
-    def transport(self) -> dict[str, Any]:
-        """The reader's transport: the cache, READ_TIMEOUT per wait, CacheUnavailable on every failure."""
-        url, name, failures = self.settings.redis_url, "fashionai-reader", cache_failures()
+    def _listener(self, store: Store) -> Callable[[bool], None]:
+        what = "ranking cache" if store == "cache" else "storefront Redis"
+
+        def changed(is_open: bool) -> None:
+            self.stats.breaker_changed(store, is_open)
+            if is_open:
+                log.warning(
+                    "%s is failing: reads short-circuited, one probe every %d ms until it answers",
+                    what,
+                    self.settings.read_breaker_open_ms,
+                )
+            else:
+                log.info("%s answers again: reads resumed", what)
+
+        return changed
+
+    def transport(self, store: Store) -> dict[str, Any]:
+        """How a shell builds the transport of `store`: the read bound is the whole call's budget."""
+        if store == "cache":
+            url, name, failures = self.settings.redis_url, "fashionai-reader", cache_failures()
+        else:
+            url = self.settings.storefront_redis_url
+            failures = Failures(f"storefront redis {redact_url(url)}", CacheUnavailable, CacheUnavailable)
+            name = "fashionai-stock"
         return {
             "url": url,
-            "timeout": READ_TIMEOUT,
+            "timeout": self.bound,
+            "budget": self.bound,
             "name": name,
             "tuning": self.tuning,
             "failures": failures,
@@ -98,53 +260,280 @@ class ReaderCore:
     ) -> str:
         return keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
 
-    @staticmethod
-    def ranking(raw: bytes | str | None) -> Ranking | None:
-        return None if raw is None else decode_ranking(raw)
+    # -- plans -------------------------------------------------------------------------
 
-    @staticmethod
-    def ordered(ranking: Ranking | CacheUnavailable | None, native: Sequence[str]) -> list[str]:
-        """The page's order: personalised when `ranking` is a non-empty Ranking, else native."""
-        if isinstance(ranking, CacheUnavailable):
-            log.warning("%s; serving native ordering", ranking)
-            return list(native)
-        return list(native) if ranking is None else merge(ranking.products, native)
+    def _command(self, store: Store, args: tuple[str, ...]) -> Plan:
+        """Run one command through the store's breaker: the reply, or a CacheUnavailable (returned)."""
+        breaker = self.breakers[store]
+        if not breaker.allow():
+            return _ShortCircuit(
+                f"{'ranking cache' if store == 'cache' else 'storefront redis'}: circuit open"
+            )
+        reply = yield Command(store, args)
+        if isinstance(reply, CacheUnavailable) and not isinstance(reply.__cause__, redis.ResponseError):
+            breaker.failure()
+        else:
+            breaker.success()  # an error reply (WRONGTYPE...) is Redis answering: no reason to stop asking
+        return reply
+
+    def get_plan(self, key: str) -> Plan:
+        """The ranking at `key`, None for none; raises CacheUnavailable (counted)."""
+        reply = yield from self._command("cache", ("GET", key))
+        if isinstance(reply, CacheUnavailable):
+            self.stats.count_read(read_outcome(reply))
+            raise reply
+        try:
+            ranking = None if reply is None else decode_ranking(reply)
+        except CacheUnavailable:
+            self.stats.count_read("invalid")
+            raise
+        self.stats.count_read("miss" if ranking is None else "empty" if ranking.empty else "hit")
+        return ranking
+
+    def serve_plan(self, q: Query) -> Plan:
+        """The `Served` for a query (module doc). Never raises for I/O."""
+        if q.page_size is not None and (
+            isinstance(q.page_size, bool) or not isinstance(q.page_size, int) or q.page_size < 1
+        ):
+            raise ValueError("page_size: must be a whole number >= 1")
+        now = self.clock()
+        ranked: list[str] | None = None
+        age: int | None = None
+        source: Source
+        if q.session_id in self.holdout:
+            source = "holdout"
+        else:
+            source, ranking, crowd = yield from self._find(q)
+            if ranking is not None and not ranking.empty:
+                ranked, age = list(dict.fromkeys(ranking.products)), _age(ranking, now)
+                fresh = q.since_ms is not None and round(ranking.enqueued_at * 1000) >= q.since_ms
+                source = "fresh" if fresh else "cached"
+            elif crowd is not None and not crowd.empty:
+                ranked, age, source = list(dict.fromkeys(crowd.products)), _age(crowd, now), "crowd"
+        if ranked is not None:
+            ranked = yield from self._filtered(q, ranked)
+        if q.native is None:
+            order = ranked or []
+        else:
+            order = list(q.native) if ranked is None else merge(ranked, q.native)
+        products = yield from self._in_stock(q, order)
+        self.stats.count_served(source)
+        return Served(products, source, age, q.message_id)
+
+    def _find(self, q: Query) -> Plan:
+        """(source if nothing is usable, the shopper's ranking, the crowd ranking)."""
+        crowd_key = None
+        if self.settings.crowd:
+            crowd_key = keys.crowd(q.tenant or self.settings.tenant, q.event_type, q.item_id)
+        if q.notice is not None:
+            if not q.notice.empty or crowd_key is None:
+                return "native", q.notice, None
+            reply = yield from self._command("cache", ("GET", crowd_key))
+            return "native", q.notice, _crowd(None if isinstance(reply, CacheUnavailable) else reply)
+        key = self.key(q.event_type, q.item_id, q.session_id, q.user_id, q.tenant)
+        args = ("GET", key) if crowd_key is None else ("MGET", key, crowd_key)
+        reply = yield from self._command("cache", args)
+        if isinstance(reply, CacheUnavailable):
+            self.stats.count_read(read_outcome(reply))
+            return "fallback", None, None
+        own, crowd_raw = (reply, None) if crowd_key is None else (reply[0], reply[1])
+        crowd = _crowd(crowd_raw)
+        if own is None:
+            self.stats.count_read("miss")
+            return "native", None, crowd
+        try:
+            ranking = decode_ranking(own)
+        except CacheUnavailable:
+            self.stats.count_read("invalid")
+            return "fallback", None, crowd
+        self.stats.count_read("empty" if ranking.empty else "hit")
+        return "native", ranking, crowd
+
+    def _filtered(self, q: Query, ranked: list[str]) -> Plan:
+        """The ranked ids that pass the local settings of the page's type (module doc of stock)."""
+        chosen = settings_for(q.filters if q.filters is not None else self.filters, q.event_type)
+        source = q.facts if q.facts is not None else self.facts
+        if chosen is None or source is None or not ranked:
+            return ranked
+        facts = yield from self._check("facts", source, ranked)
+        if facts is None:
+            return ranked
+        kept, dropped, missing = filter_ranked(chosen, ranked, facts)
+        self.stats.count_removed("settings", dropped)
+        self.stats.count_facts_missing(missing)
+        return kept
+
+    def _in_stock(self, q: Query, order: list[str]) -> Plan:
+        check = q.stock if q.stock is not None else self.stock
+        if check is None:
+            return order if q.page_size is None else order[: q.page_size]
+        fill = PageFill(order, q.page_size)
+        while not fill.done:
+            chunk = fill.next_chunk()
+            available = yield from self._check("stock", check, chunk)
+            if available is None:
+                fill.unchecked(chunk)
+                break
+            fill.take(chunk, available)
+        self.stats.count_removed("stock", fill.removed)
+        return fill.result()
+
+    def _check(self, which: str, source: Any, ids: list[str]) -> Plan:
+        """Ask a stock check or facts source about `ids`: its answer, or None when it failed (counted)."""
+        check: Any = "stock" if which == "stock" else "facts"
+        if isinstance(source, RedisStock | RedisFacts):
+            reply = yield from self._command("storefront", source.command(ids))
+            if isinstance(reply, CacheUnavailable):
+                self.stats.count_check(
+                    check, "short_circuit" if isinstance(reply, _ShortCircuit) else "failed"
+                )
+                return None
+            try:
+                answer: Any = (
+                    source.available(ids, reply)
+                    if isinstance(source, RedisStock)
+                    else source.decode(ids, reply)
+                )
+            except ValueError:
+                self.stats.count_check(check, "failed")
+                return None
+        else:
+            answer = yield Call(source, ids)
+            if isinstance(answer, BaseException):
+                log.warning("the %s callable raised %s; nothing removed for it", which, type(answer).__name__)
+                self.stats.count_check(check, "failed")
+                return None
+            if check == "stock":
+                answer = set(answer)
+        self.stats.count_check(check, "ok")
+        return answer
 
 
-class RankingReader:
+def _age(ranking: Ranking, now: float) -> int:
+    return max(0, round(now * 1000) - round(ranking.enqueued_at * 1000))
+
+
+def _crowd(raw: Any) -> Ranking | None:
+    """A crowd value as a Ranking; None for none or a value that does not decode (not served)."""
+    if raw is None:
+        return None
+    try:
+        return decode_ranking(raw)
+    except CacheUnavailable:
+        return None
+
+
+def _run(plan: Plan, do: Callable[[Command | Call], Any]) -> Any:
+    """Drive a plan synchronously: each request's answer sent back (an exception as the value)."""
+    try:
+        request = next(plan)
+        while True:
+            request = plan.send(do(request))
+    except StopIteration as stop:
+        return stop.value
+
+
+class _Shell:
+    """What both shells share: the core, its options, and the query they build."""
+
+    _core: ReaderCore
+
+    @property
+    def stats(self) -> ReadStats:
+        """This reader's counts (sources served, read outcomes, checks, breaker trips)."""
+        return self._core.stats
+
+    @property
+    def cache_open(self) -> bool:
+        """True while the cache's breaker is open: reads are short-circuited."""
+        return self._core.breakers["cache"].is_open
+
+    def in_holdout(self, session_id: str) -> bool:
+        """Whether this session is in the holdout (for tagging it in the shop's analytics)."""
+        return session_id in self._core.holdout
+
+
+class RankingReader(_Shell):
     """Synchronous reader. One per process is enough: thread-safe and fork-aware.
 
-    Pass `client` to read through a redis.Redis of your own instead of the reader's
-    connections.
+    `stock`, `facts`, `filters`: the local checks every `serve` applies unless the call
+    gives its own (producers.stock; by default those the settings configure). Pass
+    `client` to read through a redis.Redis of your own instead of the reader's connections.
+    Raises ConfigurationError for settings that cannot work.
     """
 
-    def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None) -> None:
-        self._core = ReaderCore(settings or Settings())
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: redis.Redis | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+    ) -> None:
+        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
         self.settings = self._core.settings
-        self._redis = RedisTransport(**self._core.transport(), client=client)
+        self._redis = RedisTransport(**self._core.transport("cache"), client=client)
+        self._storefront: RedisTransport | None = None
+        if self.settings.storefront_redis_url:
+            self._storefront = RedisTransport(**self._core.transport("storefront"))
+
+    def _do(self, request: Command | Call) -> Any:
+        if isinstance(request, Call):
+            try:
+                return request.fn(request.ids)
+            except Exception as exc:  # the caller's code: a failed check removes nothing
+                return exc
+        transport = self._redis if request.store == "cache" else self._storefront
+        assert transport is not None  # ReaderCore refuses a Redis check without its URL
+        try:
+            return transport.execute(*request.args, retry_stale=True)
+        except CacheUnavailable as exc:
+            return exc
 
     def get(
         self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
         *, tenant: str | None = None,
     ) -> Ranking | None:  # fmt: skip
-        """The cached ranking, or None when there is none. Raises CacheUnavailable."""
+        """The cached ranking, or None when there is none. Raises CacheUnavailable (also at
+        once while the breaker is open). Within the read bound."""
         key = self._core.key(event_type, item_id, session_id, user_id, tenant)
-        return self._core.ranking(self._redis.execute("GET", key, retry_stale=True))
+        result: Ranking | None = _run(self._core.get_plan(key), self._do)
+        return result
+
+    def serve(
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, tenant: str | None = None, page_size: int | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
+        """The page's products in the order to render, and their source (module doc).
+
+        `native`: the page's own ordering (None: the ranking alone, unmerged). `page_size`:
+        at most this many products, gaps left by the stock check backfilled in order.
+        Never raises for the cache, the storefront's Redis or a check; raises ValueError for
+        a bad `page_size`. Within the read bound per Redis command it makes (one for the
+        ranking; one or more for a Redis stock check, one for Redis facts).
+        """
+        q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
+        return self.serve_query(q)
+
+    def serve_query(self, q: Query) -> Served:
+        """`serve` for a prepared Query (publish-and-wait passes what its notice brought)."""
+        served: Served = _run(self._core.serve_plan(q), self._do)
+        return served
 
     def order(
         self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
         user_id: str | None = None, *, tenant: str | None = None,
     ) -> list[str]:  # fmt: skip
-        """The page's product ids, personalised when a non-empty ranking is cached. Never raises
-        for the cache: an unreachable cache, or a value that is not a ranking, gives `native`."""
-        try:
-            ranking = self.get(event_type, item_id, session_id, user_id, tenant=tenant)
-        except CacheUnavailable as exc:
-            return self._core.ordered(exc, native)
-        return self._core.ordered(ranking, native)
+        """`serve(...).products`: the page's ids, personalised when a non-empty ranking is cached.
+        Never raises for the cache."""
+        return self.serve(event_type, item_id, session_id, native, user_id, tenant=tenant).products
 
     def close(self) -> None:
         self._redis.close()
+        if self._storefront is not None:
+            self._storefront.close()
 
     def __enter__(self) -> RankingReader:
         return self
@@ -153,14 +542,48 @@ class RankingReader:
         self.close()
 
 
-class AsyncRankingReader:
+class AsyncRankingReader(_Shell):
     """asyncio counterpart of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
-    used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis."""
+    used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis.
+    A stock check or facts callable may be sync or a coroutine function."""
 
-    def __init__(self, settings: Settings | None = None, *, client: aioredis.Redis | None = None) -> None:
-        self._core = ReaderCore(settings or Settings())
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+    ) -> None:
+        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
         self.settings = self._core.settings
-        self._redis = AsyncRedisTransport(**self._core.transport(), client=client)
+        self._redis = AsyncRedisTransport(**self._core.transport("cache"), client=client)
+        self._storefront: AsyncRedisTransport | None = None
+        if self.settings.storefront_redis_url:
+            self._storefront = AsyncRedisTransport(**self._core.transport("storefront"))
+
+    async def _do(self, request: Command | Call) -> Any:
+        if isinstance(request, Call):
+            try:
+                answer = request.fn(request.ids)
+                return (await answer) if inspect.isawaitable(answer) else answer
+            except Exception as exc:
+                return exc
+        transport = self._redis if request.store == "cache" else self._storefront
+        assert transport is not None
+        try:
+            return await transport.execute(*request.args, retry_stale=True)
+        except CacheUnavailable as exc:
+            return exc
+
+    async def _run(self, plan: Plan) -> Any:
+        try:
+            request = next(plan)
+            while True:
+                request = plan.send(await self._do(request))
+        except StopIteration as stop:
+            return stop.value
 
     async def get(
         self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
@@ -168,19 +591,30 @@ class AsyncRankingReader:
     ) -> Ranking | None:  # fmt: skip
         """RankingReader.get, awaited."""
         key = self._core.key(event_type, item_id, session_id, user_id, tenant)
-        return self._core.ranking(await self._redis.execute("GET", key, retry_stale=True))
+        result: Ranking | None = await self._run(self._core.get_plan(key))
+        return result
+
+    async def serve(
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, tenant: str | None = None, page_size: int | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
+        """RankingReader.serve, awaited."""
+        q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
+        return await self.serve_query(q)
+
+    async def serve_query(self, q: Query) -> Served:
+        served: Served = await self._run(self._core.serve_plan(q))
+        return served
 
     async def order(
         self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
         user_id: str | None = None, *, tenant: str | None = None,
     ) -> list[str]:  # fmt: skip
         """RankingReader.order, awaited."""
-        try:
-            return self._core.ordered(
-                await self.get(event_type, item_id, session_id, user_id, tenant=tenant), native
-            )
-        except CacheUnavailable as exc:
-            return self._core.ordered(exc, native)
+        return (await self.serve(event_type, item_id, session_id, native, user_id, tenant=tenant)).products
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._storefront is not None:
+            await self._storefront.aclose()
