@@ -58,6 +58,7 @@ MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
 REST_CALLS = 4096  # ...then this many calls block at once before polling again
 LAST_LOOK = 0.0002  # seconds: the reply wait of a call whose budget its own thread's stall spent
 LAST_LOOKS = 3  # asyncio: turns of the loop a reply that has arrived gets past the deadline
+OPEN_FLOOR = 0.25  # asyncio: seconds opening a connection may take at least (AsyncDirectRedis._opened)
 
 
 class NoReply(Exception):  # an outcome, translated by producers.transport
@@ -279,8 +280,9 @@ class AsyncDirectRedis:
     out in a test). Once it has a connection a call is bounded by `2 x timeout` (or
     `budget`); the wait for one is bounded by that budget too, extended for as long as
     other calls keep finishing (a burst waiting its turn on a healthy Redis), so a Redis
-    that goes silent fails every caller within one budget of its silence. Never polls:
-    the event loop has other work.
+    that goes silent fails every caller within one budget of its silence. Opening a new
+    connection is the exception: it may take up to OPEN_FLOOR (once per connection). Never
+    polls: the event loop has other work.
 
     The bound counts Redis's silence, not the event loop's lag: when the deadline passes
     while the reply is already in the socket or the stream's buffer (a saturated loop that
@@ -300,6 +302,7 @@ class AsyncDirectRedis:
         self._slots = asyncio.Semaphore(max_connections)
         self._completed = 0  # replies received: the queue for a connection is moving
         self._busy: set[Any] = set()  # connections with a command in flight
+        self._opening = 0  # connections being opened
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
@@ -308,7 +311,7 @@ class AsyncDirectRedis:
         if self._idle.owner != owner:
             self._idle.claim(owner)
             self._slots = asyncio.Semaphore(self._max)
-            self._busy = set()
+            self._busy, self._opening = set(), 0
         sent = [False]
         slots = self._slots
         try:
@@ -328,8 +331,10 @@ class AsyncDirectRedis:
 
     async def _slot(self, slots: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
         """Wait for a free connection: for one budget, and again for as long as the queue
-        moves (a call finished within the last budget), so a burst of callers on a healthy
-        Redis waits its turn while a silent Redis fails them all within one budget."""
+        moves (a call finished within the last budget, a reply has arrived unread, or a
+        connection is being opened), so a burst of callers on a healthy Redis waits its
+        turn while a silent Redis fails them all within one budget (OPEN_FLOOR while
+        connections are being opened)."""
         while True:
             done = self._completed
             try:
@@ -339,7 +344,8 @@ class AsyncDirectRedis:
             except TimeoutError:
                 # Moving: a call finished meanwhile, or a reply is here that a busy loop has
                 # not read yet. Silent: nothing finished and nothing arrived.
-                if self._completed == done and not any(_arrived(c) for c in list(self._busy)):
+                busy = list(self._busy)
+                if self._completed == done and not self._opening and not any(_arrived(c) for c in busy):
                     raise
 
     async def _execute(
@@ -348,17 +354,34 @@ class AsyncDirectRedis:
         conn = self._idle.take()
         reused = conn is not None
         if conn is None:
-            async with asyncio.timeout_at(deadline):
-                conn = await self._open()
+            conn, deadline = await self._opened(deadline)
         try:
             return await self._attempt(conn, args, sent, deadline)
         except redis.RedisError as exc:
             if not self._policy.fresh_retry(exc, reused=reused, sent=sent[0], retry_stale=retry_stale):
                 raise
         sent[0] = False
-        async with asyncio.timeout_at(deadline):
-            conn = await self._open()
+        conn, deadline = await self._opened(deadline)
         return await self._attempt(conn, args, sent, deadline)
+
+    async def _opened(self, deadline: float) -> tuple[Any, float]:
+        """A new connection, and the deadline left for the command on it.
+
+        Opening takes the TCP connect and redis-py's handshake (several round trips), each a
+        turn of the event loop: on a loop busy with a burst of requests that alone can pass a
+        budget of milliseconds. So opening is bounded by at least OPEN_FLOOR; the command
+        then gets what is left of its own budget, or a new one if opening used it up.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._opening += 1  # the queue for a connection is moving: one is on its way
+        try:
+            async with asyncio.timeout_at(max(deadline, started + OPEN_FLOOR)):
+                conn = await self._open()
+        finally:
+            self._opening -= 1
+        now = loop.time()
+        return conn, deadline if now < deadline else now + self._policy.budget
 
     async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool], deadline: float) -> Any:
         self._busy.add(conn)
@@ -381,7 +404,8 @@ class AsyncDirectRedis:
         return reply
 
     async def _open(self) -> Any:
-        kwargs = self._policy.connection_kwargs(self._pool, self._name, self._policy.timeout)
+        # redis-py bounds each handshake step with these; the call's own deadlines bound the rest
+        kwargs = self._policy.connection_kwargs(self._pool, self._name, max(self._policy.timeout, OPEN_FLOOR))
         conn = self._pool.connection_class(**kwargs)
         try:
             await conn.connect()

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.message import Envelope, InvalidMessage, compact_json, decode
 from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.worker import notify, scripts
+from fashionai_pipeline.worker import crowd, notify, scripts
 from fashionai_pipeline.worker.deadletter import Kind, encode_entry, entry_for
 from fashionai_pipeline.worker.delivery import Delivered, Failed, Outcome
 from fashionai_pipeline.worker.retry import RetryPolicy
@@ -140,6 +140,7 @@ class BatchProcessor:
         if not await self._record(rankings, retries, dead, lease_members, result):
             return None
         await notify.announce(self._redis, notices)  # after the cache write: waiters read what landed
+        await crowd.record(self._redis, self.settings, leaders, outcomes, clock=self._clock)  # off by default
         return result
 
     async def _drop_recently_sent(self, groups: dict[str, list[Envelope]], result: BatchResult) -> None:
