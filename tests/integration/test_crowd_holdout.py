@@ -20,6 +20,10 @@ PRODUCT = "p0101"  # in the sandbox's demo catalog: a productView ranks its simi
 NATIVE = [f"p{i:04d}" for i in range(1, 3001)]  # the demo catalog, in the shop's own order
 
 
+def _ranked(reader: RankingReader, session: str):
+    return lambda: reader.get("productView", PRODUCT, session) is not None
+
+
 def test_a_worker_builds_the_crowd_and_a_new_shopper_is_served_it(sandbox, workers, cache):
     settings = make_settings(BROKERS["redis"], sandbox.url, crowd=True, crowd_min_shoppers=3, crowd_ttl=600)
     workers(settings)
@@ -29,7 +33,7 @@ def test_a_worker_builds_the_crowd_and_a_new_shopper_is_served_it(sandbox, worke
         for session in shoppers[:2]:
             publisher.publish(make_event("productView", session, PRODUCT))
         for session in shoppers[:2]:
-            wait_until(lambda s=session: reader.get("productView", PRODUCT, s) is not None, 30, "rankings")
+            wait_until(_ranked(reader, session), 30, "rankings")
         crowd_key = keys.crowd(settings.tenant, "productView", PRODUCT)
         wait_until(
             lambda: cache.exists(keys.crowd_state(settings.tenant, "productView", PRODUCT)), 30, "state"
@@ -69,8 +73,7 @@ def test_without_the_setting_the_worker_builds_no_crowd(sandbox, workers, cache)
         for i in range(3):
             publisher.publish(make_event("productView", f"nocrowd-{settings.tenant}-{i}", PRODUCT))
         for i in range(3):
-            s = f"nocrowd-{settings.tenant}-{i}"
-            wait_until(lambda s=s: reader.get("productView", PRODUCT, s) is not None, 30, "rankings")
+            wait_until(_ranked(reader, f"nocrowd-{settings.tenant}-{i}"), 30, "rankings")
     assert not cache.exists(keys.crowd_state(settings.tenant, "productView", PRODUCT))
     assert not cache.exists(keys.crowd(settings.tenant, "productView", PRODUCT))
 
