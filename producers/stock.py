@@ -38,10 +38,11 @@ the storefront listed, and the failure is counted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from fashionai_pipeline.producers.recsettings import (
     ProductFacts,
@@ -102,6 +103,9 @@ StockCheck = StockCallable | RedisStock
 FactsSource = FactsCallable | RedisFacts
 
 
+_PRICE: Final = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+
+
 def _units(raw: Any) -> int:
     try:
         return int(raw)
@@ -113,7 +117,12 @@ def facts_from_json(obj: object) -> ProductFacts:
     """ProductFacts from decoded JSON (module doc). Raises ValueError naming the field."""
     if not isinstance(obj, dict):
         raise ValueError("facts: must be an object")
+    unknown = set(obj) - {"price", "discounted", "stock"}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: unknown field")
     price, discounted, stock = obj.get("price"), obj.get("discounted", False), obj.get("stock", {})
+    if isinstance(price, str) and not _PRICE.fullmatch(price):
+        raise ValueError("price: a decimal string has digits and at most 2 decimals")
     if isinstance(price, bool) or not isinstance(price, int | float | str):
         raise ValueError("price: must be a number or a decimal string")
     try:
