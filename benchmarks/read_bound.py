@@ -10,7 +10,7 @@ gunicorn gthread + Flask (one process, 8 threads), loaded by wrk on loopback wit
 included, since that is what the bound counts.
 
 Passes per server and load: a 1 s bound (nothing trips: the wall-time distribution), then
-2, 5 and 10 ms and the shipped default: how many reads timed out (Redis did not answer
+5, 10 and 15 ms and the shipped default: how many reads timed out (Redis did not answer
 within the bound, as the reader judges it: a reply that arrived while the caller's thread or
 loop was busy is not a timeout) and how many pages fell back (`source="fallback"`, the
 timeouts plus the reads the breaker then short-circuited).
@@ -38,7 +38,7 @@ from fashionai_pipeline.worker.local import free_port
 
 LOADS = (1, 16, 64)
 CANDIDATES_MS = (2, 5, 10, 20, 50)
-TRIED_MS = (2, 5, 10)  # bounds tried under load besides the default: how often each trips
+TRIED_MS = (5, 10, 15)  # bounds tried under load besides the default: how often each trips
 
 
 def _servers(port: int) -> dict[str, list[str]]:
@@ -110,15 +110,21 @@ def _wrk(url: str, lua: str, connections: int, seconds: float) -> str:
     return out.stdout
 
 
-def run(seconds: float, redis_url: str) -> dict[str, Any]:
+def run(
+    seconds: float,
+    redis_url: str,
+    servers: list[str] | None = None,
+    loads: tuple[int, ...] = LOADS,
+    tried: tuple[int, ...] = TRIED_MS,
+) -> dict[str, Any]:
     default_ms = Settings.model_fields["read_timeout_ms"].default
     bench = Run(redis_url)
     rows: list[dict[str, Any]] = []
     try:
         bench.seed_rankings()
-        for server in _servers(0):
-            for connections in LOADS:
-                bounds = (1000,) if connections == 1 else (1000, *TRIED_MS, default_ms)
+        for server in servers or list(_servers(0)):
+            for connections in loads:
+                bounds = (1000,) if connections == 1 else (1000, *tried, default_ms)
                 for bound in dict.fromkeys(bounds):
                     row = measure(bench, server, connections, bound, seconds)
                     rows.append(row)
@@ -148,8 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="broker and cache for the run")
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    parser.add_argument("--server", action="append", choices=list(_servers(0)), help="only these servers")
+    parser.add_argument("--loads", default=",".join(map(str, LOADS)), help="wrk connections, comma-separated")
+    parser.add_argument(
+        "--bounds", default=",".join(map(str, TRIED_MS)), help="bounds (ms) to try under load"
+    )
     args = parser.parse_args(argv)
-    result = run(args.seconds, args.redis)
+    loads = tuple(int(x) for x in args.loads.split(","))
+    tried = tuple(int(x) for x in args.bounds.split(",") if x)
+    result = run(args.seconds, args.redis, args.server, loads, tried)
     print("\n".join(_line(r) for r in result["rows"]))
     if args.json:
         print(json.dumps(result))

@@ -301,7 +301,7 @@ class AsyncDirectRedis:
         self._max = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._completed = 0  # replies received: the queue for a connection is moving
-        self._busy: set[Any] = set()  # connections with a command in flight
+        self._busy: dict[Any, list[asyncio.Task[Any]]] = {}  # connection -> its read, while in flight
         self._opening = 0  # connections being opened
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
@@ -311,7 +311,7 @@ class AsyncDirectRedis:
         if self._idle.owner != owner:
             self._idle.claim(owner)
             self._slots = asyncio.Semaphore(self._max)
-            self._busy, self._opening = set(), 0
+            self._busy, self._opening = {}, 0
         sent = [False]
         slots = self._slots
         try:
@@ -344,8 +344,9 @@ class AsyncDirectRedis:
             except TimeoutError:
                 # Moving: a call finished meanwhile, or a reply is here that a busy loop has
                 # not read yet. Silent: nothing finished and nothing arrived.
-                busy = list(self._busy)
-                if self._completed == done and not self._opening and not any(_arrived(c) for c in busy):
+                busy = list(self._busy.items())
+                moving = any((read and read[0].done()) or _arrived(conn) for conn, read in busy)
+                if self._completed == done and not self._opening and not moving:
                     raise
 
     async def _execute(
@@ -384,12 +385,13 @@ class AsyncDirectRedis:
         return conn, deadline if now < deadline else now + self._policy.budget
 
     async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool], deadline: float) -> Any:
-        self._busy.add(conn)
+        reading: list[asyncio.Task[Any]] = []
+        self._busy[conn] = reading
         try:
             async with asyncio.timeout_at(deadline):
                 await conn.send_packed_command((pack(args),), check_health=False)
             sent[0] = True
-            reply = await _reply(conn, deadline)
+            reply = await _reply(conn, deadline, reading)
         except redis.ResponseError:
             self._completed += 1
             self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
@@ -398,7 +400,7 @@ class AsyncDirectRedis:
             await _quietly_disconnect(conn)
             raise
         finally:
-            self._busy.discard(conn)
+            self._busy.pop(conn, None)
         self._completed += 1
         self._idle.keep(conn)
         return reply
@@ -420,12 +422,14 @@ class AsyncDirectRedis:
             await _quietly_disconnect(conn)
 
 
-async def _reply(conn: Any, deadline: float) -> Any:
-    """The reply to a sent command, waiting until `deadline` (loop time) for Redis to send it."""
+async def _reply(conn: Any, deadline: float, reading: list[asyncio.Task[Any]]) -> Any:
+    """The reply to a sent command, waiting until `deadline` (loop time) for Redis to send it.
+    `reading` gets the read's task, so callers queued for a connection can see it is done."""
     loop = asyncio.get_running_loop()
     # A day: in effect no timeout of redis-py's own (its socket_timeout counts the loop's lag
     # too); finite, since redis-py < 8 hands it to asyncio.timeout, which uvloop cannot take as inf.
     read = loop.create_task(conn.read_response(timeout=86_400.0))
+    reading.append(read)
     try:
         left = deadline - loop.time()
         if left > 0:
