@@ -17,7 +17,9 @@ from tests.conftest import BROKERS, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
-CATALOG = [f"p{i:04d}" for i in range(10_000)]  # every id the sandbox can rank, in native order
+CATALOG = [
+    f"p{i:04d}" for i in range(10_000)
+]  # every id the sandbox can rank (its demo catalog is p0001-p3000)
 
 
 def _answered(sandbox, event) -> list[str]:
@@ -35,7 +37,9 @@ def test_view_serves_the_ranking_of_that_event_when_a_worker_is_up(broker, sandb
     server = RankingServer(settings)
     request.addfinalizer(server.close)
     for n in range(3):
-        event = make_event("productView", f"pw-{settings.tenant}-{n}", f"item-{n}", "u1" if n == 1 else None)
+        event = make_event(
+            "productView", f"pw-{settings.tenant}-{n}", f"p{n + 1:04d}", "u1" if n == 1 else None
+        )
         started = time.monotonic()
         served = server.view(event, CATALOG, wait_ms=5_000)
         elapsed = time.monotonic() - started
@@ -85,7 +89,9 @@ def test_async_view_fresh_with_a_worker_and_native_without(sandbox, workers):
         server = AsyncRankingServer(settings)
         try:
             # Many shoppers at once share one subscriber connection.
-            events = [make_event("shopTheLook", f"as-{settings.tenant}-{n}", f"look-{n}") for n in range(20)]
+            events = [
+                make_event("shopTheLook", f"as-{settings.tenant}-{n}", f"p{n + 101:04d}") for n in range(20)
+            ]
             served = await asyncio.gather(*(server.view(e, CATALOG, wait_ms=5_000) for e in events))
             for event, one in zip(events, served, strict=True):
                 assert one.source == "fresh"
@@ -113,7 +119,7 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
     workers(settings)
     server = RankingServer(settings)
     request.addfinalizer(server.close)
-    assert server.view(make_event("productView", "parent", "pp"), CATALOG, wait_ms=5_000).source == "fresh"
+    assert server.view(make_event("productView", "parent", "p0200"), CATALOG, wait_ms=5_000).source == "fresh"
     children = []
     for n in range(2):
         read_end, write_end = os.pipe()
@@ -122,7 +128,7 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
             code = 1
             try:
                 os.close(read_end)
-                event = make_event("productView", f"child-{settings.tenant}-{n}", f"kid-{n}")
+                event = make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 301:04d}")
                 served = server.view(event, CATALOG, wait_ms=5_000)
                 os.write(write_end, json.dumps([served.source, served.products[:20]]).encode())
                 code = 0
@@ -136,7 +142,9 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
         _, status = os.waitpid(pid, 0)
         assert status == 0
         assert source == "fresh"
-        ranked = _answered(sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"kid-{n}"))
+        ranked = _answered(
+            sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 301:04d}")
+        )
         assert head[: len(ranked)] == ranked[:20]
 
 
@@ -176,7 +184,8 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
     lonely = AsyncRankingServer(settings)
     try:
         assert (
-            server.view(make_event("productView", "r-before", "x"), CATALOG, wait_ms=5_000).source == "fresh"
+            server.view(make_event("productView", "r-before", "p0401"), CATALOG, wait_ms=5_000).source
+            == "fresh"
         )
         cache.terminate()
         cache.wait(10)
@@ -189,7 +198,7 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
         def fresh_again() -> bool:
             n = time.monotonic_ns()
             return (
-                server.view(make_event("productView", f"r-after-{n}", "x"), CATALOG, wait_ms=3_000).source
+                server.view(make_event("productView", f"r-after-{n}", "p0402"), CATALOG, wait_ms=3_000).source
                 == "fresh"
             )
 
@@ -197,7 +206,7 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
 
         async def async_side() -> str:
             try:
-                one = await lonely.view(make_event("productView", "r-async", "x"), CATALOG, wait_ms=5_000)
+                one = await lonely.view(make_event("productView", "r-async", "p0403"), CATALOG, wait_ms=5_000)
                 return one.source
             finally:
                 await lonely.aclose()
