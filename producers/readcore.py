@@ -257,10 +257,7 @@ class ReaderCore:
 
     def serve_plan(self, q: Query) -> Plan:
         """The `Served` for a query (module doc). Never raises for I/O."""
-        if q.page_size is not None and (
-            isinstance(q.page_size, bool) or not isinstance(q.page_size, int) or q.page_size < 1
-        ):
-            raise ValueError("page_size: must be a whole number >= 1")
+        check_page_size(q.page_size)
         now = self.clock()
         ranked: list[str] | None = None
         age: int | None = None
@@ -386,6 +383,14 @@ def _crowd(raw: Any) -> Ranking | None:
         return decode_ranking(raw)
     except CacheUnavailable:
         return None
+
+
+def check_page_size(page_size: object) -> None:
+    """ValueError naming `page_size` unless it is None or a whole number >= 1."""
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise ValueError("page_size: must be a whole number >= 1")
 
 
 def run_plan(plan: Plan, do: Callable[[Command | Call], Any]) -> Any:

@@ -36,6 +36,7 @@ from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import new_id
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.publishing import Receipt
+from fashionai_pipeline.producers.readcore import check_page_size
 from fashionai_pipeline.producers.reader import (
     AsyncRankingReader,
     Filters,
@@ -145,6 +146,7 @@ class RankingServer:
         event.
         """
         ev = parse_event(event)
+        check_page_size(page_size)
         checks = _Checks(page_size, stock, facts, filters)
         deadline = time.monotonic() + check_wait(wait_ms)
         if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
@@ -248,6 +250,7 @@ class AsyncRankingServer:
     ) -> Served:
         """RankingServer.view for asyncio: the same bound, errors and answers."""
         ev = parse_event(event)
+        check_page_size(page_size)
         checks = _Checks(page_size, stock, facts, filters)
         deadline = time.monotonic() + check_wait(wait_ms)
         if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:

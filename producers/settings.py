@@ -80,9 +80,10 @@ class Settings(BaseSettings):
     json_templates: bool = True
 
     # Reads on the request path (producers.reader). The bound of one ranking read, the whole
-    # call: past it the page gets its fallback. 25 ms: a healthy read's wall time stays below
-    # it on a saturated page server (docs/PERFORMANCE.md, "The read bound"), and a page that
-    # takes tens of ms to render does not notice it once per breaker period.
+    # call: past it the page gets its fallback. It counts Redis's silence, not the caller's own
+    # wait for the GIL or a busy event loop. 25 ms: below it, saturated page servers lost
+    # healthy reads; at it, next to none (docs/PERFORMANCE.md, "The read bound"); and a page
+    # on a loaded server pays it for a failing read only until the breaker opens.
     read_timeout_ms: int = Field(default=25, ge=1, le=5_000)
     # The circuit breaker (producers.breaker): this many failed reads in a row open it; while
     # open no read waits; after read_breaker_open_ms one read probes.
