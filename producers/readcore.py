@@ -266,19 +266,24 @@ class ReaderCore:
             source = "holdout"
         else:
             source, ranking, crowd = yield from self._find(q)
+            # The ranked ids may repeat; merge keeps the first of each, so only the paths
+            # that do not merge (filters, no native list) take them out here.
             if ranking is not None and not ranking.empty:
-                ranked, age = list(dict.fromkeys(ranking.products)), _age(ranking, now)
+                ranked, age = ranking.products, _age(ranking, now)
                 fresh = q.since_ms is not None and round(ranking.enqueued_at * 1000) >= q.since_ms
                 source = "fresh" if fresh else "cached"
             elif crowd is not None and not crowd.empty:
-                ranked, age, source = list(dict.fromkeys(crowd.products)), _age(crowd, now), "crowd"
-        if ranked is not None:
-            ranked = yield from self._filtered(q, ranked)
+                ranked, age, source = crowd.products, _age(crowd, now), "crowd"
+        if ranked is not None and (q.filters is not None or self.filters is not None):
+            ranked = yield from self._filtered(q, list(dict.fromkeys(ranked)))
         if q.native is None:
-            order = ranked or []
+            order = list(dict.fromkeys(ranked)) if ranked else []
         else:
             order = list(q.native) if ranked is None else merge(ranked, q.native)
-        products = yield from self._in_stock(q, order)
+        if q.stock is not None or self.stock is not None:
+            products = yield from self._in_stock(q, order)
+        else:
+            products = order if q.page_size is None else order[: q.page_size]
         self.stats.count_served(source)
         return Served(products, source, age, q.message_id)
 
