@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import filterfalse
 from typing import Any, Final
 
@@ -179,6 +179,11 @@ class ReaderCore:
         if facts is None and settings.facts_layout != "off":
             facts = RedisFacts(settings.facts_key or keys.facts(tenant))
         self.stock, self.facts = stock, facts
+        # The settings' default keys are per tenant: a call for another tenant reads its own.
+        self._tenant_keys = (
+            settings.stock_layout != "off" and not settings.stock_key and isinstance(stock, RedisStock),
+            settings.facts_layout != "off" and not settings.facts_key and isinstance(facts, RedisFacts),
+        )
         self.filters = filters if filters is not None else settings.recommendation_filters()
         if not settings.storefront_redis_url and (
             isinstance(stock, RedisStock) or isinstance(facts, RedisFacts)
@@ -320,6 +325,8 @@ class ReaderCore:
         """The ranked ids that pass the local settings of the page's type (module doc of stock)."""
         chosen = settings_for(q.filters if q.filters is not None else self.filters, q.event_type)
         source = q.facts if q.facts is not None else self.facts
+        if isinstance(source, RedisFacts) and q.facts is None and self._tenant_keys[1] and q.tenant:
+            source = replace(source, key=keys.facts(q.tenant))
         if chosen is None or source is None or not ranked:
             return ranked
         facts = yield from self._check("facts", source, ranked)
@@ -332,6 +339,8 @@ class ReaderCore:
 
     def _in_stock(self, q: Query, order: list[str]) -> Plan:
         check = q.stock if q.stock is not None else self.stock
+        if isinstance(check, RedisStock) and q.stock is None and self._tenant_keys[0] and q.tenant:
+            check = replace(check, key=keys.stock(q.tenant))
         if check is None:
             return order if q.page_size is None else order[: q.page_size]
         fill = PageFill(order, q.page_size)

@@ -349,3 +349,31 @@ def test_prometheus_text_has_every_metric_once_with_help_and_type():
     assert 'fashionai_reader_reads_total{outcome="timeout",tenant="t1"} 1' in text
     assert 'fashionai_reader_facts_missing_total{tenant="t1"} 0' in text
     assert text.count("# TYPE fashionai_reader_served_total counter") == 1
+
+
+def test_the_settings_stock_and_facts_keys_follow_the_calls_tenant():
+    settings = _settings(
+        storefront_redis_url="redis://127.0.0.1:1/2", stock_layout="hash", facts_layout="hash",
+        local_filters='{"product": {"discount": "onlyWith"}}',
+    )  # fmt: skip
+    core = ReaderCore(settings)
+    asked: list[tuple[str, ...]] = []
+    for tenant in (None, "shop-b"):
+        q = Query("productView", "p1", "s1", None, tenant, NATIVE)
+        plan = core.serve_plan(q)
+        try:
+            request = next(plan)
+            while True:
+                assert isinstance(request, Command)
+                asked.append(request.args)
+                if request.store == "cache":
+                    answer: object = json.dumps([1, "c", "a"])
+                elif request.args[0] == "HMGET" and request.args[1].endswith(":facts"):
+                    answer = [json.dumps({"price": 1, "discounted": True})] * (len(request.args) - 2)
+                else:
+                    answer = [b"1"] * (len(request.args) - 2)
+                request = plan.send(answer)
+        except StopIteration:
+            pass
+    storefront = [a[1] for a in asked if a[0] == "HMGET"]
+    assert storefront == [keys.facts("t1"), keys.stock("t1"), keys.facts("shop-b"), keys.stock("shop-b")]
