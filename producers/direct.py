@@ -58,7 +58,8 @@ MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
 REST_CALLS = 4096  # ...then this many calls block at once before polling again
 LAST_LOOK = 0.0002  # seconds: the reply wait of a call whose budget its own thread's stall spent
 LAST_LOOKS = 3  # asyncio: turns of the loop a reply that has arrived gets past the deadline
-OPEN_FLOOR = 0.25  # asyncio: seconds opening a connection may take at least (AsyncDirectRedis._opened)
+LATE = 0.002  # asyncio: a wake-up this far past its time means the loop is busy
+OPEN_FLOOR = 0.25  # asyncio: at most this long for an opening that keeps making progress
 
 
 class NoReply(Exception):  # an outcome, translated by producers.transport
@@ -281,8 +282,8 @@ class AsyncDirectRedis:
     `budget`); the wait for one is bounded by that budget too, extended for as long as
     other calls keep finishing (a burst waiting its turn on a healthy Redis), so a Redis
     that goes silent fails every caller within one budget of its silence. Opening a new
-    connection is the exception: it may take up to OPEN_FLOOR (once per connection). Never
-    polls: the event loop has other work.
+    connection on a busy loop may take up to OPEN_FLOOR while it keeps making progress.
+    Never polls: the event loop has other work.
 
     The bound counts Redis's silence, not the event loop's lag: when the deadline passes
     while the reply is already in the socket or the stream's buffer (a saturated loop that
@@ -333,7 +334,7 @@ class AsyncDirectRedis:
         """Wait for a free connection: for one budget, and again for as long as the queue
         moves (a call finished within the last budget, a reply has arrived unread, or a
         connection is being opened), so a burst of callers on a healthy Redis waits its
-        turn while a silent Redis fails them all within one budget (OPEN_FLOOR while
+        turn while a silent Redis fails them all within one budget (up to OPEN_FLOOR while
         connections are being opened)."""
         while True:
             done = self._completed
@@ -370,15 +371,41 @@ class AsyncDirectRedis:
 
         Opening takes the TCP connect and redis-py's handshake (several round trips), each a
         turn of the event loop: on a loop busy with a burst of requests that alone can pass a
-        budget of milliseconds. So opening is bounded by at least OPEN_FLOOR; the command
-        then gets what is left of its own budget, or a new one if opening used it up.
+        budget of milliseconds. So at the deadline an opening that is still making progress
+        (the TCP connect not done yet, or a handshake reply arrived unread) gets another
+        budget, up to OPEN_FLOOR in all, and so does one whose loop came back to it more than
+        LATE after the deadline (busy: a handshake step's reply may be just behind); one
+        whose Redis is silent (frozen: the kernel took the TCP connection, nothing answers) on
+        a loop that is not busy fails at the deadline.
+        The command then gets what is left of its own budget, or a new one if opening used it
+        up.
         """
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        cap = loop.time() + OPEN_FLOOR
+        kwargs = self._policy.connection_kwargs(self._pool, self._name, max(self._policy.timeout, OPEN_FLOOR))
+        conn = self._pool.connection_class(**kwargs)
+        opening = loop.create_task(conn.connect())
         self._opening += 1  # the queue for a connection is moving: one is on its way
         try:
-            async with asyncio.timeout_at(max(deadline, started + OPEN_FLOOR)):
-                conn = await self._open()
+            while True:
+                until = min(deadline, cap)
+                if until > loop.time():
+                    await asyncio.wait((opening,), timeout=until - loop.time())
+                if opening.done():
+                    opening.result()  # raises its error
+                    break
+                now = loop.time()
+                late = now - until > LATE  # the loop came back late: it is busy, the wait tells nothing
+                progressing = late or getattr(conn, "_writer", None) is None or _arrived(conn)
+                if now >= cap or not progressing:
+                    raise redis.TimeoutError("not connected within the bound")
+                deadline = loop.time() + self._policy.budget
+        except BaseException:
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+            await _quietly_disconnect(conn)
+            raise
         finally:
             self._opening -= 1
         now = loop.time()
@@ -404,17 +431,6 @@ class AsyncDirectRedis:
         self._completed += 1
         self._idle.keep(conn)
         return reply
-
-    async def _open(self) -> Any:
-        # redis-py bounds each handshake step with these; the call's own deadlines bound the rest
-        kwargs = self._policy.connection_kwargs(self._pool, self._name, max(self._policy.timeout, OPEN_FLOOR))
-        conn = self._pool.connection_class(**kwargs)
-        try:
-            await conn.connect()
-        except BaseException:
-            await _quietly_disconnect(conn)
-            raise
-        return conn
 
     async def aclose(self) -> None:
         """Close the idle connections of the running loop (a later call opens new ones)."""

@@ -125,3 +125,37 @@ def test_metrics_count_sources_and_need_an_ingest_key(shop):
     assert 'fashionai_reader_checks_total{check="stock",outcome="ok"}' in r.text
     assert httpx.get(f"{service.url}/metrics", headers={"Authorization": f"Bearer {READ}"}).status_code == 403
     assert httpx.get(f"{service.url}/metrics").status_code == 401
+
+
+def test_a_frozen_cache_gives_the_fallback_within_the_bound_and_reads_resume(
+    sandbox, start_service, tmp_path
+):
+    import signal
+
+    from fashionai_pipeline.worker.local import start_redis
+
+    proc, cache_url = start_redis(log_dir=str(tmp_path))
+    try:
+        settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=cache_url, read_timeout_ms=100,
+                                 read_breaker_failures=2, read_breaker_open_ms=300)  # fmt: skip
+        key = keys.ranking(settings.tenant, "categoryView", "x1", "s1", None)
+        redis.Redis.from_url(cache_url).set(key, json.dumps([int(time.time() * 1000), "b"]))
+        service = start_service(settings)
+        body = {"eventType": "categoryView", "id": "x1", "sessionId": "s1", "native": ["a", "b"]}
+        assert httpx.post(f"{service.url}/v1/rankings", json=body, headers=ING).json()["source"] == "cached"
+        proc.signal(signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(40):
+            got = httpx.post(f"{service.url}/v1/rankings", json=body, headers=ING, timeout=5).json()
+            assert got == {"products": ["a", "b"], "source": "fallback", "age_ms": None}
+        assert time.monotonic() - started < 40 * 0.1 / 2  # the breaker: most of them did not wait
+        metrics = httpx.get(f"{service.url}/metrics", headers=ING).text
+        assert 'fashionai_reader_breaker_open{store="cache"} 1' in metrics
+        proc.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while httpx.post(f"{service.url}/v1/rankings", json=body, headers=ING).json()["source"] != "cached":
+            assert time.monotonic() < deadline, "reads did not resume"
+            time.sleep(0.05)
+    finally:
+        proc.signal(signal.SIGCONT)
+        proc.stop()
