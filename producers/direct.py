@@ -12,9 +12,11 @@ docs/PERFORMANCE.md.
 One sans-I/O core (`_Idle`, `_Policy`) holds the policy; `DirectRedis` and `AsyncDirectRedis`
 only do the I/O:
 
-- A call waits at most `2 x timeout` in all: each wait (connect, reply) gets the smaller of
-  `timeout` and what is left of that budget (the steps of redis-py's own handshake on a new
-  connection are bounded one by one).
+- A call waits at most `2 x timeout` in all (or `budget`, when the caller gives one): each
+  wait (connect, reply) gets the smaller of `timeout` and what is left of that budget (the
+  steps of redis-py's own handshake on a new connection are bounded one by one). A reply
+  whose budget ran out before the caller's thread got to read it (a GIL wait on a busy
+  server) still gets a last look of `LAST_LOOK`: it is taken if Redis has sent it.
 - A reused connection that the server closed while it sat idle (restart, `timeout` setting)
   fails at once; it is replaced within the call when the send failed, or, for commands the
   caller marks `retry_stale` (safe to run twice), when the reply failed. A timeout is never
@@ -54,6 +56,10 @@ from redis.retry import Retry
 _CAN_POLL = hasattr(select, "poll")
 MISSES_BEFORE_REST = 16  # replies in a row that outlast the poll window...
 REST_CALLS = 4096  # ...then this many calls block at once before polling again
+LAST_LOOK = 0.0002  # seconds: the reply wait of a call whose budget its own thread's stall spent
+LAST_LOOKS = 3  # asyncio: turns of the loop a reply that has arrived gets past the deadline
+LATE = 0.002  # asyncio: a wake-up this far past its time means the loop is busy
+OPEN_FLOOR = 0.25  # asyncio: at most this long for an opening that keeps making progress
 
 
 class NoReply(Exception):  # an outcome, translated by producers.transport
@@ -152,9 +158,9 @@ class _Idle:
 class _Policy:
     """Sans-I/O: a call's budget and when a failed attempt is tried again on a fresh connection."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, budget: float | None = None) -> None:
         self.timeout = timeout
-        self.budget = 2 * timeout
+        self.budget = 2 * timeout if budget is None else budget
 
     def wait_for(self, deadline: float, now: float) -> float:
         """The bound of the next wait: `timeout`, or what is left of the budget."""
@@ -162,6 +168,13 @@ class _Policy:
         if left <= 0:
             raise redis.TimeoutError("the call's time bound is spent")
         return min(self.timeout, left)
+
+    def reply_wait(self, deadline: float, now: float) -> float:
+        """The bound of the wait for a sent command's reply: as `wait_for`, but a spent budget
+        still gets a last look (LAST_LOOK) instead of none: a thread that waited for the GIL
+        past the deadline finds the reply Redis sent meanwhile, rather than calling it lost."""
+        left = deadline - now
+        return min(self.timeout, left) if left > LAST_LOOK else LAST_LOOK
 
     @staticmethod
     def fresh_retry(exc: BaseException, *, reused: bool, sent: bool, retry_stale: bool) -> bool:
@@ -178,13 +191,20 @@ class _Policy:
 
 class DirectRedis:
     def __init__(
-        self, url: str, *, timeout: float, name: str, max_idle: int = 32, reply_poll_us: int = 0
+        self,
+        url: str,
+        *,
+        timeout: float,
+        name: str,
+        max_idle: int = 32,
+        reply_poll_us: int = 0,
+        budget: float | None = None,
     ) -> None:
         # No client-side retries: callers own their bounds. The client name shows who holds
         # a connection in CLIENT LIST (set once, when it connects).
         self._pool = redis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0))
         self._name = name
-        self._policy = _Policy(timeout)
+        self._policy = _Policy(timeout, budget)
         self._idle = _Idle(max_idle)
         self.poller = ReplyPoller(reply_poll_us) if reply_poll_us else None
 
@@ -235,7 +255,7 @@ class DirectRedis:
     def _bound(self, conn: Any, deadline: float) -> None:
         sock = getattr(conn, "_sock", None)
         if sock is not None:
-            wait = self._policy.wait_for(deadline, time.monotonic())
+            wait = self._policy.reply_wait(deadline, time.monotonic())
             if sock.gettimeout() != wait:
                 sock.settimeout(wait)
 
@@ -258,17 +278,32 @@ class AsyncDirectRedis:
 
     At most `max_connections` exist per loop; more concurrent callers wait for one to come
     free, rather than each opening its own (400 reads at once opening 400 connections timed
-    out in a test). The whole call, the wait for a free connection included, is bounded by
-    `2 x timeout`. Never polls: the event loop has other work.
+    out in a test). Once it has a connection a call is bounded by `2 x timeout` (or
+    `budget`); the wait for one is bounded by that budget too, extended for as long as
+    other calls keep finishing (a burst waiting its turn on a healthy Redis), so a Redis
+    that goes silent fails every caller within one budget of its silence. Opening a new
+    connection on a busy loop may take up to OPEN_FLOOR while it keeps making progress.
+    Never polls: the event loop has other work.
+
+    The bound counts Redis's silence, not the event loop's lag: when the deadline passes
+    while the reply is already in the socket or the stream's buffer (a saturated loop that
+    has not come round to reading it), the call is given up to LAST_LOOKS more turns of the
+    loop to take it, instead of being called lost. A Redis that sent nothing is given up at
+    the deadline.
     """
 
-    def __init__(self, url: str, *, timeout: float, name: str, max_connections: int = 16) -> None:
+    def __init__(
+        self, url: str, *, timeout: float, name: str, max_connections: int = 16, budget: float | None = None
+    ) -> None:
         self._pool: Any = aioredis.ConnectionPool.from_url(url, retry=AsyncRetry(NoBackoff(), 0))
         self._name = name
-        self._policy = _Policy(timeout)
+        self._policy = _Policy(timeout, budget)
         self._idle = _Idle(max_connections)
         self._max = max_connections
         self._slots = asyncio.Semaphore(max_connections)
+        self._completed = 0  # replies received: the queue for a connection is moving
+        self._busy: dict[Any, list[asyncio.Task[Any]]] = {}  # connection -> its read, while in flight
+        self._opening = 0  # connections being opened
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
@@ -277,11 +312,15 @@ class AsyncDirectRedis:
         if self._idle.owner != owner:
             self._idle.claim(owner)
             self._slots = asyncio.Semaphore(self._max)
-        deadline = loop.time() + self._policy.budget
+            self._busy, self._opening = {}, 0
         sent = [False]
+        slots = self._slots
         try:
-            async with asyncio.timeout_at(deadline), self._slots:
-                return await self._execute(args, retry_stale, sent)
+            await self._slot(slots, loop)
+            try:
+                return await self._execute(args, retry_stale, sent, loop.time() + self._policy.budget)
+            finally:
+                slots.release()
         except redis.ResponseError:
             raise
         except (redis.RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
@@ -291,47 +330,156 @@ class AsyncDirectRedis:
                 raise redis.TimeoutError("not connected within the bound") from exc
             raise
 
-    async def _execute(self, args: tuple[Any, ...], retry_stale: bool, sent: list[bool]) -> Any:
+    async def _slot(self, slots: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a free connection: for one budget, and again for as long as the queue
+        moves (a call finished within the last budget, a reply has arrived unread, or a
+        connection is being opened), so a burst of callers on a healthy Redis waits its
+        turn while a silent Redis fails them all within one budget (up to OPEN_FLOOR while
+        connections are being opened)."""
+        while True:
+            done = self._completed
+            try:
+                async with asyncio.timeout(self._policy.budget):
+                    await slots.acquire()
+                    return
+            except TimeoutError:
+                # Moving: a call finished meanwhile, or a reply is here that a busy loop has
+                # not read yet. Silent: nothing finished and nothing arrived.
+                busy = list(self._busy.items())
+                moving = any((read and read[0].done()) or _arrived(conn) for conn, read in busy)
+                if self._completed == done and not self._opening and not moving:
+                    raise
+
+    async def _execute(
+        self, args: tuple[Any, ...], retry_stale: bool, sent: list[bool], deadline: float
+    ) -> Any:
         conn = self._idle.take()
         reused = conn is not None
         if conn is None:
-            conn = await self._open()
+            conn, deadline = await self._opened(deadline)
         try:
-            return await self._attempt(conn, args, sent)
+            return await self._attempt(conn, args, sent, deadline)
         except redis.RedisError as exc:
             if not self._policy.fresh_retry(exc, reused=reused, sent=sent[0], retry_stale=retry_stale):
                 raise
         sent[0] = False
-        return await self._attempt(await self._open(), args, sent)
+        conn, deadline = await self._opened(deadline)
+        return await self._attempt(conn, args, sent, deadline)
 
-    async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool]) -> Any:
+    async def _opened(self, deadline: float) -> tuple[Any, float]:
+        """A new connection, and the deadline left for the command on it.
+
+        Opening takes the TCP connect and redis-py's handshake (several round trips), each a
+        turn of the event loop: on a loop busy with a burst of requests that alone can pass a
+        budget of milliseconds. So at the deadline an opening that is still making progress
+        (the TCP connect not done yet, or a handshake reply arrived unread) gets another
+        budget, up to OPEN_FLOOR in all, and so does one whose loop came back to it more than
+        LATE after the deadline (busy: a handshake step's reply may be just behind); one
+        whose Redis is silent (frozen: the kernel took the TCP connection, nothing answers) on
+        a loop that is not busy fails at the deadline.
+        The command then gets what is left of its own budget, or a new one if opening used it
+        up.
+        """
+        loop = asyncio.get_running_loop()
+        cap = loop.time() + OPEN_FLOOR
+        kwargs = self._policy.connection_kwargs(self._pool, self._name, max(self._policy.timeout, OPEN_FLOOR))
+        conn = self._pool.connection_class(**kwargs)
+        opening = loop.create_task(conn.connect())
+        self._opening += 1  # the queue for a connection is moving: one is on its way
         try:
-            await conn.send_packed_command((pack(args),), check_health=False)
+            while True:
+                until = min(deadline, cap)
+                if until > loop.time():
+                    await asyncio.wait((opening,), timeout=until - loop.time())
+                if opening.done():
+                    opening.result()  # raises its error
+                    break
+                now = loop.time()
+                late = now - until > LATE  # the loop came back late: it is busy, the wait tells nothing
+                progressing = late or getattr(conn, "_writer", None) is None or _arrived(conn)
+                if now >= cap or not progressing:
+                    raise redis.TimeoutError("not connected within the bound")
+                deadline = loop.time() + self._policy.budget
+        except BaseException:
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+            await _quietly_disconnect(conn)
+            raise
+        finally:
+            self._opening -= 1
+        now = loop.time()
+        return conn, deadline if now < deadline else now + self._policy.budget
+
+    async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool], deadline: float) -> Any:
+        reading: list[asyncio.Task[Any]] = []
+        self._busy[conn] = reading
+        try:
+            async with asyncio.timeout_at(deadline):
+                await conn.send_packed_command((pack(args),), check_health=False)
             sent[0] = True
-            reply = await conn.read_response()
+            reply = await _reply(conn, deadline, reading)
         except redis.ResponseError:
+            self._completed += 1
             self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
             raise
         except BaseException:  # an error, a timeout or a cancellation: the reply may still come
             await _quietly_disconnect(conn)
             raise
+        finally:
+            self._busy.pop(conn, None)
+        self._completed += 1
         self._idle.keep(conn)
         return reply
-
-    async def _open(self) -> Any:
-        kwargs = self._policy.connection_kwargs(self._pool, self._name, self._policy.timeout)
-        conn = self._pool.connection_class(**kwargs)
-        try:
-            await conn.connect()
-        except BaseException:
-            await _quietly_disconnect(conn)
-            raise
-        return conn
 
     async def aclose(self) -> None:
         """Close the idle connections of the running loop (a later call opens new ones)."""
         for conn in self._idle.drain((os.getpid(), asyncio.get_running_loop())):
             await _quietly_disconnect(conn)
+
+
+async def _reply(conn: Any, deadline: float, reading: list[asyncio.Task[Any]]) -> Any:
+    """The reply to a sent command, waiting until `deadline` (loop time) for Redis to send it.
+    `reading` gets the read's task, so callers queued for a connection can see it is done."""
+    loop = asyncio.get_running_loop()
+    # A day: in effect no timeout of redis-py's own (its socket_timeout counts the loop's lag
+    # too); finite, since redis-py < 8 hands it to asyncio.timeout, which uvloop cannot take as inf.
+    read = loop.create_task(conn.read_response(timeout=86_400.0))
+    reading.append(read)
+    try:
+        left = deadline - loop.time()
+        if left > 0:
+            await asyncio.wait((read,), timeout=left)
+        if not read.done() and _arrived(conn):
+            for _ in range(LAST_LOOKS):  # each sleep(0) lets the loop poll and run once more
+                await asyncio.sleep(0)
+                if read.done():
+                    break
+        if not read.done():
+            raise redis.TimeoutError("no reply within the bound")
+        return read.result()
+    finally:
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+
+
+def _arrived(conn: Any) -> bool:
+    """Whether some of the reply is here, unread: in the stream's buffer or the socket's."""
+    stream = getattr(conn, "_reader", None)
+    if stream is not None and getattr(stream, "_buffer", None):  # asyncio.StreamReader's buffer
+        return True
+    writer = getattr(conn, "_writer", None)
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is None or not _CAN_POLL:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 async def _quietly_disconnect(conn: Any) -> None:

@@ -112,6 +112,47 @@ def recorded(tenant: str, message_id: str) -> str:
     return f"{PREFIX}:{_esc(tenant)}:recorded:{_esc(message_id)}"
 
 
+def crowd(tenant: str, event_type: str, item_id: str) -> str:
+    """The crowd ranking of one (type, id): what Fashion.AI ranked for it for other shoppers recently.
+
+    Owner: the worker writes it (worker/crowd.py, only with FASHIONAI_CROWD), in the ranking
+    format `[updated_at_ms, "p1", ...]`, once `crowd_min_shoppers` distinct shoppers have
+    contributed; readers GET it (with FASHIONAI_CROWD) when a shopper has no ranking of
+    their own. TTL: `crowd_ttl` (1 day), renewed by every update.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:crowd:{event_type}:{_esc(item_id)}"
+
+
+def crowd_state(tenant: str, event_type: str, item_id: str) -> str:
+    """The worker's tally behind `crowd(...)`: decayed scores, the decay epoch, recent shoppers (hashed).
+
+    Owner: workers only (read, recompute, compare-and-set; worker/crowd.py). Value: JSON
+    `{"v": 1, "epoch": s, "scores": {pid: score}, "who": [digest, ...]}`, bounded by
+    `crowd_size` products and `crowd_min_shoppers` digests. TTL: `crowd_ttl`, renewed by
+    every update.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:crowd:{event_type}:{_esc(item_id)}:state"
+
+
+def stock(tenant: str) -> str:
+    """The storefront's stock: a SET of ids in stock, or a HASH of units per id (producers.stock).
+
+    In the storefront's OWN Redis (`storefront_redis_url`), never the ranking cache.
+    Owner: the storefront writes it; readers only read it (SMISMEMBER / HMGET). TTL: none
+    (the storefront's data). `FASHIONAI_STOCK_KEY` may name another key instead.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:stock"
+
+
+def facts(tenant: str) -> str:
+    """The storefront's product facts: a HASH of id -> JSON (price, discounted, stock per size).
+
+    In the storefront's own Redis, like `stock`. Owner: the storefront; readers HMGET.
+    TTL: none. `FASHIONAI_FACTS_KEY` may name another key instead.
+    """
+    return f"{PREFIX}:{_esc(tenant)}:facts"
+
+
 def dead_letters() -> str:
     """STREAM of dead letters, all tenants (each entry names its tenant).
 

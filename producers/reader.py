@@ -1,150 +1,175 @@
 """Reading cached rankings on the storefront side (page renderers).
 
-A ranking is cached under producers.keys.ranking() as `[enqueued_at_ms, id, ...]`.
-`order()` is what a page renderer calls: the ranked ids first, then the rest of
-the page's native ordering; the native ordering alone when there is no ranking,
-the ranking is empty ("not enough data yet"), or the cache cannot be reached —
-a page always renders.
+A ranking is cached under producers.keys.ranking() as `[enqueued_at_ms, id, ...]`. Three calls,
+one concept each:
 
-`RankingReader` and `AsyncRankingReader` are thin shells over one `ReaderCore` (key,
-decode, merge, the fallback); they only do the GET, on the request path's transport
-(producers.transport: direct connections by default, polling for the reply in the sync
-reader). Each GET waits at most `2 x 0.25 s` (a connection the server closed while idle is
-replaced within the call).
+- `serve(...)` -> `Served`: the page's products in the order to render, and where that order
+  came from (producers.attribution: "cached", "crowd", "native", "fallback", "holdout"; publish-
+  and-wait adds "fresh"), after the local checks (producers.stock: stock, with a page size
+  the gap backfilled from the native ordering; the recommendation settings as a safety net).
+  Never raises for the cache, the storefront's Redis or a check: a page always renders.
+- `order(...)` -> `list[str]`: `serve(...).products` (kept for the callers it had).
+- `get(...)` -> `Ranking | None`: the raw cached ranking; raises CacheUnavailable.
+
+**Reads never hurt the page.** Each read is bounded as a whole by `FASHIONAI_READ_TIMEOUT_MS`
+(the figures behind its default: docs/PERFORMANCE.md, "The read bound"): a Redis that is
+stopped, refuses, or is frozen gives the fallback within it. (On the plain path,
+`FASHIONAI_DIRECT_REDIS=false`, each wait is bounded by it, and opening a connection may add
+one more; a `client=` of yours keeps its own timeouts.) A circuit breaker per Redis
+(producers.breaker) then keeps later reads from waiting while it stays down, and lets one read
+probe every `FASHIONAI_READ_BREAKER_OPEN_MS`, so reads resume by themselves. Every outcome is
+counted in `reader.stats` (producers.attribution.ReadStats).
+
+`ReaderCore` (producers.readcore) holds every decision as sans-I/O plans: generators that
+yield the I/O they need (`Command` on the cache or the storefront's Redis, `Call` of a stock
+check or facts callable) and are sent each answer, or the exception instead of it.
+`RankingReader` and `AsyncRankingReader` only run those plans, on the request path's transport
+(producers.transport: direct connections by default, polling for the reply in the sync reader).
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import filterfalse
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from fashionai_pipeline.producers import keys
+from fashionai_pipeline.producers.attribution import ReadStats, Served
 from fashionai_pipeline.producers.errors import CacheUnavailable
+from fashionai_pipeline.producers.readcore import (
+    Call,
+    Command,
+    Filters,
+    Plan,
+    Query,
+    Ranking,
+    ReaderCore,
+    decode_ranking,
+    merge,
+    run_plan,
+)
 from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.producers.transport import AsyncRedisTransport, RedisTransport, Tuning, cache_failures
+from fashionai_pipeline.producers.stock import FactsSource, StockCheck
+from fashionai_pipeline.producers.transport import AsyncRedisTransport, RedisTransport
 
-log = logging.getLogger("fashionai.reader")
+__all__ = [
+    "AsyncRankingReader",
+    "CacheUnavailable",
+    "Call",
+    "Command",
+    "Filters",
+    "Query",
+    "Ranking",
+    "RankingReader",
+    "ReaderCore",
+    "decode_ranking",
+    "merge",
+]
 
-READ_TIMEOUT = 0.25  # seconds per wait: a page renders without its ranking rather than late
 
-__all__ = ["AsyncRankingReader", "CacheUnavailable", "Ranking", "RankingReader", "decode_ranking", "merge"]
+class _Shell:
+    """What both shells share: the core, its options, and the query they build."""
 
-
-@dataclass(frozen=True, slots=True)
-class Ranking:
-    """A cached ranking: product ids best first, and when its event was enqueued."""
-
-    products: list[str]
-    enqueued_at: float
+    _core: ReaderCore
 
     @property
-    def empty(self) -> bool:
-        """True while Fashion.AI lacks data for this shopper (docs/UPSTREAM.md: use native ordering)."""
-        return not self.products
+    def stats(self) -> ReadStats:
+        """This reader's counts (sources served, read outcomes, checks, breaker trips)."""
+        return self._core.stats
+
+    @property
+    def cache_open(self) -> bool:
+        """True while the cache's breaker is open: reads are short-circuited."""
+        return self._core.breakers["cache"].is_open
+
+    def in_holdout(self, session_id: str) -> bool:
+        """Whether this session is in the holdout (for tagging it in the shop's analytics)."""
+        return session_id in self._core.holdout
 
 
-def decode_ranking(raw: bytes | str) -> Ranking:
-    """A cached value as a Ranking. Raises CacheUnavailable for a value not in the reader's format."""
-    try:
-        values = json.loads(raw)
-        return Ranking(products=[str(p) for p in values[1:]], enqueued_at=values[0] / 1000.0)
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise CacheUnavailable("ranking cache holds a value that is not a ranking") from exc
-
-
-def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
-    """Ranked ids that the page has, in ranked order, then the rest in native order.
-
-    Ids the storefront does not list in `native` (out of stock, unknown, filtered)
-    are left out: the native list is the authority on what can be rendered.
-    """
-    if not ranked:
-        return list(native)
-    chosen = set(ranked).intersection(native)  # in C: no set of the (longer) native list
-    if not chosen:
-        return list(native)
-    head = [pid for pid in dict.fromkeys(ranked) if pid in chosen]
-    head.extend(filterfalse(chosen.__contains__, native))
-    return head
-
-
-class ReaderCore:
-    """Sans-I/O: what a read means, around the one GET the shells make."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.tuning = Tuning.of(settings)
-
-    def transport(self) -> dict[str, Any]:
-        """The reader's transport: the cache, READ_TIMEOUT per wait, CacheUnavailable on every failure."""
-        url, name, failures = self.settings.redis_url, "fashionai-reader", cache_failures()
-        return {
-            "url": url,
-            "timeout": READ_TIMEOUT,
-            "name": name,
-            "tuning": self.tuning,
-            "failures": failures,
-        }
-
-    def key(
-        self, event_type: str, item_id: str, session_id: str, user_id: str | None, tenant: str | None
-    ) -> str:
-        return keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
-
-    @staticmethod
-    def ranking(raw: bytes | str | None) -> Ranking | None:
-        return None if raw is None else decode_ranking(raw)
-
-    @staticmethod
-    def ordered(ranking: Ranking | CacheUnavailable | None, native: Sequence[str]) -> list[str]:
-        """The page's order: personalised when `ranking` is a non-empty Ranking, else native."""
-        if isinstance(ranking, CacheUnavailable):
-            log.warning("%s; serving native ordering", ranking)
-            return list(native)
-        return list(native) if ranking is None else merge(ranking.products, native)
-
-
-class RankingReader:
+class RankingReader(_Shell):
     """Synchronous reader. One per process is enough: thread-safe and fork-aware.
 
-    Pass `client` to read through a redis.Redis of your own instead of the reader's
-    connections.
+    `stock`, `facts`, `filters`: the local checks every `serve` applies unless the call
+    gives its own (producers.stock; by default those the settings configure). Pass
+    `client` to read through a redis.Redis of your own instead of the reader's connections.
+    Raises ConfigurationError for settings that cannot work.
     """
 
-    def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None) -> None:
-        self._core = ReaderCore(settings or Settings())
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: redis.Redis | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+    ) -> None:
+        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
         self.settings = self._core.settings
-        self._redis = RedisTransport(**self._core.transport(), client=client)
+        self._redis = RedisTransport(**self._core.transport("cache"), client=client)
+        self._storefront: RedisTransport | None = None
+        if self.settings.storefront_redis_url:
+            self._storefront = RedisTransport(**self._core.transport("storefront"))
+
+    def _do(self, request: Command | Call) -> Any:
+        if isinstance(request, Call):
+            try:
+                return request.fn(request.ids)
+            except Exception as exc:  # the caller's code: a failed check removes nothing
+                return exc
+        transport = self._redis if request.store == "cache" else self._storefront
+        assert transport is not None  # ReaderCore refuses a Redis check without its URL
+        try:
+            return transport.execute(*request.args, retry_stale=True)
+        except CacheUnavailable as exc:
+            return exc
 
     def get(
         self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
         *, tenant: str | None = None,
     ) -> Ranking | None:  # fmt: skip
-        """The cached ranking, or None when there is none. Raises CacheUnavailable."""
+        """The cached ranking, or None when there is none. Raises CacheUnavailable (also at
+        once while the breaker is open). Within the read bound."""
         key = self._core.key(event_type, item_id, session_id, user_id, tenant)
-        return self._core.ranking(self._redis.execute("GET", key, retry_stale=True))
+        result: Ranking | None = run_plan(self._core.get_plan(key), self._do)
+        return result
+
+    def serve(
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, tenant: str | None = None, page_size: int | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
+        """The page's products in the order to render, and their source (module doc).
+
+        `native`: the page's own ordering (None: the ranking alone, unmerged). `page_size`:
+        at most this many products, gaps left by the stock check backfilled in order.
+        Never raises for the cache, the storefront's Redis or a check; raises ValueError for
+        a bad `page_size`. Within the read bound per Redis command it makes (one for the
+        ranking; one or more for a Redis stock check, one for Redis facts).
+        """
+        q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
+        return self.serve_query(q)
+
+    def serve_query(self, q: Query) -> Served:
+        """`serve` for a prepared Query (publish-and-wait passes what its notice brought)."""
+        served: Served = run_plan(self._core.serve_plan(q), self._do)
+        return served
 
     def order(
         self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
         user_id: str | None = None, *, tenant: str | None = None,
     ) -> list[str]:  # fmt: skip
-        """The page's product ids, personalised when a non-empty ranking is cached. Never raises
-        for the cache: an unreachable cache, or a value that is not a ranking, gives `native`."""
-        try:
-            ranking = self.get(event_type, item_id, session_id, user_id, tenant=tenant)
-        except CacheUnavailable as exc:
-            return self._core.ordered(exc, native)
-        return self._core.ordered(ranking, native)
+        """`serve(...).products`: the page's ids, personalised when a non-empty ranking is cached.
+        Never raises for the cache."""
+        return self.serve(event_type, item_id, session_id, native, user_id, tenant=tenant).products
 
     def close(self) -> None:
         self._redis.close()
+        if self._storefront is not None:
+            self._storefront.close()
 
     def __enter__(self) -> RankingReader:
         return self
@@ -153,14 +178,48 @@ class RankingReader:
         self.close()
 
 
-class AsyncRankingReader:
+class AsyncRankingReader(_Shell):
     """asyncio counterpart of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
-    used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis."""
+    used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis.
+    A stock check or facts callable may be sync or a coroutine function."""
 
-    def __init__(self, settings: Settings | None = None, *, client: aioredis.Redis | None = None) -> None:
-        self._core = ReaderCore(settings or Settings())
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+    ) -> None:
+        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
         self.settings = self._core.settings
-        self._redis = AsyncRedisTransport(**self._core.transport(), client=client)
+        self._redis = AsyncRedisTransport(**self._core.transport("cache"), client=client)
+        self._storefront: AsyncRedisTransport | None = None
+        if self.settings.storefront_redis_url:
+            self._storefront = AsyncRedisTransport(**self._core.transport("storefront"))
+
+    async def _do(self, request: Command | Call) -> Any:
+        if isinstance(request, Call):
+            try:
+                answer = request.fn(request.ids)
+                return (await answer) if inspect.isawaitable(answer) else answer
+            except Exception as exc:
+                return exc
+        transport = self._redis if request.store == "cache" else self._storefront
+        assert transport is not None
+        try:
+            return await transport.execute(*request.args, retry_stale=True)
+        except CacheUnavailable as exc:
+            return exc
+
+    async def _run(self, plan: Plan) -> Any:
+        try:
+            request = next(plan)
+            while True:
+                request = plan.send(await self._do(request))
+        except StopIteration as stop:
+            return stop.value
 
     async def get(
         self, event_type: str, item_id: str, session_id: str, user_id: str | None = None,
@@ -168,19 +227,30 @@ class AsyncRankingReader:
     ) -> Ranking | None:  # fmt: skip
         """RankingReader.get, awaited."""
         key = self._core.key(event_type, item_id, session_id, user_id, tenant)
-        return self._core.ranking(await self._redis.execute("GET", key, retry_stale=True))
+        result: Ranking | None = await self._run(self._core.get_plan(key))
+        return result
+
+    async def serve(
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, tenant: str | None = None, page_size: int | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
+        """RankingReader.serve, awaited."""
+        q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
+        return await self.serve_query(q)
+
+    async def serve_query(self, q: Query) -> Served:
+        served: Served = await self._run(self._core.serve_plan(q))
+        return served
 
     async def order(
         self, event_type: str, item_id: str, session_id: str, native: Sequence[str],
         user_id: str | None = None, *, tenant: str | None = None,
     ) -> list[str]:  # fmt: skip
         """RankingReader.order, awaited."""
-        try:
-            return self._core.ordered(
-                await self.get(event_type, item_id, session_id, user_id, tenant=tenant), native
-            )
-        except CacheUnavailable as exc:
-            return self._core.ordered(exc, native)
+        return (await self.serve(event_type, item_id, session_id, native, user_id, tenant=tenant)).products
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._storefront is not None:
+            await self._storefront.aclose()

@@ -9,88 +9,75 @@ the page's native ordering. Past the bound it serves the best older ranking
 for the key, else the native ordering; a cache that fails gives the native
 ordering too, labelled "fallback". `AsyncRankingServer` is the asyncio twin.
 
-Every answer is a `Served`, which says where its order came from. The
-decisions (what counts as fresh, how an answer is built) are in the sans-I/O
-function `served_from`; the two classes only do the I/O around it.
+Every answer is a `Served` (producers.attribution), which says where its order
+came from. The decisions (what counts as fresh, the crowd and holdout, the
+local stock and settings checks) are the reader's sans-I/O core
+(producers.reader.ReaderCore), so publish-and-wait, plain reads, the framework
+helpers and the HTTP service answer alike; the two classes here only do the
+waiting around it. The reader's bound and circuit breaker protect every cache
+read made here; while the cache's breaker is open a view publishes its event
+and answers at once, without waiting for a notice that cannot come (the worker
+writes and announces rankings on that same Redis). A session in the holdout
+is published for but never waited for.
 
-Freshness without the event's timestamp: the publisher stamps the envelope
-with `time.time()` during `publish`, so a cached ranking whose enqueue time is
-not before the moment the call began publishing is this event's ranking (or
-that of a later event for the same key, which is as fresh). That is how a
-ranking is still recognised as fresh when its notice was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
-from fashionai_pipeline.producers.errors import CacheUnavailable, PublishUnknown
+from fashionai_pipeline.producers.attribution import Served, Source
+from fashionai_pipeline.producers.errors import PublishUnknown
 from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import new_id
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
+from fashionai_pipeline.producers.publishing import Receipt
+from fashionai_pipeline.producers.readcore import check_page_size
 from fashionai_pipeline.producers.reader import (
     AsyncRankingReader,
+    Filters,
+    Query,
     Ranking,
     RankingReader,
     decode_ranking,
-    merge,
 )
 from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.stock import FactsSource, StockCheck
 from fashionai_pipeline.producers.waiters import AsyncReplyHub, ReplyHub
 
-Source = Literal["fresh", "cached", "crowd", "native", "fallback", "holdout"]
-MAX_WAIT_MS: Final = 5_000  # a page that waits longer than this has gone out anyway
+__all__ = ["MAX_WAIT_MS", "AsyncRankingServer", "RankingServer", "Served", "Source", "check_wait"]
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
-    """What a page renders, and where its order came from.
+class _Checks:
+    """A call's page size and local checks (producers.stock); None: the reader's own."""
 
-    `source`: "fresh" the ranking of this very event (or a newer one for the
-    key); "cached" an older ranking for the key; "native" no ranking, or an
-    empty one (Fashion.AI lacks data yet); "fallback" the cache failed, so the
-    native ordering. ("crowd" and "holdout" are reserved for later sources.)
-    `age_ms`: how old the ranking used is (since its event was enqueued), for
-    fresh/cached/crowd; else None. `message_id`: the published event's id
-    (publish-and-wait), None when nothing was published.
-    """
+    page_size: int | None = None
+    stock: StockCheck | None = None
+    facts: FactsSource | None = None
+    filters: Filters | None = None
 
-    products: list[str]
-    source: Source
-    age_ms: int | None
-    message_id: str | None = None
-
-
-def served_from(
-    ranking: Ranking | None,
-    native: Sequence[str] | None,
-    *,
-    since_ms: int | None,
-    now: float,
-    message_id: str | None = None,
-) -> Served:
-    """The answer for a ranking found (or not) in the cache or in a notice. Pure.
-
-    `since_ms`: the ms timestamp at which the call began publishing (None for a
-    plain read); a ranking enqueued at or after it is "fresh". `native` None:
-    the ranking itself, not merged (a caller that has no native list yet).
-    """
-    if ranking is None or ranking.empty:
-        return Served(list(native or ()), "native", None, message_id)
-    enqueued_ms = round(ranking.enqueued_at * 1000)
-    age = max(0, round(now * 1000) - enqueued_ms)
-    fresh = since_ms is not None and enqueued_ms >= since_ms
-    products = list(dict.fromkeys(ranking.products)) if native is None else merge(ranking.products, native)
-    return Served(products, "fresh" if fresh else "cached", age, message_id)
+    def query(
+        self,
+        ev: Event,
+        native: Sequence[str] | None,
+        tenant: str | None,
+        *,
+        since_ms: int | None = None,
+        notice: Ranking | None = None,
+        message_id: str | None = None,
+    ) -> Query:
+        return Query(
+            ev.eventType, ev.data.id, ev.sessionId, ev.userId, tenant, native, self.page_size,
+            self.stock, self.facts, self.filters, since_ms, notice, message_id,
+        )  # fmt: skip
 
 
-def fallback(native: Sequence[str] | None, message_id: str | None = None) -> Served:
-    """The answer when the cache failed: the native ordering, labelled so."""
-    return Served(list(native or ()), "fallback", None, message_id)
+MAX_WAIT_MS: Final = 5_000  # a page that waits longer than this has gone out anyway
 
 
 def check_wait(wait_ms: int) -> float:
@@ -101,6 +88,15 @@ def check_wait(wait_ms: int) -> float:
 
 
 _WAITABLE: Final = frozenset({"published", "unknown"})
+
+
+def _outcome(publish: Callable[[], Receipt]) -> tuple[str, str | None]:
+    """(outcome, message id) of a sync publish; PublishUnknown is the outcome "unknown"."""
+    try:
+        receipt = publish()
+    except PublishUnknown as exc:
+        return "unknown", exc.message_ids[0] if exc.message_ids else None
+    return receipt.outcome, receipt.id
 
 
 class RankingServer:
@@ -131,20 +127,32 @@ class RankingServer:
         *,
         wait_ms: int = 150,
         tenant: str | None = None,
+        page_size: int | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
     ) -> Served:
         """Publish `event`, wait up to `wait_ms` for its ranking, return the page's order.
 
-        Returns within about `wait_ms` plus one cache read (and the publish's
-        own bound when the broker is slow). Raises InvalidEvent (before
-        anything is sent) and ValueError for a bad `wait_ms`; raises the
-        publisher's BrokerUnavailable when the broker does not take the event
-        and `on_broker_down` is "raise" (with "drop" the drop is counted and
-        the cached or native order served, `message_id` None). Never raises
-        for a cache failure: that is `source="fallback"`. Not idempotent: each
-        call publishes one event.
+        Returns within about `wait_ms` plus one bounded cache read (and the publish's
+        own bound when the broker is slow); at once, after the publish, for a session in
+        the holdout or while the cache's breaker is open. `page_size`, `stock`,
+        `facts`, `filters`: as in RankingReader.serve (producers.stock). Raises InvalidEvent
+        (before anything is sent) and ValueError for a bad `wait_ms` or page size;
+        raises the publisher's BrokerUnavailable when the broker does not take the
+        event and `on_broker_down` is "raise" (with "drop" the drop is counted and the
+        cached or native order served, `message_id` None). Never raises for a cache
+        failure: that is `source="fallback"`. Not idempotent: each call publishes one
+        event.
         """
         ev = parse_event(event)
+        check_page_size(page_size)
+        checks = _Checks(page_size, stock, facts, filters)
         deadline = time.monotonic() + check_wait(wait_ms)
+        if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
+            receipt = _outcome(lambda: self.publisher.publish(ev, tenant=tenant))
+            msg_id = receipt[1] if receipt[0] != "dropped" else None
+            return self.reader.serve_query(checks.query(ev, native, tenant, message_id=msg_id))
         msg_id = new_id()
         slot = self._hub.expect(msg_id)  # before publishing: a notice can never come too early
         try:
@@ -153,19 +161,15 @@ class RankingServer:
             # for want of the subscription is made up by the cache read at the bound.
             self._hub.wait_ready((deadline - time.monotonic()) / 2)
             since_ms = int(time.time() * 1000)
-            try:
-                receipt = self.publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=self._hub.token)
-                outcome = receipt.outcome
-            except PublishUnknown:
-                outcome = "unknown"
+            outcome, _ = _outcome(
+                lambda: self.publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=self._hub.token)
+            )
             shown_id = msg_id if outcome != "dropped" else None
+            notice = None
             if outcome in _WAITABLE and slot.event.wait(max(0.0, deadline - time.monotonic())):
-                ranking = _decoded(slot.value)
-                if ranking is not None:
-                    return served_from(
-                        ranking, native, since_ms=since_ms, now=time.time(), message_id=shown_id
-                    )
-            return self._read(ev, native, tenant, since_ms, shown_id)
+                notice = _decoded(slot.value)
+            q = checks.query(ev, native, tenant, since_ms=since_ms, notice=notice, message_id=shown_id)
+            return self.reader.serve_query(q)
         finally:
             self._hub.forget(msg_id)
 
@@ -178,38 +182,27 @@ class RankingServer:
         user_id: str | None = None,
         *,
         tenant: str | None = None,
+        page_size: int | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
     ) -> Served:
-        """The cached order for a key, without publishing: "cached", "native" or "fallback"."""
-        return self._read_parts(event_type, item_id, session_id, user_id, native, tenant, None, None)
-
-    def _read(
-        self,
-        ev: Event,
-        native: Sequence[str] | None,
-        tenant: str | None,
-        since_ms: int | None,
-        msg_id: str | None,
-    ) -> Served:
-        return self._read_parts(
-            ev.eventType, ev.data.id, ev.sessionId, ev.userId, native, tenant, since_ms, msg_id
+        """The cached order for a key, without publishing: the reader's `serve`."""
+        c = _Checks(page_size, stock, facts, filters)
+        return self.reader.serve_query(
+            Query(
+                event_type,
+                item_id,
+                session_id,
+                user_id,
+                tenant,
+                native,
+                c.page_size,
+                c.stock,
+                c.facts,
+                c.filters,
+            )
         )
-
-    def _read_parts(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        user_id: str | None,
-        native: Sequence[str] | None,
-        tenant: str | None,
-        since_ms: int | None,
-        msg_id: str | None,
-    ) -> Served:
-        try:
-            ranking = self.reader.get(event_type, item_id, session_id, user_id, tenant=tenant)
-        except CacheUnavailable:
-            return fallback(native, msg_id)
-        return served_from(ranking, native, since_ms=since_ms, now=time.time(), message_id=msg_id)
 
     def close(self) -> None:
         """Stop listening and close what this server opened (not a publisher or reader passed in)."""
@@ -250,10 +243,23 @@ class AsyncRankingServer:
         *,
         wait_ms: int = 150,
         tenant: str | None = None,
+        page_size: int | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
     ) -> Served:
         """RankingServer.view for asyncio: the same bound, errors and answers."""
         ev = parse_event(event)
+        check_page_size(page_size)
+        checks = _Checks(page_size, stock, facts, filters)
         deadline = time.monotonic() + check_wait(wait_ms)
+        if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
+            try:
+                receipt = await self.publisher.publish(ev, tenant=tenant)
+                msg_id = receipt.id if receipt.outcome != "dropped" else None
+            except PublishUnknown as exc:
+                msg_id = exc.message_ids[0] if exc.message_ids else None
+            return await self.reader.serve_query(checks.query(ev, native, tenant, message_id=msg_id))
         msg_id = new_id()
         future = self.hub.expect(msg_id)
         try:
@@ -267,15 +273,9 @@ class AsyncRankingServer:
             except PublishUnknown:
                 outcome = "unknown"
             shown_id = msg_id if outcome != "dropped" else None
-            if outcome in _WAITABLE:
-                ranking = _decoded(await _within(future, deadline))
-                if ranking is not None:
-                    return served_from(
-                        ranking, native, since_ms=since_ms, now=time.time(), message_id=shown_id
-                    )
-            return await self._read(
-                ev.eventType, ev.data.id, ev.sessionId, ev.userId, native, tenant, since_ms, shown_id
-            )
+            notice = _decoded(await _within(future, deadline)) if outcome in _WAITABLE else None
+            q = checks.query(ev, native, tenant, since_ms=since_ms, notice=notice, message_id=shown_id)
+            return await self.reader.serve_query(q)
         finally:
             self.hub.forget(msg_id)
             future.cancel()
@@ -290,6 +290,10 @@ class AsyncRankingServer:
         *,
         wait_ms: int = 0,
         tenant: str | None = None,
+        page_size: int | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
     ) -> Served:
         """The cached order for a key, without publishing.
 
@@ -298,45 +302,34 @@ class AsyncRankingServer:
         at any moment after is announced, and the first one is served ("fresh").
         Announced are the rankings of events published with `notify="key"`
         (the HTTP service's ingest); others are found at the bound by the cache
-        read. Raises ValueError for a bad `wait_ms`; never for a cache failure.
+        read. A crowd answer is waited past like a native one (the shopper's own
+        ranking is what the caller waits for); a holdout, a fallback or a cache
+        whose breaker is open is answered at once. Raises ValueError for a bad
+        `wait_ms` or page size; never for a cache failure.
         """
+        c = _Checks(page_size, stock, facts, filters)
         deadline = time.monotonic() + check_wait(wait_ms)
-        key_args = (event_type, item_id, session_id, user_id, native, tenant)
-        if not wait_ms:
-            return await self._read(*key_args, None, None)
+        q = Query(
+            event_type, item_id, session_id, user_id, tenant, native, c.page_size, c.stock, c.facts, c.filters
+        )
+        if not wait_ms or self.reader.in_holdout(session_id) or self.reader.cache_open:
+            return await self.reader.serve_query(q)
         from fashionai_pipeline.producers import keys
 
         key = keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
         future = await self.hub.watch(key, deadline - time.monotonic())
         try:
-            served = await self._read(*key_args, None, None)
-            if served.source != "native" or future is None:
+            served = await self.reader.serve_query(q)
+            if served.source not in ("native", "crowd") or future is None:
                 return served
             ranking = _decoded(await _within(future, deadline))
             if ranking is None:
-                return await self._read(*key_args, None, None)
+                return await self.reader.serve_query(q)
             # Announced during this wait, so written after the read above found none: new.
-            return served_from(ranking, native, since_ms=0, now=time.time())
+            return await self.reader.serve_query(replace(q, since_ms=0, notice=ranking))
         finally:
             if future is not None:
                 self.hub.unwatch(key, future)
-
-    async def _read(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        user_id: str | None,
-        native: Sequence[str] | None,
-        tenant: str | None,
-        since_ms: int | None,
-        msg_id: str | None,
-    ) -> Served:
-        try:
-            ranking = await self.reader.get(event_type, item_id, session_id, user_id, tenant=tenant)
-        except CacheUnavailable:
-            return fallback(native, msg_id)
-        return served_from(ranking, native, since_ms=since_ms, now=time.time(), message_id=msg_id)
 
     async def aclose(self) -> None:
         """Stop listening and close what this server opened."""

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from fashionai_pipeline.producers.errors import ConfigurationError
+from fashionai_pipeline.producers.recsettings import RecommendationSettings
 from fashionai_pipeline.producers.redaction import redact
 
 SEED_API_URL = "https://catalog.api.fashionai.dev/api/v1/products/protected/recommendation"
@@ -84,6 +85,40 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     spool_max_age: float = Field(default=24 * 3600.0, gt=0)
     spool_fsync: bool = False
+
+    # Reads on the request path (producers.reader). The bound of one ranking read, the whole
+    # call: past it the page gets its fallback. It counts Redis's silence, not the caller's own
+    # wait for the GIL or a busy event loop. 25 ms: below it, saturated page servers lost
+    # healthy reads; at it, next to none (docs/PERFORMANCE.md, "The read bound"); and a page
+    # on a loaded server pays it for a failing read only until the breaker opens.
+    read_timeout_ms: int = Field(default=25, ge=1, le=5_000)
+    # The circuit breaker (producers.breaker): this many failed reads in a row open it; while
+    # open no read waits; after read_breaker_open_ms one read probes.
+    read_breaker_failures: int = Field(default=3, ge=1, le=1_000)
+    read_breaker_open_ms: int = Field(default=500, ge=1, le=600_000)
+    # The storefront's own Redis, for its stock and product facts (never the ranking cache:
+    # that one may evict). Empty: no Redis-backed check.
+    storefront_redis_url: str = ""
+    # Stock check from the storefront's Redis (producers.stock): "set" of ids in stock,
+    # "hash" of units per id; key: keys.stock(tenant) unless stock_key names another.
+    stock_layout: Literal["off", "set", "hash"] = "off"
+    stock_key: str = ""
+    # Product facts for the local settings filters: "hash" of id -> JSON (producers.stock).
+    facts_layout: Literal["off", "hash"] = "off"
+    facts_key: str = ""
+    # The recommendation settings to enforce locally as a safety net: JSON in the schema of
+    # producers.recsettings (`recommendation_filters()` parses it); empty: none.
+    local_filters: str = ""
+    # Crowd fallback (worker/crowd.py builds it; readers use it when a shopper has none):
+    # off by default, as the seed advises the native ordering.
+    crowd: bool = False
+    crowd_half_life: float = Field(default=3600.0, gt=0)  # seconds for a contribution to weigh half
+    crowd_ttl: int = Field(default=86_400, ge=1)  # seconds a crowd ranking lives after its last update
+    crowd_size: int = Field(default=100, ge=1, le=1_000)  # products kept per (type, id)
+    crowd_min_shoppers: int = Field(default=3, ge=1, le=100)  # distinct shoppers before it is served
+    # Holdout (producers.holdout): this share of sessions always gets the native ordering.
+    holdout: float = Field(default=0.0, ge=0.0, le=1.0)
+    holdout_salt: str = Field(default="", max_length=200)
 
     # Worker side
     batch_size: int = Field(default=200, ge=1, le=10_000)
@@ -149,6 +184,17 @@ class Settings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("local_filters")
+    @classmethod
+    def _filters_parse(cls, value: str) -> str:
+        if value.strip():
+            _parse_filters(value)
+        return value
+
+    def recommendation_filters(self) -> RecommendationSettings | None:
+        """`local_filters` parsed, or None when it is empty."""
+        return _parse_filters(self.local_filters) if self.local_filters.strip() else None
+
     @field_validator("tenants")
     @classmethod
     def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
@@ -207,6 +253,16 @@ class Settings(BaseSettings):
     def queue_for(self, tenant: str) -> str:
         """Each tenant has its own queue, so one tenant's backlog cannot starve another's."""
         return self.queue if not self.tenants else f"{self.queue}.{tenant}"
+
+
+def _parse_filters(text: str) -> RecommendationSettings:
+    """RecommendationSettings from JSON; ValueError naming the inner field (never the input)."""
+    try:
+        return RecommendationSettings.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ValueError(f"{where}: {first['msg'][:1].lower()}{first['msg'][1:]}") from None
 
 
 def redact_url(url: str) -> str:

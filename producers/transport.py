@@ -25,6 +25,7 @@ handshake steps (CLIENT SETNAME, CLIENT SETINFO, SELECT, AUTH where the URL asks
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,27 +92,53 @@ class _AsyncCommands(Protocol):
 
 
 def _commands(
-    url: str, *, timeout: float, name: str, tuning: Tuning, max_idle: int, sync: bool, client: Any = None
+    url: str,
+    *,
+    timeout: float,
+    name: str,
+    tuning: Tuning,
+    max_idle: int,
+    sync: bool,
+    client: Any = None,
+    budget: float | None = None,
 ) -> tuple[Any, bool]:
-    """(the commands object for this path, whether it is the plain path). Raises ConfigurationError."""
+    """(the commands object for this path, whether it is the plain path). Raises ConfigurationError.
+
+    `budget`: the whole call's bound on the direct path (default `2 x timeout`) and, on the
+    asyncio plain path, around the command (the sync plain path bounds each wait alone).
+    """
     try:
-        return _commands_for(url, timeout, name, tuning, max_idle, sync, client)
+        return _commands_for(url, timeout, name, tuning, max_idle, sync, client, budget)
     except ValueError as exc:  # redis-py's answer to a URL it cannot use; it names no password
         raise ConfigurationError(f"{redact_url(url)} is not a Redis URL redis-py accepts: {exc}") from exc
 
 
 def _commands_for(
-    url: str, timeout: float, name: str, tuning: Tuning, max_idle: int, sync: bool, client: Any
+    url: str,
+    timeout: float,
+    name: str,
+    tuning: Tuning,
+    max_idle: int,
+    sync: bool,
+    client: Any,
+    budget: float | None,
 ) -> tuple[Any, bool]:
-    plain_class = _PlainRedis if sync else _AsyncPlainRedis
-    if client is not None:
-        return plain_class(client, owned=False), True
-    if not tuning.direct:
-        return plain_class(_plain_client(url, timeout, name, sync=sync), owned=True), True
     if sync:
+        if client is not None:
+            return _PlainRedis(client, owned=False), True
+        if not tuning.direct:
+            return _PlainRedis(_plain_client(url, timeout, name, sync=True), owned=True), True
         poll = tuning.reply_poll_us
-        return DirectRedis(url, timeout=timeout, name=name, max_idle=max_idle, reply_poll_us=poll), False
-    return AsyncDirectRedis(url, timeout=timeout, name=name, max_connections=max_idle), False
+        direct = DirectRedis(
+            url, timeout=timeout, name=name, max_idle=max_idle, reply_poll_us=poll, budget=budget
+        )
+        return direct, False
+    if client is not None:
+        return _AsyncPlainRedis(client, owned=False, budget=budget), True
+    if not tuning.direct:
+        own = _plain_client(url, timeout, name, sync=False)
+        return _AsyncPlainRedis(own, owned=True, budget=budget), True
+    return AsyncDirectRedis(url, timeout=timeout, name=name, max_connections=max_idle, budget=budget), False
 
 
 class RedisTransport:
@@ -231,8 +258,18 @@ class _PlainRedis(_Plain):
 
 
 class _AsyncPlainRedis(_Plain):
+    def __init__(self, client: Any, *, owned: bool, budget: float | None = None) -> None:
+        super().__init__(client, owned=owned)
+        self._budget = budget
+
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
-        return await self._client.execute_command(*args)
+        if self._budget is None:
+            return await self._client.execute_command(*args)
+        try:
+            async with asyncio.timeout(self._budget):
+                return await self._client.execute_command(*args)
+        except TimeoutError as exc:  # cancelled mid-command: redis-py drops that connection
+            raise redis.TimeoutError("no answer within the bound") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

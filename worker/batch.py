@@ -191,6 +191,7 @@ class BatchProcessor:
         # After the cache write, never before: a waiter woken early would read the older
         # ranking. Best effort: a lost notice costs its waiter the rest of its bound.
         await self._store.announce(notices)
+        await self._store.add_to_crowd(self.settings, leaders, outcomes, self._clock.time)  # off by default
         for group, ok in zip(ranked, written, strict=True):
             counts["cached" if ok else "stale"] += len(group)
             if ok:

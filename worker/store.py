@@ -16,15 +16,18 @@ answer; the caller decides what an outage means (`worker.health`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers import keys
-from fashionai_pipeline.worker import notify, scripts
+from fashionai_pipeline.producers.message import Envelope
+from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.worker import crowd, notify, scripts
 from fashionai_pipeline.worker.deadletter import encode_entry
+from fashionai_pipeline.worker.delivery import Outcome
 
 LATENCY_SAMPLES = 10_000
 
@@ -60,6 +63,17 @@ class Store(Protocol):
 
     async def announce(self, notices: Sequence[notify.Notice]) -> None:
         """Tell waiting page renderers that rankings landed (worker.notify). Never raises."""
+        ...
+
+    async def add_to_crowd(
+        self,
+        settings: Settings,
+        leaders: Sequence[Envelope],
+        outcomes: Sequence[Outcome],
+        now: Callable[[], float],
+    ) -> None:
+        """Add the batch's delivered rankings to their crowds (worker.crowd; a no-op unless
+        `settings.crowd`). After the cache write. Never raises."""
         ...
 
     async def recorded(self, tenant: str, ids: Sequence[str]) -> set[str]:
@@ -101,6 +115,15 @@ class RedisStore:
 
     async def announce(self, notices: Sequence[notify.Notice]) -> None:
         await notify.announce(self.cache, list(notices))
+
+    async def add_to_crowd(
+        self,
+        settings: Settings,
+        leaders: Sequence[Envelope],
+        outcomes: Sequence[Outcome],
+        now: Callable[[], float],
+    ) -> None:
+        await crowd.record(self.cache, settings, leaders, outcomes, clock=now)
 
     async def commit(self, record: StateRecord, mark_ttl: int) -> None:
         t = record.tenant

@@ -17,10 +17,15 @@ hostile client cannot push an odd or huge id upstream. The **user id** comes
 from the framework's own authentication (each module says how) and is left out
 for an anonymous shopper, as the seed asks.
 
-`PageViews.personalize` / `AsyncPageViews.personalize` is the one call site
-every page goes through: publish the page's event, then read the ranking and
-merge it with the page's native ordering. A later publish-and-wait call
-replaces these two lines in one place.
+`PageViews.serve` / `AsyncPageViews.serve` is the one call site every page goes
+through: publish the page's event and order the page (`personalize` is its
+`.products`). By default it publishes, then reads what is cached
+(`RankingReader.serve`); with `wait_ms` it is publish-and-wait
+(`RankingServer.view`: the page waits up to that long for this view's own
+ranking). Either way the answer is a `Served` whose `source` says what ordered
+the page, after the local checks the views were built with (`stock`, `facts`,
+`filters`; producers.stock) and the call's `page_size`. The frameworks'
+helpers call `personalize`; for the source, call `serve` on their `views`.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from fashionai_pipeline.producers.attribution import Served
 from fashionai_pipeline.producers.errors import FashionAIError
 from fashionai_pipeline.producers.event import EventType
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
-from fashionai_pipeline.producers.reader import AsyncRankingReader, RankingReader
+from fashionai_pipeline.producers.reader import AsyncRankingReader, Filters, RankingReader
+from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer
 from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.stock import FactsSource, StockCheck
 
 log = logging.getLogger("fashionai.integrations")
 
@@ -115,6 +123,12 @@ class PageStats:
     not_published: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
+    def counted(self, published: bool) -> None:
+        if published:
+            self.published += 1
+        else:
+            self.not_published += 1  # dropped: on_broker_down="drop", already logged
+
     def failed(self, exc: BaseException) -> None:
         self.not_published += 1
         name = type(exc).__name__
@@ -124,6 +138,11 @@ class PageStats:
 class PageViews:
     """The sync page-view call (Django, Flask). One per process: fork-safe and thread-safe,
     because Publisher and RankingReader are (each opens its own connections in a forked child).
+
+    `stock`, `facts`, `filters`: the local checks of every page (producers.stock; by
+    default those the settings configure), given to the reader this builds (a `reader`
+    passed in keeps its own). `wait_ms`: 0 publishes and reads what is cached; more waits
+    up to that long for the view's own ranking (publish-and-wait).
     """
 
     def __init__(
@@ -132,34 +151,71 @@ class PageViews:
         *,
         publisher: Publisher | None = None,
         reader: RankingReader | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+        wait_ms: int = 0,
     ) -> None:
         self.settings = settings or (publisher.settings if publisher else Settings())
         self.publisher = publisher or Publisher(self.settings)
-        self.reader = reader or RankingReader(self.settings)
+        self.reader = reader or RankingReader(self.settings, stock=stock, facts=facts, filters=filters)
+        self.wait_ms = wait_ms
+        self._server = (
+            RankingServer(self.settings, publisher=self.publisher, reader=self.reader) if wait_ms else None
+        )
         self.stats = PageStats()
 
-    def personalize(
-        self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str]
-    ) -> list[str]:
-        """Publish the page's event, then return `native` in the shopper's ranked order.
+    def serve(
+        self,
+        kind: PageKind | EventType,
+        item_id: str,
+        shopper: Shopper,
+        native: Sequence[str],
+        *,
+        page_size: int | None = None,
+    ) -> Served:
+        """Publish the page's event and return `native` in the order to render, with its source.
 
         Never raises for the pipeline's sake: a broker that is down or an id the
         contract refuses (say, a 600-character product slug) is logged and counted
         in `stats`, and the page still renders; a cache that does not answer gives
-        the native order (RankingReader.order). Call it once per page view.
+        the native order (`source="fallback"`, within the reader's bound). Raises
+        ValueError for a bad `page_size`. Call it once per page view.
         """
         event_type, event_id = event_for(kind, item_id)
-        try:
-            if self.publisher.publish(event_mapping(event_type, event_id, shopper)):
-                self.stats.published += 1
-            else:
-                self.stats.not_published += 1  # dropped: on_broker_down="drop", already logged
-        except FashionAIError as exc:
-            self.stats.failed(exc)
-            log.warning("page view not published (%s): %s", event_type, exc)
-        return self.reader.order(event_type, event_id, shopper.session_id, native, shopper.user_id)
+        body = event_mapping(event_type, event_id, shopper)
+        if self._server is not None:
+            try:
+                served = self._server.view(body, native, wait_ms=self.wait_ms, page_size=page_size)
+                self._count(served.message_id is not None)
+                return served
+            except FashionAIError as exc:
+                self._failed(event_type, exc)
+        else:
+            try:
+                self._count(bool(self.publisher.publish(body)))
+            except FashionAIError as exc:
+                self._failed(event_type, exc)
+        return self.reader.serve(
+            event_type, event_id, shopper.session_id, native, shopper.user_id, page_size=page_size
+        )
+
+    def personalize(
+        self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str]
+    ) -> list[str]:
+        """`serve(...).products`: the page's product ids in the order to render."""
+        return self.serve(kind, item_id, shopper, native).products
+
+    def _count(self, published: bool) -> None:
+        self.stats.counted(published)
+
+    def _failed(self, event_type: str, exc: FashionAIError) -> None:
+        self.stats.failed(exc)
+        log.warning("page view not published (%s): %s", event_type, exc)
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         self.publisher.close()
         self.reader.close()
 
@@ -168,7 +224,7 @@ class AsyncPageViews:
     """The asyncio twin (FastAPI, Starlette): AsyncPublisher and AsyncRankingReader.
 
     Create it anywhere; it connects on first use. Call `aclose()` at application
-    shutdown, on the event loop that used it.
+    shutdown, on the event loop that used it. Options as in PageViews.
     """
 
     def __init__(
@@ -177,27 +233,65 @@ class AsyncPageViews:
         *,
         publisher: AsyncPublisher | None = None,
         reader: AsyncRankingReader | None = None,
+        stock: StockCheck | None = None,
+        facts: FactsSource | None = None,
+        filters: Filters | None = None,
+        wait_ms: int = 0,
     ) -> None:
         self.settings = settings or (publisher.settings if publisher else Settings())
         self.publisher = publisher or AsyncPublisher(self.settings)
-        self.reader = reader or AsyncRankingReader(self.settings)
+        self.reader = reader or AsyncRankingReader(self.settings, stock=stock, facts=facts, filters=filters)
+        self.wait_ms = wait_ms
+        self._server = (
+            AsyncRankingServer(self.settings, publisher=self.publisher, reader=self.reader)
+            if wait_ms
+            else None
+        )
         self.stats = PageStats()
+
+    async def serve(
+        self,
+        kind: PageKind | EventType,
+        item_id: str,
+        shopper: Shopper,
+        native: Sequence[str],
+        *,
+        page_size: int | None = None,
+    ) -> Served:
+        """PageViews.serve, awaited: the event loop never waits on the broker or cache."""
+        event_type, event_id = event_for(kind, item_id)
+        body = event_mapping(event_type, event_id, shopper)
+        if self._server is not None:
+            try:
+                served = await self._server.view(body, native, wait_ms=self.wait_ms, page_size=page_size)
+                self._count(served.message_id is not None)
+                return served
+            except FashionAIError as exc:
+                self._failed(event_type, exc)
+        else:
+            try:
+                self._count(bool(await self.publisher.publish(body)))
+            except FashionAIError as exc:
+                self._failed(event_type, exc)
+        return await self.reader.serve(
+            event_type, event_id, shopper.session_id, native, shopper.user_id, page_size=page_size
+        )
 
     async def personalize(
         self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str]
     ) -> list[str]:
-        """PageViews.personalize, awaited: the event loop never waits on the broker or cache."""
-        event_type, event_id = event_for(kind, item_id)
-        try:
-            if await self.publisher.publish(event_mapping(event_type, event_id, shopper)):
-                self.stats.published += 1
-            else:
-                self.stats.not_published += 1
-        except FashionAIError as exc:
-            self.stats.failed(exc)
-            log.warning("page view not published (%s): %s", event_type, exc)
-        return await self.reader.order(event_type, event_id, shopper.session_id, native, shopper.user_id)
+        """`serve(...).products`, awaited."""
+        return (await self.serve(kind, item_id, shopper, native)).products
+
+    def _count(self, published: bool) -> None:
+        self.stats.counted(published)
+
+    def _failed(self, event_type: str, exc: FashionAIError) -> None:
+        self.stats.failed(exc)
+        log.warning("page view not published (%s): %s", event_type, exc)
 
     async def aclose(self) -> None:
+        if self._server is not None:
+            await self._server.aclose()  # its hub; the publisher and reader are ours
         await self.publisher.aclose()
         await self.reader.aclose()

@@ -4,6 +4,7 @@
     GET  /v1/rankings    either key   the cached ranking; wait_ms waits (notified) for one
     POST /v1/rankings    either key   the same, merged with a native list
     POST /v1/views       ingest key   publish-and-wait for one page view
+    GET  /metrics        ingest key   the reads' counters (sources, outcomes), Prometheus text
     GET  /openapi.json, /healthz, /readyz
 
 A read with a publishable read key needs the shopper's signature (signing.py);
@@ -27,6 +28,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from fashionai_pipeline.producers import errors
+from fashionai_pipeline.producers.attribution import prometheus_text
 from fashionai_pipeline.producers.errors import InvalidEvent
 from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import compact_json
@@ -36,12 +38,15 @@ from fashionai_pipeline.producers.service.backend import broker_answers, cache_a
 from fashionai_pipeline.producers.service.config import Keys, ServiceSettings
 from fashionai_pipeline.producers.service.http import (
     ApiError,
+    facts_of,
     json_response,
     native_list,
+    page_size_of,
     problem,
     read_json,
     served_json,
     shopper_key,
+    stock_of,
     wait_ms_of,
 )
 from fashionai_pipeline.producers.service.openapi import VIEW_WAIT_MS, spec
@@ -52,7 +57,11 @@ from fashionai_pipeline.producers.settings import Settings
 log = logging.getLogger("fashionai.service")
 
 READ_PATHS: Final = frozenset({"/v1/rankings"})
+READ_FIELDS: Final = frozenset(
+    {"eventType", "id", "sessionId", "userId", "native", "wait_ms", "shopper", "page_size", "stock", "facts"}
+)
 KeyKind = Literal["ingest", "read"]
+PROMETHEUS: Final = {"x-content-type-options": "nosniff"}  # text/plain; version=0.0.4 is the format's type
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +221,14 @@ class Routes:
             params = await read_json(request, self.service.serve_max_body)
             if not isinstance(params, dict):
                 raise ApiError(422, "invalid_request", "must be a JSON object", "body")
-            unknown = set(params) - {"eventType", "id", "sessionId", "userId", "native", "wait_ms", "shopper"}
+            unknown = set(params) - READ_FIELDS
             if unknown:
                 raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
             native = native_list(params.get("native", []))
+            stock, facts = stock_of(params), facts_of(params)
         else:
             params = dict(request.query)
+            stock, facts = None, None
         event_type, item_id, session_id, user_id = shopper_key(params)
         wait_ms = wait_ms_of(params.get("wait_ms", 0), self.service)
         shopper = params.get("shopper")
@@ -225,9 +236,11 @@ class Routes:
             raise ApiError(422, "invalid_request", "must be a string of at most 100 characters", "shopper")
         state.check_shopper(caller, shopper, session_id, user_id)
         assert state.server is not None
+        page_size = page_size_of(params, query=request.method == "GET")
         served = await state.server.read(
-            event_type, item_id, session_id, native, user_id, wait_ms=wait_ms, tenant=caller.tenant
-        )
+            event_type, item_id, session_id, native, user_id, wait_ms=wait_ms, tenant=caller.tenant,
+            page_size=page_size, stock=stock, facts=facts,
+        )  # fmt: skip
         return json_response(200, served_json(served), state.cors(request, caller))
 
     def preflight(self, request: web.Request) -> web.Response:
@@ -251,7 +264,7 @@ class Routes:
         data = await read_json(request, self.service.serve_max_body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_request", "must be a JSON object", "body")
-        unknown = set(data) - {"event", "native", "wait_ms"}
+        unknown = set(data) - {"event", "native", "wait_ms", "page_size", "stock", "facts"}
         if unknown:
             raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
         if "event" not in data:
@@ -263,15 +276,32 @@ class Routes:
         native = native_list(data.get("native"))
         default = min(VIEW_WAIT_MS, self.service.serve_max_wait_ms)
         wait_ms = wait_ms_of(data.get("wait_ms", default), self.service)
+        page_size = page_size_of(data)
+        stock, facts = stock_of(data), facts_of(data)
         assert state.server is not None
         try:
-            served = await state.server.view(event, native, wait_ms=wait_ms, tenant=caller.tenant)
+            served = await state.server.view(
+                event,
+                native,
+                wait_ms=wait_ms,
+                tenant=caller.tenant,
+                page_size=page_size,
+                stock=stock,
+                facts=facts,
+            )
         except errors.PublishError as exc:
             raise ApiError(503, "broker_unavailable", "the broker did not take the event") from exc
         return json_response(200, served_json(served, with_id=True))
 
     async def refuse_preflight(self, request: web.Request, box: list[Caller]) -> web.Response:
         raise ApiError(403, "cors_refused", "this path is not open to browsers")
+
+    async def metrics(self, request: web.Request, box: list[Caller]) -> web.Response:
+        """The reads' counters (producers.attribution) in Prometheus' text format; an ingest key."""
+        box.append(self.state.caller(request, allow_read=False))
+        assert self.state.server is not None
+        text = prometheus_text(self.state.server.reader.stats)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8", headers=PROMETHEUS)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response(200, {"status": "ok"})
@@ -349,6 +379,7 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
     app.router.add_post("/v1/views", guarded(routes.views))
     app.router.add_route("OPTIONS", "/v1/views", guarded(routes.refuse_preflight))
     app.router.add_get("/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/metrics", guarded(routes.metrics), allow_head=False)
     app.router.add_get("/healthz", routes.healthz, allow_head=False)
     app.router.add_get("/readyz", routes.readyz, allow_head=False)
     app[SERVICE] = state

@@ -14,9 +14,17 @@ from aiohttp import web
 from fashionai_pipeline.producers.errors import InvalidEvent
 from fashionai_pipeline.producers.event import MAX_LEN, make_event
 from fashionai_pipeline.producers.message import compact_json
+from fashionai_pipeline.producers.recsettings import ProductFacts
 from fashionai_pipeline.producers.service.config import ServiceSettings
 from fashionai_pipeline.producers.service.openapi import MAX_NATIVE
 from fashionai_pipeline.producers.serving import Served
+from fashionai_pipeline.producers.stock import (
+    FactsCallable,
+    StockCallable,
+    counts_check,
+    facts_from_json,
+    facts_map,
+)
 
 
 class ApiError(Exception):
@@ -65,6 +73,54 @@ def native_list(value: object) -> list[str]:
                 422, "invalid_request", f"must be a string of at most {MAX_LEN} characters", f"native[{i}]"
             )
     return value
+
+
+def page_size_of(params: dict[str, Any], *, query: bool = False) -> int | None:
+    """The optional `page_size`: a whole number from 1 to MAX_NATIVE (in a query string, its digits)."""
+    if "page_size" not in params:
+        return None
+    value = params["page_size"]
+    if isinstance(value, str) and query:
+        value = int(value) if value.isdigit() and len(value) <= 6 else None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NATIVE:
+        raise ApiError(422, "invalid_request", f"must be an integer from 1 to {MAX_NATIVE}", "page_size")
+    return value
+
+
+def stock_of(params: dict[str, Any]) -> StockCallable | None:
+    """The optional `stock`: units in stock per product id (an id not in it has none)."""
+    if "stock" not in params:
+        return None
+    value = params["stock"]
+    if not isinstance(value, dict) or len(value) > MAX_NATIVE:
+        raise ApiError(422, "invalid_request", f"must map at most {MAX_NATIVE} ids to units", "stock")
+    for pid, units in value.items():
+        if len(pid) > MAX_LEN or isinstance(units, bool) or not isinstance(units, int):
+            raise ApiError(
+                422, "invalid_request", "must be a whole number of units", f"stock.{pid[:MAX_LEN]}"
+            )
+    return counts_check(value)
+
+
+def facts_of(params: dict[str, Any]) -> FactsCallable | None:
+    """The optional `facts`: per product id, its price, discount and units per size."""
+    if "facts" not in params:
+        return None
+    value = params["facts"]
+    if not isinstance(value, dict) or len(value) > MAX_NATIVE:
+        raise ApiError(422, "invalid_request", f"must map at most {MAX_NATIVE} ids to facts", "facts")
+    parsed: dict[str, ProductFacts] = {}
+    for pid, obj in value.items():
+        try:
+            if len(pid) > MAX_LEN:
+                raise ValueError(f"id: at most {MAX_LEN} characters")
+            parsed[pid] = facts_from_json(obj)
+        except ValueError as exc:
+            where, _, rule = str(exc).partition(": ")
+            raise ApiError(422, "invalid_request", rule or where, f"facts.{pid[:MAX_LEN]}.{where}") from None
+    return facts_map(parsed)
 
 
 def shopper_key(params: dict[str, Any]) -> tuple[str, str, str, str | None]:

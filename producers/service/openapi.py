@@ -59,6 +59,52 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         },
     }
     native = {"type": "array", "items": _ID, "maxItems": MAX_NATIVE}
+    page_size = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_NATIVE,
+        "description": "At most this many products; one the stock check removes gives way to the next.",
+    }
+    stock = {
+        "type": "object",
+        "description": (
+            "Units in stock per product id, for this page's stock check (instead of the service's own):"
+            " an id with 0 or fewer units, or not in the map, is removed (docs/SERVICE.md)."
+        ),
+        "maxProperties": MAX_NATIVE,
+        "propertyNames": _ID,
+        "additionalProperties": {"type": "integer"},
+    }
+    facts = {
+        "type": "object",
+        "description": (
+            "Per product id, what the local recommendation-settings filters (FASHIONAI_LOCAL_FILTERS)"
+            " check the ranked products against (docs/SERVICE.md)."
+        ),
+        "maxProperties": MAX_NATIVE,
+        "propertyNames": _ID,
+        "additionalProperties": _ref("ProductFacts"),
+    }
+    product_facts = {
+        "type": "object",
+        "required": ["price"],
+        "additionalProperties": False,
+        "properties": {
+            "price": {
+                "description": "What the shopper pays now, in R$ (after any discount).",
+                "oneOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,2})?$"},
+                ],
+            },
+            "discounted": {"type": "boolean", "default": False},
+            "stock": {
+                "type": "object",
+                "description": "Units per size the product is made in (0 included).",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    }
     served = {
         "type": "object",
         "required": ["products", "source", "age_ms"],
@@ -131,6 +177,7 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         {"name": "sessionId", "in": "query", "required": True, "schema": _NONEMPTY},
         {"name": "userId", "in": "query", "required": False, "schema": _NONEMPTY},
         {"name": "wait_ms", "in": "query", "required": False, "schema": wait},
+        {"name": "page_size", "in": "query", "required": False, "schema": page_size},
         {
             "name": "shopper",
             "in": "query",
@@ -154,6 +201,9 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
             "native": native,
             "wait_ms": wait,
             "shopper": {"type": "string", "maxLength": 100},
+            "page_size": page_size,
+            "stock": stock,
+            "facts": facts,
         },
     }
     view_body = {
@@ -164,6 +214,9 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
             "event": _ref("Event"),
             "native": native,
             "wait_ms": {**wait, "default": min(VIEW_WAIT_MS, max_wait_ms)},
+            "page_size": page_size,
+            "stock": stock,
+            "facts": facts,
         },
     }
     auth_errors = {
@@ -191,6 +244,7 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
                 "Served": served,
                 "Error": problem,
                 "IngestResult": ingest_result,
+                "ProductFacts": product_facts,
             },
         },
         "security": [{"bearer": []}],
@@ -271,6 +325,19 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
                         **auth_errors,
                         **bad,
                         "503": _error("The broker did not take the event: render the native order."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "The reads' counters: sources served, read outcomes, checks (ingest key).",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **auth_errors,
                     },
                 }
             },

@@ -19,7 +19,9 @@ NATIVE = [f"n{i}" for i in range(200)]
 
 @pytest.fixture
 def settings():
-    return make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+    # A wide read bound: these tests are about correctness under concurrency, and the cache is
+    # the shared Redis of a busy machine (the bound itself: tests/integration/test_read_faults.py).
+    return make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused", read_timeout_ms=1000)
 
 
 def _store(cache, settings, value: list) -> None:

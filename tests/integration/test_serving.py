@@ -17,7 +17,9 @@ from tests.conftest import BROKERS, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
-CATALOG = [f"p{i:04d}" for i in range(1, 3001)]  # the sandbox's demo catalog, in native order
+CATALOG = [
+    f"p{i:04d}" for i in range(10_000)
+]  # every id the sandbox can rank (its demo catalog is p0001-p3000)
 
 
 def _answered(sandbox, event) -> list[str]:
@@ -88,7 +90,7 @@ def test_async_view_fresh_with_a_worker_and_native_without(sandbox, workers):
         try:
             # Many shoppers at once share one subscriber connection.
             events = [
-                make_event("shopTheLook", f"as-{settings.tenant}-{n}", f"p{n + 41:04d}") for n in range(20)
+                make_event("shopTheLook", f"as-{settings.tenant}-{n}", f"p{n + 101:04d}") for n in range(20)
             ]
             served = await asyncio.gather(*(server.view(e, CATALOG, wait_ms=5_000) for e in events))
             for event, one in zip(events, served, strict=True):
@@ -117,7 +119,7 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
     workers(settings)
     server = RankingServer(settings)
     request.addfinalizer(server.close)
-    assert server.view(make_event("productView", "parent", "p0007"), CATALOG, wait_ms=5_000).source == "fresh"
+    assert server.view(make_event("productView", "parent", "p0200"), CATALOG, wait_ms=5_000).source == "fresh"
     children = []
     for n in range(2):
         read_end, write_end = os.pipe()
@@ -126,7 +128,7 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
             code = 1
             try:
                 os.close(read_end)
-                event = make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 11:04d}")
+                event = make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 301:04d}")
                 served = server.view(event, CATALOG, wait_ms=5_000)
                 os.write(write_end, json.dumps([served.source, served.products[:20]]).encode())
                 code = 0
@@ -141,7 +143,7 @@ def test_a_forked_child_waits_on_its_own_subscription(sandbox, workers, request)
         assert status == 0
         assert source == "fresh"
         ranked = _answered(
-            sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 11:04d}")
+            sandbox, make_event("productView", f"child-{settings.tenant}-{n}", f"p{n + 301:04d}")
         )
         assert head[: len(ranked)] == ranked[:20]
 
@@ -182,7 +184,7 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
     lonely = AsyncRankingServer(settings)
     try:
         assert (
-            server.view(make_event("productView", "r-before", "p0003"), CATALOG, wait_ms=5_000).source
+            server.view(make_event("productView", "r-before", "p0401"), CATALOG, wait_ms=5_000).source
             == "fresh"
         )
         cache.terminate()
@@ -196,7 +198,7 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
         def fresh_again() -> bool:
             n = time.monotonic_ns()
             return (
-                server.view(make_event("productView", f"r-after-{n}", "p0003"), CATALOG, wait_ms=3_000).source
+                server.view(make_event("productView", f"r-after-{n}", "p0402"), CATALOG, wait_ms=3_000).source
                 == "fresh"
             )
 
@@ -204,7 +206,7 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
 
         async def async_side() -> str:
             try:
-                one = await lonely.view(make_event("productView", "r-async", "p0003"), CATALOG, wait_ms=5_000)
+                one = await lonely.view(make_event("productView", "r-async", "p0403"), CATALOG, wait_ms=5_000)
                 return one.source
             finally:
                 await lonely.aclose()

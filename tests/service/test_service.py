@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 ING = {"Authorization": f"Bearer {INGEST}"}
 RD = {"Authorization": f"Bearer {READ}"}
-CATALOG = [f"p{i:04d}" for i in range(1, 3001)]  # the sandbox's demo catalog; fits the test body limit
+CATALOG = [f"p{i:04d}" for i in range(3_001)]  # covers the sandbox demo catalog; fits the test body limit
 LIMITS = {
     "FASHIONAI_SERVE_MAX_BODY": "65536",
     "FASHIONAI_SERVE_MAX_EVENTS": "50",
@@ -85,7 +85,7 @@ def test_auth_keys_and_what_each_may_do(live):
 
 def test_batch_publishes_the_valid_events_and_names_index_and_field_of_the_refused(live, sandbox):
     settings, service = live
-    good = [ev(f"batch-{settings.tenant}-{n}", f"p{n + 101:04d}") for n in range(3)]
+    good = [ev(f"batch-{settings.tenant}-{n}", f"p{n + 1:04d}") for n in range(3)]
     batch = [
         good[0],
         {"sessionId": "x", "eventType": "productView", "data": {}},
@@ -161,12 +161,12 @@ def test_bad_and_oversize_bodies_get_json_errors(live):
 def test_rankings_reads_merge_and_wait_for_a_notice(live, sandbox):
     settings, service = live
     url = service.url
-    first = ev(f"rd-{settings.tenant}", "p0201", user="u77")
+    first = ev(f"rd-{settings.tenant}", "p0011", user="u77")
     assert httpx.post(f"{url}/v1/events", json=first, headers=ING).status_code == 202
     wait_until(lambda: answered(sandbox, first) is not None, 60, "first event delivered")
     ranked = answered(sandbox, first)
     assert ranked is not None
-    query = {"eventType": "productView", "id": "p0201", "sessionId": first["sessionId"], "userId": "u77"}
+    query = {"eventType": "productView", "id": "p0011", "sessionId": first["sessionId"], "userId": "u77"}
 
     def cached():
         return httpx.get(f"{url}/v1/rankings", params=query, headers=ING).json()["source"] == "cached"
@@ -183,12 +183,12 @@ def test_rankings_reads_merge_and_wait_for_a_notice(live, sandbox):
 
     # wait_ms: the ranking is not cached yet when the read starts; the worker's
     # notice wakes it long before the bound (5 s).
-    later = ev(f"rdw-{settings.tenant}", "p0202")
+    later = ev(f"rdw-{settings.tenant}", "p0012")
     assert httpx.post(f"{url}/v1/events", json=later, headers=ING).status_code == 202
     started = time.monotonic()
     waited = httpx.get(
         f"{url}/v1/rankings",
-        params={"eventType": "productView", "id": "p0202", "sessionId": later["sessionId"], "wait_ms": 5000},
+        params={"eventType": "productView", "id": "p0012", "sessionId": later["sessionId"], "wait_ms": 5000},
         headers=ING,
         timeout=10,
     ).json()
@@ -218,7 +218,7 @@ def test_rankings_reads_merge_and_wait_for_a_notice(live, sandbox):
 
 def test_views_publish_and_wait_returns_the_fresh_merged_order(live, sandbox):
     settings, service = live
-    event = ev(f"view-{settings.tenant}", "p0203")
+    event = ev(f"view-{settings.tenant}", "p0013")
     r = httpx.post(
         f"{service.url}/v1/views",
         json={"event": event, "native": CATALOG, "wait_ms": 5000},

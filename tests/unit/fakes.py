@@ -92,6 +92,10 @@ class MemoryStore:
             self.calls.append("announce")
             self.announced.extend(notices)
 
+    async def add_to_crowd(self, settings: Any, leaders: Any, outcomes: Any, now: Any) -> None:
+        if settings.crowd:
+            self.calls.append("add_to_crowd")
+
     async def commit(self, record: StateRecord, mark_ttl: int) -> None:
         self._state("commit")
         self.commits.append(record)

@@ -8,8 +8,9 @@ import pytest
 
 from fashionai_pipeline.producers.event import make_event
 from fashionai_pipeline.producers.message import decode, encode_text
-from fashionai_pipeline.producers.reader import Ranking
-from fashionai_pipeline.producers.serving import check_wait, served_from
+from fashionai_pipeline.producers.reader import Command, Query, Ranking, ReaderCore
+from fashionai_pipeline.producers.serving import check_wait
+from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.worker.notify import notices
 
 BODY = make_event("productView", "s1", "p1").body()
@@ -53,20 +54,38 @@ def test_notices_reach_each_waiter_of_a_coalesced_group_and_the_key_channel_once
     assert notices([decode(raw[1])], "k", "[1]") == []  # nobody waits: nothing to publish
 
 
-def test_served_from_labels_fresh_cached_and_native():
+def _served(ranking, native, *, since_ms, now, message_id=None, notice=True):
+    """What the reader's core answers for a ranking (as a notice, or as the cached value)."""
+    core = ReaderCore(Settings(), clock=lambda: now)
+    raw = None if ranking is None else json.dumps([round(ranking.enqueued_at * 1000), *ranking.products])
+    q = Query("productView", "p1", "s1", None, None, native, since_ms=since_ms, message_id=message_id,
+              notice=ranking if notice else None)  # fmt: skip
+    plan = core.serve_plan(q)
+    try:
+        request = next(plan)
+        while True:
+            assert isinstance(request, Command) and request.args[0] == "GET"
+            request = plan.send(raw)
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.mark.parametrize("notice", [True, False])
+def test_served_labels_fresh_cached_and_native_from_a_notice_or_the_cache(notice):
     native = ["a", "b", "c"]
-    fresh = served_from(Ranking(["c", "x", "a"], 100.0), native, since_ms=100_000, now=100.25, message_id="m")
+    fresh = _served(Ranking(["c", "x", "a"], 100.0), native, since_ms=100_000, now=100.25, message_id="m",
+                    notice=notice)  # fmt: skip
     assert (fresh.products, fresh.source, fresh.age_ms, fresh.message_id) == (
         ["c", "a", "b"],
         "fresh",
         250,
         "m",
     )
-    older = served_from(Ranking(["b"], 99.0), native, since_ms=100_000, now=100.0)
+    older = _served(Ranking(["b"], 99.0), native, since_ms=100_000, now=100.0, notice=notice)
     assert (older.source, older.age_ms, older.products) == ("cached", 1000, ["b", "a", "c"])
-    assert served_from(Ranking(["b"], 99.0), native, since_ms=None, now=100.0).source == "cached"
-    assert served_from(Ranking([], 100.0), native, since_ms=0, now=100.0).source == "native"
-    none = served_from(None, native, since_ms=0, now=1.0)
+    assert _served(Ranking(["b"], 99.0), native, since_ms=None, now=100.0, notice=notice).source == "cached"
+    assert _served(Ranking([], 100.0), native, since_ms=0, now=100.0, notice=notice).source == "native"
+    none = _served(None, native, since_ms=0, now=1.0, notice=False)
     assert (none.products, none.source, none.age_ms) == (native, "native", None)
 
 
