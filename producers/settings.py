@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # producers.recsettings (`recommendation_filters()` parses it); empty: none.
     local_filters: str = ""
     # Crowd fallback (worker/crowd.py builds it; readers use it when a shopper has none):
-    # off by default, as the seed advises the native ordering.
+    # off by default, as the API reference advises the native ordering (docs/UPSTREAM.md).
     crowd: bool = False
     crowd_half_life: float = Field(default=3600.0, gt=0)  # seconds for a contribution to weigh half
     crowd_ttl: int = Field(default=86_400, ge=1)  # seconds a crowd ranking lives after its last update

@@ -1,5 +1,6 @@
-"""Local checks before rendering: stock (the seed: "stock validation should be done locally before
-rendering"), and the per-type recommendation settings as a safety net. Sans-I/O.
+"""Local checks before rendering: stock (the API reference, docs/UPSTREAM.md: "stock validation
+should be done locally before rendering"), and the per-type recommendation settings as a safety
+net. Sans-I/O.
 
 **Stock.** The caller gives a stock check, one of:
 

@@ -1,8 +1,8 @@
 """The crowd ranking: what Fashion.AI ranked for one (event type, id) for many shoppers, lately.
 
-Optional (`FASHIONAI_CROWD`, off by default: the seed advises the native ordering for a
-shopper without data). When on, a reader serves it to a shopper who has no ranking of their
-own yet (producers.reader, `source="crowd"`), before the native ordering.
+Optional (`FASHIONAI_CROWD`, off by default: the API reference, docs/UPSTREAM.md, advises the
+native ordering for a shopper without data). When on, a reader serves it to a shopper who has
+no ranking of their own yet (producers.reader, `source="crowd"`), before the native ordering.
 
 How it is built (`CrowdPolicy`, pure, with the time passed in):
 

@@ -1,4 +1,4 @@
-"""One upstream call per event: POST the seed's body, classify the answer.
+"""One upstream call per event: POST the event's body (docs/UPSTREAM.md), classify the answer.
 
 `Deliverer.send` never raises for an upstream problem; it returns an Outcome:
 

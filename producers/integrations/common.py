@@ -15,7 +15,7 @@ So one cookie, the same in all three frameworks: minted on a shopper's first pag
 A cookie value that is not one of ours (wrong shape or length) is replaced, so a
 hostile client cannot push an odd or huge id upstream. The **user id** comes
 from the framework's own authentication (each module says how) and is left out
-for an anonymous shopper, as the seed asks.
+for an anonymous shopper, as the API reference asks (docs/UPSTREAM.md).
 
 `PageViews.serve` / `AsyncPageViews.serve` is the one call site every page goes
 through: publish the page's event and order the page (`personalize` is its
