@@ -46,7 +46,7 @@ from fashionai_pipeline.worker import notify
 from fashionai_pipeline.worker.clock import SYSTEM_CLOCK, Clock
 from fashionai_pipeline.worker.deadletter import Kind, entry_for, redact_entry
 from fashionai_pipeline.worker.delivery import Delivered, Failed, Outcome
-from fashionai_pipeline.worker.health import STORE_ERRORS, StoreHealth
+from fashionai_pipeline.worker.health import UNANSWERED, StoreHealth
 from fashionai_pipeline.worker.metrics import Count
 from fashionai_pipeline.worker.retry import RetryPolicy
 from fashionai_pipeline.worker.store import RankingWrite, StateRecord, Store
@@ -129,10 +129,11 @@ class BatchProcessor:
         """Extend the lease of retries this process still works on; best effort, one try.
 
         Returns False when the state store did not answer (the next call tries again).
+        Any other error (a script Redis refuses, say) is a bug and propagates.
         """
         try:
             await self._store.extend_lease(self.tenant, members, lease)
-        except STORE_ERRORS:
+        except UNANSWERED:
             return False
         return True
 

@@ -41,6 +41,14 @@ T = TypeVar("T")
 # What "the store did not answer" looks like: redis-py's errors (connection,
 # timeout, READONLY/OOM replies), socket errors and asyncio timeouts.
 STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+# The narrower "no answer at all" of a best-effort call (a lease extension): an
+# error reply to it (a script Redis refuses) is a bug and must surface.
+UNANSWERED: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 
 class StoreHealth:

@@ -261,9 +261,28 @@ class Pump:
             await self._clock.sleep(_RETRY_POLL)
 
     async def _keep_leased(self, processor: Processor, members: list[bytes], lease: float) -> None:
+        """Extend the claimed retries' lease every third of it until cancelled.
+
+        A failure is logged once per change (another worker may claim the
+        retries again when the lease runs out: a duplicate call, never a loss);
+        an unexpected one with its traceback, and the keeping goes on.
+        """
+        failing = False
         while True:
             await self._clock.sleep(lease / 3)
-            await processor.keep_leased(members, lease)
+            try:
+                kept = await processor.keep_leased(members, lease)
+            except Exception:
+                log.exception("extending the lease of %d claimed retries failed", len(members))
+                kept = False
+            if not kept and not failing:
+                log.warning(
+                    "the lease of %d claimed retries could not be extended; they may be claimed"
+                    " again %.0fs after the last extension",
+                    len(members),
+                    lease,
+                )
+            failing = not kept
 
     # -- consumer thread -----------------------------------------------------------------
 

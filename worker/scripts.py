@@ -59,10 +59,10 @@ return due
 # KEYS[1]: lease zset. ARGV[1]: lease s; ARGV[2..]: members.
 EXTEND_LEASE = """
 local t = redis.call('TIME')
-local until = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+local deadline = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
 local n = 0
 for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', until, ARGV[i])
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[i])
 end
 return n
 """
