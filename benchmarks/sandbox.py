@@ -258,8 +258,9 @@ def run(sessions: int, warmup: int, connections: int, reps: int = 1, progress: b
             if name.startswith("peer"):
                 procs[name] = _start_peer(log_dir)
             else:
+                # --warm computes every list before listening: ~6 s of CPU, more under coverage.
                 procs[name] = start_sandbox(
-                    TOKEN, log_dir=log_dir, knobs=["--warm", "--log-limit", "1000000"]
+                    TOKEN, log_dir=log_dir, knobs=["--warm", "--log-limit", "1000000"], ready_within=180
                 )
             _pin(procs[name].popen.pid, 0)
             if name.endswith("settings"):

@@ -3,7 +3,7 @@
 Written from the upstream's description (docs/UPSTREAM.md) on its
 own, without importing the producer side, so the sandbox is an independent
 second reading of the contract: if a producer and the sandbox disagree, one of
-them misread the seed.
+them misread the API description.
 
 A valid body is a JSON object with exactly these keys::
 

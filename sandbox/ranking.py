@@ -32,7 +32,7 @@ floral summer dresses has ``pattern:floral``, ``season:summer`` and
 sessions) and the session's are averaged.
 
 *Cold start*: a type answers ``[]`` while the shopper has fewer signal events
-than ``SandboxConfig.min_history_<type>`` (the seed's "not enough data yet"),
+than ``SandboxConfig.min_history_<type>`` (the API's "not enough data yet", docs/UPSTREAM.md),
 and an unknown product or category id answers ``[]`` (the API lacks data about
 it). Then the settings of the type (:mod:`fashionai_pipeline.producers.recsettings`)
 filter and order the list, and it is cut to ``SandboxConfig.max_products``.

@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--id", default="", help='data.id (product or category id; "" for customShelf)')
     pub.add_argument("--session", help="sessionId")
     pub.add_argument("--user", help="userId (optional)")
-    pub.add_argument("--file", help="JSON Lines of seed-format bodies; '-' for stdin")
+    pub.add_argument("--file", help="JSON Lines of Fashion.AI event bodies (docs/UPSTREAM.md); '-' for stdin")
     pub.set_defaults(func=_publish)
 
     rankings = sub.add_parser("rankings", help="read cached rankings")

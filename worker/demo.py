@@ -230,8 +230,8 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
             }
         )
         # Counters and latency samples live in the state store (docs/ARCHITECTURE.md).
-        cache = redis.Redis.from_url(settings.state_store_url(), decode_responses=True)
-        cache.delete(keys.stats("demo"), keys.latency("demo"))
+        state = redis.Redis.from_url(settings.state_store_url(), decode_responses=True)
+        state.delete(keys.stats("demo"), keys.latency("demo"))
         catalog = demo_catalog()
         summary = httpx.get(f"{sandbox.extra['base_url']}/_sandbox/catalog", timeout=10).json()
         print(
@@ -263,10 +263,11 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
             f"{publish_s:.1f} s, {story.published} from Ana's visit"
         )
 
-        stats = _wait(cache, total, timeout)
-        _report(stats, total, reader, catalog, visits)
+        stats = _wait(state, total, timeout)
+        _report(stats, total, state, reader, catalog, visits)
         reader.close()
-        if stats.get("cached", 0) + stats.get("dead", 0) < total:
+        state.close()
+        if _settled(stats) < total:
             print(
                 f"NOT everything was delivered within {timeout:.0f}s; see logs in {log_dir}", file=sys.stderr
             )
@@ -278,23 +279,32 @@ def run_demo(base: Settings, *, sessions: int = 60, timeout: float = 120.0) -> i
         print("stopped everything the demo started")
 
 
-def _wait(cache: redis.Redis, expected: int, timeout: float) -> dict[str, int]:
+def _settled(stats: dict[str, int]) -> int:
+    """Events whose outcome is recorded: cached, superseded by a newer ranking, or dead-lettered."""
+    return stats.get("cached", 0) + stats.get("stale", 0) + stats.get("dead", 0)
+
+
+def _wait(state: redis.Redis, expected: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     stats: dict[str, int] = {}
     while time.monotonic() < deadline:
-        stats = {str(k): int(v) for k, v in cache.hgetall(keys.stats("demo")).items()}
-        if stats.get("cached", 0) + stats.get("dead", 0) >= expected:
+        stats = {str(k): int(v) for k, v in state.hgetall(keys.stats("demo")).items()}
+        if _settled(stats) >= expected:
             break
         time.sleep(0.2)
     return stats
 
 
 def _report(
-    stats: dict[str, int], published: int, reader: RankingReader, catalog: Catalog, visits: list[Visit]
+    stats: dict[str, int],
+    published: int,
+    state: redis.Redis,
+    reader: RankingReader,
+    catalog: Catalog,
+    visits: list[Visit],
 ) -> None:
-    cache = redis.Redis.from_url(reader.settings.redis_url, decode_responses=True)
-    lat = sorted(float(x) for x in cache.lrange(keys.latency("demo"), 0, -1))
-    cache.close()
+    # Latency samples live in the state store beside the counters, not in the cache.
+    lat = sorted(float(x) for x in state.lrange(keys.latency("demo"), 0, -1))
 
     def pct(p: float) -> str:
         return f"{lat[min(len(lat) - 1, int(p * len(lat)))]:.0f} ms" if lat else "n/a"
@@ -304,6 +314,7 @@ def _report(
         ("delivered (upstream calls answered 2xx)", stats.get("delivered", 0)),
         ("cached rankings written", stats.get("cached", 0)),
         ("  of which empty (not enough data yet)", stats.get("empty", 0)),
+        ("superseded by a newer ranking (not written)", stats.get("stale", 0)),
         ("coalesced duplicates", stats.get("coalesced", 0)),
         ("retried", stats.get("retried", 0)),
         ("failed (dead-lettered)", stats.get("dead", 0) + stats.get("invalid", 0)),

@@ -117,10 +117,11 @@ def _wait_for(proc: Proc, text: str, timeout: float) -> str:
     raise RuntimeError(f"{proc.name} did not report {text!r}; its output:\n{proc.output()[-3000:]}")
 
 
-def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Proc:
+def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = (), ready_within: float = 20.0) -> Proc:
     """Start `python -m fashionai_pipeline.sandbox` on a free port.
 
     `proc.extra["url"]` is its endpoint URL, `proc.extra["base_url"]` its root.
+    `ready_within`: seconds it may take to listen (`--warm` computes every list first).
     """
     proc = _spawn(
         "sandbox",
@@ -129,7 +130,7 @@ def start_sandbox(token: str, *, log_dir: str, knobs: Sequence[str] = ()) -> Pro
         log_dir,
     )
     try:
-        line = _wait_for(proc, "sandbox listening on", 20)
+        line = _wait_for(proc, "sandbox listening on", ready_within)
     except BaseException:
         proc.stop()
         raise

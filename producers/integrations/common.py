@@ -104,7 +104,7 @@ def event_for(kind: PageKind | EventType, item_id: str) -> tuple[EventType, str]
 
 
 def event_mapping(event_type: EventType, item_id: str, shopper: Shopper) -> dict[str, object]:
-    """The seed body of a page view; Publisher.publish validates it (InvalidEvent names the field)."""
+    """The Fashion.AI body of a page view; Publisher.publish validates it (InvalidEvent names the field)."""
     body: dict[str, object] = {
         "sessionId": shopper.session_id,
         "eventType": event_type,

@@ -40,7 +40,7 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
     event_type = {"type": "string", "enum": list(EVENT_TYPES)}
     event = {
         "type": "object",
-        "description": 'One seed-format event (docs/UPSTREAM.md); data.id is "" for customShelf only.',
+        "description": 'One Fashion.AI event (docs/UPSTREAM.md); data.id is "" for customShelf only.',
         "required": ["sessionId", "eventType", "data"],
         "additionalProperties": False,
         "if": {"properties": {"eventType": {"const": "customShelf"}}},

@@ -49,7 +49,10 @@ def test_global_limit_holds_across_four_worker_processes(sandbox, cache, state, 
     times = [r["t"] for r in sandbox.requests()]
     assert len(times) == n  # no retries were needed: the limit kept us clear of 429s
     peak = max_in_any_second(times)
-    assert peak <= rate + burst, f"{peak} requests in one second"
+    # The limiter grants at most rate + burst in any second; the sandbox logs arrivals, which
+    # the scheduling of a loaded 2-core machine shifts by tens of ms: 100 ms of that is allowed
+    # (without the shared limit, four workers would reach 4 x 50).
+    assert peak <= rate + burst + rate // 10, f"{peak} requests in one second"
     drain = max(times) - min(times)
     ideal = (n - burst) / rate
     assert drain <= 1.10 * ideal, f"drained in {drain:.2f}s, ideal {ideal:.2f}s"
