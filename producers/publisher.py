@@ -46,8 +46,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
 from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError, PublishUnknown
-from fashionai_pipeline.producers.event import Event, event_body, parse_event
-from fashionai_pipeline.producers.message import check_id
+from fashionai_pipeline.producers.event import Event
 from fashionai_pipeline.producers.publishing import PublisherCore, PublishStats, Receipt
 from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.producers.sink import AsyncRedisSink, BlockingSender, is_redis
@@ -101,10 +100,6 @@ class Options(TypedDict, total=False):
     notify: str | None
 
 
-def _one_id(message_id: str | None) -> list[str] | None:
-    return None if message_id is None else [check_id(message_id, "message_id")]
-
-
 class _Shell:
     """What both shells show of their core."""
 
@@ -133,13 +128,9 @@ class Publisher(_Shell):
         _live.add(self)
 
     def publish(
-        self,
-        event: Event | Mapping[str, Any],
-        *,
-        tenant: str | None = None,
-        message_id: str | None = None,
+        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None,
         notify: str | None = None,
-    ) -> Receipt:
+    ) -> Receipt:  # fmt: skip
         """Validate and publish one event (module doc: bound, outcomes).
 
         Raises InvalidEvent (names the field: the event's, "tenant", "message_id" or "notify")
@@ -147,8 +138,8 @@ class Publisher(_Shell):
         `on_broker_down="drop"`. `notify` asks the worker to announce the event's ranking once
         it is cached (producers.message; publish-and-wait sets it, producers.serving).
         """
-        ids = _one_id(message_id)
-        return self._publish(tenant, [parse_event(event).body()], ids, notify)[0]
+        bodies, ids = PublisherCore.one(event, message_id)
+        return self._publish(tenant, bodies, ids, notify)[0]
 
     def product_view(
         self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
@@ -170,13 +161,9 @@ class Publisher(_Shell):
         return self._typed("customShelf", session_id, "", user_id, kw)
 
     def publish_many(
-        self,
-        events: Iterable[Event | Mapping[str, Any]],
-        *,
-        tenant: str | None = None,
-        message_ids: Sequence[str] | None = None,
-        notify: str | None = None,
-    ) -> list[Receipt]:
+        self, events: Iterable[Event | Mapping[str, Any]], *, tenant: str | None = None,
+        message_ids: Sequence[str] | None = None, notify: str | None = None,
+    ) -> list[Receipt]:  # fmt: skip
         """Validate every event, then publish them all in one round trip; a Receipt per event, in order.
 
         Raises InvalidEvent (field prefixed with the event's position, e.g. "events[3].data.id",
@@ -186,35 +173,31 @@ class Publisher(_Shell):
         `message_ids` (or the receipts) name the others; publish them again with the same ids.
         """
         bodies = PublisherCore.bodies(events)
-        if not bodies:
-            return []
-        return self._publish(tenant, bodies, message_ids, notify)
+        return self._publish(tenant, bodies, message_ids, notify) if bodies else []
 
     def _typed(self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options) -> Receipt:
-        body = event_body(kind, session_id, item_id, user_id)
-        return self._publish(kw.get("tenant"), [body], _one_id(kw.get("message_id")), kw.get("notify"))[0]
+        bodies, ids = PublisherCore.typed(kind, session_id, item_id, user_id, kw.get("message_id"))
+        return self._publish(kw.get("tenant"), bodies, ids, kw.get("notify"))[0]
 
     def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
         core = self._core
-        queue, tenant = core.route(tenant)
-        msg_ids = core.ids(len(bodies), ids)
-        messages = core.envelopes(tenant, bodies, msg_ids, notify)
+        batch = core.prepare(tenant, bodies, ids, notify)
         deadline = core.deadline()
         try:
-            if core.spool is not None:
-                self._replayer.ensure()
-                if core.spooling():
-                    raise BrokerUnavailable("the broker failed moments ago (spooling)", msg_ids)
-            self._sender.send(queue, messages, deadline)
+            self._replayer.ensure()
+            skipped = core.skipped(batch)
+            if skipped is not None:
+                raise skipped
+            self._sender.send(batch.queue, batch.messages, deadline)
         except PublishError as exc:
             if core.spool is None:
-                return core.failed(exc, msg_ids)
-            rest = core.unconfirmed(exc, messages, msg_ids)
-            accepted = core.put_in_spool(queue, rest, deadline - time.monotonic())
-            return core.after_spool(exc, msg_ids, accepted)
-        return core.published(msg_ids)
+                return core.failed(exc, batch.ids)
+            rest = core.unconfirmed(exc, batch.messages, batch.ids)
+            accepted = core.put_in_spool(batch.queue, rest, deadline - time.monotonic())
+            return core.after_spool(exc, batch.ids, accepted)
+        return core.published(batch.ids)
 
     def close(self) -> None:
         """Close the broker connection (a later publish opens a new one)."""
@@ -252,16 +235,12 @@ class AsyncPublisher(_Shell):
         self._open()
 
     async def publish(
-        self,
-        event: Event | Mapping[str, Any],
-        *,
-        tenant: str | None = None,
-        message_id: str | None = None,
+        self, event: Event | Mapping[str, Any], *, tenant: str | None = None, message_id: str | None = None,
         notify: str | None = None,
-    ) -> Receipt:
+    ) -> Receipt:  # fmt: skip
         """Publisher.publish, awaited."""
-        ids = _one_id(message_id)
-        return (await self._publish(tenant, [parse_event(event).body()], ids, notify))[0]
+        bodies, ids = PublisherCore.one(event, message_id)
+        return (await self._publish(tenant, bodies, ids, notify))[0]
 
     async def product_view(
         self, session_id: str, product_id: str, user_id: str | None = None, **kw: Unpack[Options]
@@ -284,13 +263,9 @@ class AsyncPublisher(_Shell):
         return await self._typed("customShelf", session_id, "", user_id, kw)
 
     async def publish_many(
-        self,
-        events: Iterable[Event | Mapping[str, Any]],
-        *,
-        tenant: str | None = None,
-        message_ids: Sequence[str] | None = None,
-        notify: str | None = None,
-    ) -> list[Receipt]:
+        self, events: Iterable[Event | Mapping[str, Any]], *, tenant: str | None = None,
+        message_ids: Sequence[str] | None = None, notify: str | None = None,
+    ) -> list[Receipt]:  # fmt: skip
         """Publisher.publish_many, awaited."""
         bodies = PublisherCore.bodies(events)
         return await self._publish(tenant, bodies, message_ids, notify) if bodies else []
@@ -298,28 +273,26 @@ class AsyncPublisher(_Shell):
     async def _typed(
         self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options
     ) -> Receipt:
-        body = event_body(kind, session_id, item_id, user_id)
-        ids = _one_id(kw.get("message_id"))
-        return (await self._publish(kw.get("tenant"), [body], ids, kw.get("notify")))[0]
+        bodies, ids = PublisherCore.typed(kind, session_id, item_id, user_id, kw.get("message_id"))
+        return (await self._publish(kw.get("tenant"), bodies, ids, kw.get("notify")))[0]
 
     async def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
         core = self._core
-        queue, tenant = core.route(tenant)
-        msg_ids = core.ids(len(bodies), ids)
+        batch = core.prepare(tenant, bodies, ids, notify)
+        queue, msg_ids = batch.queue, batch.ids
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
             self._pid, self._waiting, self._flusher = os.getpid(), [], None
             self._replayer.forget()
             self._open()
         loop = asyncio.get_running_loop()
-        item = _Waiting(queue, core.envelopes(tenant, bodies, msg_ids, notify), loop.create_future())
+        item = _Waiting(queue, batch.messages, loop.create_future())
         item.deadline = loop.time() + core.budget
-        if core.spool is not None:
-            self._replayer.ensure()
-            if core.spooling():
-                skipped = BrokerUnavailable("the broker failed moments ago (spooling)", msg_ids)
-                return await self._spooled(queue, item, skipped, msg_ids, loop)
+        self._replayer.ensure()
+        skipped = core.skipped(batch)
+        if skipped is not None:
+            return await self._spooled(queue, item, skipped, msg_ids, loop)
         item.timer = loop.call_at(item.deadline, _expire, item)
         self._waiting.append(item)
         if self._flusher is None:

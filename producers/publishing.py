@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fashionai_pipeline.producers.errors import InvalidEvent, PublishError, PublishUnknown
-from fashionai_pipeline.producers.event import Event, parse_event
+from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent, PublishError, PublishUnknown
+from fashionai_pipeline.producers.event import Event, event_body, parse_event
 from fashionai_pipeline.producers.message import check_id, check_notify, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.spool import Send, Spool
@@ -52,6 +52,19 @@ class PublishStats:
     dropped: int = 0
     unknown: int = 0
     spooled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One publish, validated: its queue, its message ids, and (payload, id) per envelope."""
+
+    queue: str
+    ids: list[str]
+    messages: list[tuple[str, str]]
+
+
+def _one_id(message_id: str | None) -> list[str] | None:
+    return None if message_id is None else [check_id(message_id, "message_id")]
 
 
 # While the spool holds events because the broker failed, publishes go straight to the spool
@@ -96,6 +109,22 @@ class PublisherCore:
         return queue, tenant
 
     @staticmethod
+    def one(
+        event: Event | Mapping[str, Any], message_id: str | None
+    ) -> tuple[list[dict[str, Any]], list[str] | None]:
+        """publish()'s event and `message_id`, checked (InvalidEvent naming the field, the id first)."""
+        ids = _one_id(message_id)
+        return [parse_event(event).body()], ids
+
+    @staticmethod
+    def typed(
+        kind: str, session_id: str, item_id: str, user_id: str | None, message_id: str | None
+    ) -> tuple[list[dict[str, Any]], list[str] | None]:
+        """A typed helper's (product_view...) event and `message_id`, checked (the event first)."""
+        body = event_body(kind, session_id, item_id, user_id)
+        return [body], _one_id(message_id)
+
+    @staticmethod
     def bodies(events: Iterable[Event | Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Validate every event first; InvalidEvent names its position ("events[3].data.id")."""
         out = []
@@ -131,6 +160,18 @@ class PublisherCore:
             for body, msg_id in zip(bodies, ids, strict=True)
         ]
 
+    def prepare(
+        self,
+        tenant: str | None,
+        bodies: Sequence[dict[str, Any]],
+        ids: Sequence[str] | None,
+        notify: str | None,
+    ) -> Batch:
+        """The batch of validated `bodies`: `route`, `ids` and `envelopes` (InvalidEvent naming the field)."""
+        queue, tenant = self.route(tenant)
+        msg_ids = self.ids(len(bodies), ids)
+        return Batch(queue, msg_ids, self.envelopes(tenant, bodies, msg_ids, notify))
+
     def deadline(self) -> float:
         return time.monotonic() + self.budget
 
@@ -163,6 +204,12 @@ class PublisherCore:
     def spooling(self) -> bool:
         """True while publishes skip the broker (it failed moments ago and the spool holds events)."""
         return self.spool is not None and time.monotonic() < self._spool_until
+
+    def skipped(self, batch: Batch) -> BrokerUnavailable | None:
+        """What `batch` meets instead of the broker while `spooling`, else None (send it)."""
+        if not self.spooling():
+            return None
+        return BrokerUnavailable("the broker failed moments ago (spooling)", batch.ids)
 
     def unconfirmed(
         self, exc: PublishError, messages: Sequence[tuple[str, str]], ids: Sequence[str]

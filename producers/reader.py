@@ -30,8 +30,8 @@ check or facts callable) and are sent each answer, or the exception instead of i
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -69,10 +69,28 @@ __all__ = [
 ]
 
 
-class _Shell:
-    """What both shells share: the core, its options, and the query they build."""
+_T = TypeVar("_T", RedisTransport, AsyncRedisTransport)
 
-    _core: ReaderCore
+
+class _Shell(Generic[_T]):
+    """What both shells share: the core, its options, and the transports they build."""
+
+    def __init__(
+        self, make: Callable[..., _T], client: redis.Redis | aioredis.Redis | None, settings: Settings | None,
+        stock: StockCheck | None, facts: FactsSource | None, filters: Filters | None,
+    ) -> None:  # fmt: skip
+        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
+        self.settings = self._core.settings
+        self._redis: _T = make(**self._core.transport("cache"), client=client)
+        self._storefront: _T | None = None
+        if self.settings.storefront_redis_url:
+            self._storefront = make(**self._core.transport("storefront"))
+
+    def _transport(self, request: Command) -> _T:
+        """The transport of the Redis `request` is for."""
+        transport = self._redis if request.store == "cache" else self._storefront
+        assert transport is not None  # ReaderCore refuses a Redis check without its URL
+        return transport
 
     @property
     def stats(self) -> ReadStats:
@@ -89,7 +107,7 @@ class _Shell:
         return session_id in self._core.holdout
 
 
-class RankingReader(_Shell):
+class RankingReader(_Shell[RedisTransport]):
     """Synchronous reader. One per process is enough: thread-safe and fork-aware.
 
     `stock`, `facts`, `filters`: the local checks every `serve` applies unless the call
@@ -99,20 +117,10 @@ class RankingReader(_Shell):
     """
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        client: redis.Redis | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-    ) -> None:
-        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
-        self.settings = self._core.settings
-        self._redis = RedisTransport(**self._core.transport("cache"), client=client)
-        self._storefront: RedisTransport | None = None
-        if self.settings.storefront_redis_url:
-            self._storefront = RedisTransport(**self._core.transport("storefront"))
+        self, settings: Settings | None = None, *, client: redis.Redis | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(RedisTransport, client, settings, stock, facts, filters)
 
     def _do(self, request: Command | Call) -> Any:
         if isinstance(request, Call):
@@ -120,10 +128,8 @@ class RankingReader(_Shell):
                 return request.fn(request.ids)
             except Exception as exc:  # the caller's code: a failed check removes nothing
                 return exc
-        transport = self._redis if request.store == "cache" else self._storefront
-        assert transport is not None  # ReaderCore refuses a Redis check without its URL
         try:
-            return transport.execute(*request.args, retry_stale=True)
+            return self._transport(request).execute(*request.args, retry_stale=True)
         except CacheUnavailable as exc:
             return exc
 
@@ -178,26 +184,16 @@ class RankingReader(_Shell):
         self.close()
 
 
-class AsyncRankingReader(_Shell):
+class AsyncRankingReader(_Shell[AsyncRedisTransport]):
     """asyncio counterpart of RankingReader (FastAPI, aiohttp): redis.asyncio Connections
     used directly, at most 16 at once; pass `client` to use your own redis.asyncio.Redis.
     A stock check or facts callable may be sync or a coroutine function."""
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        client: aioredis.Redis | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-    ) -> None:
-        self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
-        self.settings = self._core.settings
-        self._redis = AsyncRedisTransport(**self._core.transport("cache"), client=client)
-        self._storefront: AsyncRedisTransport | None = None
-        if self.settings.storefront_redis_url:
-            self._storefront = AsyncRedisTransport(**self._core.transport("storefront"))
+        self, settings: Settings | None = None, *, client: aioredis.Redis | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(AsyncRedisTransport, client, settings, stock, facts, filters)
 
     async def _do(self, request: Command | Call) -> Any:
         if isinstance(request, Call):
@@ -206,10 +202,8 @@ class AsyncRankingReader(_Shell):
                 return (await answer) if inspect.isawaitable(answer) else answer
             except Exception as exc:
                 return exc
-        transport = self._redis if request.store == "cache" else self._storefront
-        assert transport is not None
         try:
-            return await transport.execute(*request.args, retry_stale=True)
+            return await self._transport(request).execute(*request.args, retry_stale=True)
         except CacheUnavailable as exc:
             return exc
 

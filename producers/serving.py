@@ -10,11 +10,13 @@ for the key, else the native ordering; a cache that fails gives the native
 ordering too, labelled "fallback". `AsyncRankingServer` is the asyncio twin.
 
 Every answer is a `Served` (producers.attribution), which says where its order
-came from. The decisions (what counts as fresh, the crowd and holdout, the
-local stock and settings checks) are the reader's sans-I/O core
-(producers.reader.ReaderCore), so publish-and-wait, plain reads, the framework
-helpers and the HTTP service answer alike; the two classes here only do the
-waiting around it. The reader's bound and circuit breaker protect every cache
+came from. The decisions of a read (what counts as fresh, the crowd and holdout,
+the local stock and settings checks) are the reader's sans-I/O core
+(producers.readcore.ReaderCore), so publish-and-wait, plain reads, the framework
+helpers and the HTTP service answer alike; those of the waiting around it (the
+checks, the deadline, whether to wait, the query served) are publish-and-wait's
+own (producers.servercore.ServerCore). The two classes here only do the I/O their
+plans ask for. The reader's bound and circuit breaker protect every cache
 read made here; while the cache's breaker is open a view publishes its event
 and answers at once, without waiting for a notice that cannot come (the worker
 writes and announces rankings on that same Redis). A session in the holdout
@@ -25,25 +27,26 @@ is published for but never waited for.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Generic, TypeVar
 
 from fashionai_pipeline.producers.attribution import Served, Source
 from fashionai_pipeline.producers.errors import PublishUnknown
-from fashionai_pipeline.producers.event import Event, parse_event
-from fashionai_pipeline.producers.message import new_id
+from fashionai_pipeline.producers.event import Event
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.publishing import Receipt
-from fashionai_pipeline.producers.readcore import check_page_size
-from fashionai_pipeline.producers.reader import (
-    AsyncRankingReader,
-    Filters,
-    Query,
-    Ranking,
-    RankingReader,
-    decode_ranking,
+from fashionai_pipeline.producers.reader import AsyncRankingReader, Filters, RankingReader
+from fashionai_pipeline.producers.servercore import (
+    MAX_WAIT_MS,
+    Checks,
+    Expect,
+    Plan,
+    Publish,
+    Serve,
+    ServerCore,
+    Wait,
+    Watch,
+    check_wait,
 )
 from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.producers.stock import FactsSource, StockCheck
@@ -51,55 +54,25 @@ from fashionai_pipeline.producers.waiters import AsyncReplyHub, ReplyHub
 
 __all__ = ["MAX_WAIT_MS", "AsyncRankingServer", "RankingServer", "Served", "Source", "check_wait"]
 
-
-@dataclass(frozen=True, slots=True)
-class _Checks:
-    """A call's page size and local checks (producers.stock); None: the reader's own."""
-
-    page_size: int | None = None
-    stock: StockCheck | None = None
-    facts: FactsSource | None = None
-    filters: Filters | None = None
-
-    def query(
-        self,
-        ev: Event,
-        native: Sequence[str] | None,
-        tenant: str | None,
-        *,
-        since_ms: int | None = None,
-        notice: Ranking | None = None,
-        message_id: str | None = None,
-    ) -> Query:
-        return Query(
-            ev.eventType, ev.data.id, ev.sessionId, ev.userId, tenant, native, self.page_size,
-            self.stock, self.facts, self.filters, since_ms, notice, message_id,
-        )  # fmt: skip
+_P = TypeVar("_P", Publisher, AsyncPublisher)
+_R = TypeVar("_R", RankingReader, AsyncRankingReader)
 
 
-MAX_WAIT_MS: Final = 5_000  # a page that waits longer than this has gone out anyway
+class _Shell(Generic[_P, _R]):
+    """What both servers share: the publisher and reader (made unless passed in), the core."""
+
+    def __init__(
+        self, settings: Settings | None, publisher: _P | None, reader: _R | None,
+        make: tuple[Callable[[Settings], _P], Callable[[Settings], _R]],
+    ) -> None:  # fmt: skip
+        self.settings = settings or (publisher.settings if publisher else Settings())
+        self._own = publisher is None, reader is None
+        self.publisher: _P = publisher or make[0](self.settings)
+        self.reader: _R = reader or make[1](self.settings)
+        self._core = ServerCore(self.settings, self.reader)
 
 
-def check_wait(wait_ms: int) -> float:
-    """`wait_ms` as seconds; ValueError naming the field outside 0..MAX_WAIT_MS."""
-    if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= MAX_WAIT_MS:
-        raise ValueError(f"wait_ms: must be an integer from 0 to {MAX_WAIT_MS}")
-    return wait_ms / 1000
-
-
-_WAITABLE: Final = frozenset({"published", "unknown"})
-
-
-def _outcome(publish: Callable[[], Receipt]) -> tuple[str, str | None]:
-    """(outcome, message id) of a sync publish; PublishUnknown is the outcome "unknown"."""
-    try:
-        receipt = publish()
-    except PublishUnknown as exc:
-        return "unknown", exc.message_ids[0] if exc.message_ids else None
-    return receipt.outcome, receipt.id
-
-
-class RankingServer:
+class RankingServer(_Shell[Publisher, RankingReader]):
     """Publish-and-wait for WSGI backends (Django, Flask). One per process.
 
     Thread-safe and fork-safe (gunicorn --preload): it shares the process's
@@ -108,30 +81,17 @@ class RankingServer:
     """
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        publisher: Publisher | None = None,
+        self, settings: Settings | None = None, *, publisher: Publisher | None = None,
         reader: RankingReader | None = None,
-    ) -> None:
-        self.settings = settings or (publisher.settings if publisher else Settings())
-        self._own = publisher is None, reader is None
-        self.publisher = publisher or Publisher(self.settings)
-        self.reader = reader or RankingReader(self.settings)
+    ) -> None:  # fmt: skip
+        super().__init__(settings, publisher, reader, (Publisher, RankingReader))
         self._hub = ReplyHub(self.settings.redis_url)
 
     def view(
-        self,
-        event: Event | Mapping[str, Any],
-        native: Sequence[str] | None,
-        *,
-        wait_ms: int = 150,
-        tenant: str | None = None,
-        page_size: int | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-    ) -> Served:
+        self, event: Event | Mapping[str, Any], native: Sequence[str] | None, *, wait_ms: int = 150,
+        tenant: str | None = None, page_size: int | None = None, stock: StockCheck | None = None,
+        facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
         """Publish `event`, wait up to `wait_ms` for its ranking, return the page's order.
 
         Returns within about `wait_ms` plus one bounded cache read (and the publish's
@@ -145,64 +105,44 @@ class RankingServer:
         failure: that is `source="fallback"`. Not idempotent: each call publishes one
         event.
         """
-        ev = parse_event(event)
-        check_page_size(page_size)
-        checks = _Checks(page_size, stock, facts, filters)
-        deadline = time.monotonic() + check_wait(wait_ms)
-        if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
-            receipt = _outcome(lambda: self.publisher.publish(ev, tenant=tenant))
-            msg_id = receipt[1] if receipt[0] != "dropped" else None
-            return self.reader.serve_query(checks.query(ev, native, tenant, message_id=msg_id))
-        msg_id = new_id()
-        slot = self._hub.expect(msg_id)  # before publishing: a notice can never come too early
-        try:
-            # The first call in a process waits for Redis to confirm the subscription, for at
-            # most half the bound: past that the event is sent anyway, and a notice missed
-            # for want of the subscription is made up by the cache read at the bound.
-            self._hub.wait_ready((deadline - time.monotonic()) / 2)
-            since_ms = int(time.time() * 1000)
-            outcome, _ = _outcome(
-                lambda: self.publisher.publish(ev, tenant=tenant, message_id=msg_id, notify=self._hub.token)
-            )
-            shown_id = msg_id if outcome != "dropped" else None
-            notice = None
-            if outcome in _WAITABLE and slot.event.wait(max(0.0, deadline - time.monotonic())):
-                notice = _decoded(slot.value)
-            q = checks.query(ev, native, tenant, since_ms=since_ms, notice=notice, message_id=shown_id)
-            return self.reader.serve_query(q)
-        finally:
-            self._hub.forget(msg_id)
+        checks = Checks(page_size, stock, facts, filters)
+        return self._run(self._core.view_plan(event, native, wait_ms, tenant, checks, self._hub.token))
 
     def read(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        native: Sequence[str] | None,
-        user_id: str | None = None,
-        *,
-        tenant: str | None = None,
-        page_size: int | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-    ) -> Served:
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, tenant: str | None = None, page_size: int | None = None,
+        stock: StockCheck | None = None, facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
         """The cached order for a key, without publishing: the reader's `serve`."""
-        c = _Checks(page_size, stock, facts, filters)
-        return self.reader.serve_query(
-            Query(
-                event_type,
-                item_id,
-                session_id,
-                user_id,
-                tenant,
-                native,
-                c.page_size,
-                c.stock,
-                c.facts,
-                c.filters,
-            )
-        )
+        checks = Checks(page_size, stock, facts, filters)
+        plan = self._core.read_plan(event_type, item_id, session_id, native, user_id, 0, tenant, checks)
+        return self._run(plan)
+
+    def _run(self, plan: Plan) -> Served:
+        """Do what `plan` asks (producers.servercore); the notice it expected is forgotten at its end."""
+        expected: str | None = None
+        slot = None
+        try:
+            request = next(plan)
+            while True:
+                answer: Any = None
+                if isinstance(request, Publish):
+                    answer = _answer(self.publisher.publish, request)
+                elif isinstance(request, Expect):
+                    expected, slot = request.message_id, self._hub.expect(request.message_id)
+                elif isinstance(request, Wait) and request.until == "ready":
+                    self._hub.wait_ready(request.timeout)
+                elif isinstance(request, Wait) and slot is not None:
+                    answer = slot.value if slot.event.wait(request.timeout) else None
+                elif isinstance(request, Serve):
+                    answer = self.reader.serve_query(request.query)
+                request = plan.send(answer)
+        except StopIteration as stop:
+            served: Served = stop.value
+            return served
+        finally:
+            if expected is not None:
+                self._hub.forget(expected)
 
     def close(self) -> None:
         """Stop listening and close what this server opened (not a publisher or reader passed in)."""
@@ -219,82 +159,32 @@ class RankingServer:
         self.close()
 
 
-class AsyncRankingServer:
+class AsyncRankingServer(_Shell[AsyncPublisher, AsyncRankingReader]):
     """Publish-and-wait for asyncio backends (FastAPI, Starlette, aiohttp), and reads
     that wait for a ranking not cached yet. One per process and event loop."""
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        publisher: AsyncPublisher | None = None,
+        self, settings: Settings | None = None, *, publisher: AsyncPublisher | None = None,
         reader: AsyncRankingReader | None = None,
-    ) -> None:
-        self.settings = settings or (publisher.settings if publisher else Settings())
-        self._own = publisher is None, reader is None
-        self.publisher = publisher or AsyncPublisher(self.settings)
-        self.reader = reader or AsyncRankingReader(self.settings)
+    ) -> None:  # fmt: skip
+        super().__init__(settings, publisher, reader, (AsyncPublisher, AsyncRankingReader))
         self.hub = AsyncReplyHub(self.settings.redis_url)
 
     async def view(
-        self,
-        event: Event | Mapping[str, Any],
-        native: Sequence[str] | None,
-        *,
-        wait_ms: int = 150,
-        tenant: str | None = None,
-        page_size: int | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-    ) -> Served:
+        self, event: Event | Mapping[str, Any], native: Sequence[str] | None, *, wait_ms: int = 150,
+        tenant: str | None = None, page_size: int | None = None, stock: StockCheck | None = None,
+        facts: FactsSource | None = None, filters: Filters | None = None,
+    ) -> Served:  # fmt: skip
         """RankingServer.view for asyncio: the same bound, errors and answers."""
-        ev = parse_event(event)
-        check_page_size(page_size)
-        checks = _Checks(page_size, stock, facts, filters)
-        deadline = time.monotonic() + check_wait(wait_ms)
-        if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
-            try:
-                receipt = await self.publisher.publish(ev, tenant=tenant)
-                msg_id = receipt.id if receipt.outcome != "dropped" else None
-            except PublishUnknown as exc:
-                msg_id = exc.message_ids[0] if exc.message_ids else None
-            return await self.reader.serve_query(checks.query(ev, native, tenant, message_id=msg_id))
-        msg_id = new_id()
-        future = self.hub.expect(msg_id)
-        try:
-            await self.hub.wait_ready((deadline - time.monotonic()) / 2)  # as in RankingServer.view
-            since_ms = int(time.time() * 1000)
-            try:
-                receipt = await self.publisher.publish(
-                    ev, tenant=tenant, message_id=msg_id, notify=self.hub.token
-                )
-                outcome = receipt.outcome
-            except PublishUnknown:
-                outcome = "unknown"
-            shown_id = msg_id if outcome != "dropped" else None
-            notice = _decoded(await _within(future, deadline)) if outcome in _WAITABLE else None
-            q = checks.query(ev, native, tenant, since_ms=since_ms, notice=notice, message_id=shown_id)
-            return await self.reader.serve_query(q)
-        finally:
-            self.hub.forget(msg_id)
-            future.cancel()
+        checks = Checks(page_size, stock, facts, filters)
+        return await self._run(self._core.view_plan(event, native, wait_ms, tenant, checks, self.hub.token))
 
     async def read(
-        self,
-        event_type: str,
-        item_id: str,
-        session_id: str,
-        native: Sequence[str] | None,
-        user_id: str | None = None,
-        *,
-        wait_ms: int = 0,
-        tenant: str | None = None,
-        page_size: int | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
+        self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,
+        user_id: str | None = None, *, wait_ms: int = 0, tenant: str | None = None,
+        page_size: int | None = None, stock: StockCheck | None = None, facts: FactsSource | None = None,
         filters: Filters | None = None,
-    ) -> Served:
+    ) -> Served:  # fmt: skip
         """The cached order for a key, without publishing.
 
         With `wait_ms`, a ranking not cached yet is waited for: the key's channel
@@ -307,29 +197,49 @@ class AsyncRankingServer:
         whose breaker is open is answered at once. Raises ValueError for a bad
         `wait_ms` or page size; never for a cache failure.
         """
-        c = _Checks(page_size, stock, facts, filters)
-        deadline = time.monotonic() + check_wait(wait_ms)
-        q = Query(
-            event_type, item_id, session_id, user_id, tenant, native, c.page_size, c.stock, c.facts, c.filters
-        )
-        if not wait_ms or self.reader.in_holdout(session_id) or self.reader.cache_open:
-            return await self.reader.serve_query(q)
-        from fashionai_pipeline.producers import keys
+        checks = Checks(page_size, stock, facts, filters)
+        plan = self._core.read_plan(event_type, item_id, session_id, native, user_id, wait_ms, tenant, checks)
+        return await self._run(plan)
 
-        key = keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
-        future = await self.hub.watch(key, deadline - time.monotonic())
+    async def _run(self, plan: Plan) -> Served:
+        """RankingServer._run, awaited; a key watched is unwatched at the plan's end."""
+        expected: str | None = None
+        watched: str | None = None
+        future: asyncio.Future[str] | None = None
         try:
-            served = await self.reader.serve_query(q)
-            if served.source not in ("native", "crowd") or future is None:
-                return served
-            ranking = _decoded(await _within(future, deadline))
-            if ranking is None:
-                return await self.reader.serve_query(q)
-            # Announced during this wait, so written after the read above found none: new.
-            return await self.reader.serve_query(replace(q, since_ms=0, notice=ranking))
+            request = next(plan)
+            while True:
+                answer: Any = None
+                if isinstance(request, Publish):
+                    try:
+                        answer = await self.publisher.publish(
+                            request.event, tenant=request.tenant, message_id=request.message_id,
+                            notify=request.notify,
+                        )  # fmt: skip
+                    except PublishUnknown as exc:
+                        answer = exc
+                elif isinstance(request, Expect):
+                    expected, future = request.message_id, self.hub.expect(request.message_id)
+                elif isinstance(request, Wait) and request.until == "ready":
+                    await self.hub.wait_ready(request.timeout)
+                elif isinstance(request, Watch):
+                    future = await self.hub.watch(request.key, request.timeout)
+                    watched = request.key if future is not None else None
+                    answer = future is not None
+                elif isinstance(request, Wait) and future is not None:
+                    answer = await _within(future, request.timeout)
+                elif isinstance(request, Serve):
+                    answer = await self.reader.serve_query(request.query)
+                request = plan.send(answer)
+        except StopIteration as stop:
+            served: Served = stop.value
+            return served
         finally:
-            if future is not None:
-                self.hub.unwatch(key, future)
+            if expected is not None and future is not None:
+                self.hub.forget(expected)
+                future.cancel()
+            if watched is not None and future is not None:
+                self.hub.unwatch(watched, future)
 
     async def aclose(self) -> None:
         """Stop listening and close what this server opened."""
@@ -340,22 +250,19 @@ class AsyncRankingServer:
             await self.reader.aclose()
 
 
-def _decoded(value: str | None) -> Ranking | None:
-    """A notice's ranking value, or None for none or one that does not decode (read the cache then)."""
-    if value is None:
-        return None
+def _answer(publish: Callable[..., Receipt], r: Publish) -> Receipt | PublishUnknown:
+    """What a sync publish answers `r`: its receipt, or the PublishUnknown it raised."""
     try:
-        return decode_ranking(value)
-    except (ValueError, TypeError, IndexError, KeyError):
-        return None
+        return publish(r.event, tenant=r.tenant, message_id=r.message_id, notify=r.notify)
+    except PublishUnknown as exc:
+        return exc
 
 
-async def _within(future: asyncio.Future[str], deadline: float) -> str | None:
-    """The future's value if it is set before `deadline` (monotonic), else None."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 and not future.done():
+async def _within(future: asyncio.Future[str], timeout: float) -> str | None:
+    """The future's value if it is set within `timeout` seconds, else None."""
+    if timeout <= 0 and not future.done():
         return None
     try:
-        return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.0))
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
     except TimeoutError:
         return None

@@ -33,14 +33,16 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from functools import partial
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from fashionai_pipeline.producers.attribution import Served
 from fashionai_pipeline.producers.errors import FashionAIError
 from fashionai_pipeline.producers.event import EventType
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
+from fashionai_pipeline.producers.publishing import Receipt
 from fashionai_pipeline.producers.reader import AsyncRankingReader, Filters, RankingReader
 from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer
 from fashionai_pipeline.producers.settings import Settings
@@ -135,7 +137,70 @@ class PageStats:
         self.errors[name] = self.errors.get(name, 0) + 1
 
 
-class PageViews:
+_P = TypeVar("_P", Publisher, AsyncPublisher)
+_R = TypeVar("_R", RankingReader, AsyncRankingReader)
+_S = TypeVar("_S", RankingServer, AsyncRankingServer)
+
+# A call the page-view shells make (awaited in AsyncPageViews), and what it answers.
+_Call = Callable[[], Any]
+_Answer = Served | Receipt | FashionAIError
+
+
+class _Views(Generic[_P, _R, _S]):
+    """What both page-view classes share: their parts (made unless passed in), counts and decisions."""
+
+    def __init__(
+        self, settings: Settings | None, publisher: _P | None, reader: _R | None,
+        checks: tuple[StockCheck | None, FactsSource | None, Filters | None], wait_ms: int,
+        make: tuple[Callable[[Settings], _P], Callable[..., _R], Callable[..., _S]],
+    ) -> None:  # fmt: skip
+        stock, facts, filters = checks
+        self.settings = settings or (publisher.settings if publisher else Settings())
+        self.publisher: _P = publisher or make[0](self.settings)
+        self.reader: _R = reader or make[1](self.settings, stock=stock, facts=facts, filters=filters)
+        self.wait_ms = wait_ms
+        self._server: _S | None = None
+        if wait_ms:
+            self._server = make[2](self.settings, publisher=self.publisher, reader=self.reader)
+        self.stats = PageStats()
+
+    def _page(
+        self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str],
+        page_size: int | None,
+    ) -> tuple[_Call, Callable[[_Answer], Served | _Call]]:  # fmt: skip
+        """`serve`'s decisions (PageViews.serve): the call that publishes the page's event (the
+        server's view with `wait_ms`), and what follows from its answer or the FashionAIError it
+        raised (counted in `stats`): that answer, or the read that gives it."""
+        event_type, event_id = event_for(kind, item_id)
+        body = event_mapping(event_type, event_id, shopper)
+        read = partial(
+            self.reader.serve, event_type, event_id, shopper.session_id, native, shopper.user_id,
+            page_size=page_size,
+        )  # fmt: skip
+
+        def then(answer: _Answer) -> Served | _Call:
+            if isinstance(answer, FashionAIError):
+                self._failed(event_type, answer)
+            elif isinstance(answer, Served):
+                self._count(answer.message_id is not None)
+                return answer
+            else:
+                self._count(bool(answer))
+            return read
+
+        if self._server is not None:
+            return partial(self._server.view, body, native, wait_ms=self.wait_ms, page_size=page_size), then
+        return partial(self.publisher.publish, body), then
+
+    def _count(self, published: bool) -> None:
+        self.stats.counted(published)
+
+    def _failed(self, event_type: str, exc: FashionAIError) -> None:
+        self.stats.failed(exc)
+        log.warning("page view not published (%s): %s", event_type, exc)
+
+
+class PageViews(_Views[Publisher, RankingReader, RankingServer]):
     """The sync page-view call (Django, Flask). One per process: fork-safe and thread-safe,
     because Publisher and RankingReader are (each opens its own connections in a forked child).
 
@@ -146,34 +211,17 @@ class PageViews:
     """
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        publisher: Publisher | None = None,
-        reader: RankingReader | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-        wait_ms: int = 0,
-    ) -> None:
-        self.settings = settings or (publisher.settings if publisher else Settings())
-        self.publisher = publisher or Publisher(self.settings)
-        self.reader = reader or RankingReader(self.settings, stock=stock, facts=facts, filters=filters)
-        self.wait_ms = wait_ms
-        self._server = (
-            RankingServer(self.settings, publisher=self.publisher, reader=self.reader) if wait_ms else None
-        )
-        self.stats = PageStats()
+        self, settings: Settings | None = None, *, publisher: Publisher | None = None,
+        reader: RankingReader | None = None, stock: StockCheck | None = None,
+        facts: FactsSource | None = None, filters: Filters | None = None, wait_ms: int = 0,
+    ) -> None:  # fmt: skip
+        make = Publisher, RankingReader, RankingServer
+        super().__init__(settings, publisher, reader, (stock, facts, filters), wait_ms, make)
 
     def serve(
-        self,
-        kind: PageKind | EventType,
-        item_id: str,
-        shopper: Shopper,
-        native: Sequence[str],
-        *,
-        page_size: int | None = None,
-    ) -> Served:
+        self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str],
+        *, page_size: int | None = None,
+    ) -> Served:  # fmt: skip
         """Publish the page's event and return `native` in the order to render, with its source.
 
         Never raises for the pipeline's sake: a broker that is down or an id the
@@ -182,36 +230,19 @@ class PageViews:
         the native order (`source="fallback"`, within the reader's bound). Raises
         ValueError for a bad `page_size`. Call it once per page view.
         """
-        event_type, event_id = event_for(kind, item_id)
-        body = event_mapping(event_type, event_id, shopper)
-        if self._server is not None:
-            try:
-                served = self._server.view(body, native, wait_ms=self.wait_ms, page_size=page_size)
-                self._count(served.message_id is not None)
-                return served
-            except FashionAIError as exc:
-                self._failed(event_type, exc)
-        else:
-            try:
-                self._count(bool(self.publisher.publish(body)))
-            except FashionAIError as exc:
-                self._failed(event_type, exc)
-        return self.reader.serve(
-            event_type, event_id, shopper.session_id, native, shopper.user_id, page_size=page_size
-        )
+        call, then = self._page(kind, item_id, shopper, native, page_size)
+        try:
+            answer = call()
+        except FashionAIError as exc:
+            answer = exc
+        after = then(answer)
+        return after if isinstance(after, Served) else after()
 
     def personalize(
         self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str]
     ) -> list[str]:
         """`serve(...).products`: the page's product ids in the order to render."""
         return self.serve(kind, item_id, shopper, native).products
-
-    def _count(self, published: bool) -> None:
-        self.stats.counted(published)
-
-    def _failed(self, event_type: str, exc: FashionAIError) -> None:
-        self.stats.failed(exc)
-        log.warning("page view not published (%s): %s", event_type, exc)
 
     def close(self) -> None:
         if self._server is not None:
@@ -220,7 +251,7 @@ class PageViews:
         self.reader.close()
 
 
-class AsyncPageViews:
+class AsyncPageViews(_Views[AsyncPublisher, AsyncRankingReader, AsyncRankingServer]):
     """The asyncio twin (FastAPI, Starlette): AsyncPublisher and AsyncRankingReader.
 
     Create it anywhere; it connects on first use. Call `aclose()` at application
@@ -228,67 +259,31 @@ class AsyncPageViews:
     """
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        publisher: AsyncPublisher | None = None,
-        reader: AsyncRankingReader | None = None,
-        stock: StockCheck | None = None,
-        facts: FactsSource | None = None,
-        filters: Filters | None = None,
-        wait_ms: int = 0,
-    ) -> None:
-        self.settings = settings or (publisher.settings if publisher else Settings())
-        self.publisher = publisher or AsyncPublisher(self.settings)
-        self.reader = reader or AsyncRankingReader(self.settings, stock=stock, facts=facts, filters=filters)
-        self.wait_ms = wait_ms
-        self._server = (
-            AsyncRankingServer(self.settings, publisher=self.publisher, reader=self.reader)
-            if wait_ms
-            else None
-        )
-        self.stats = PageStats()
+        self, settings: Settings | None = None, *, publisher: AsyncPublisher | None = None,
+        reader: AsyncRankingReader | None = None, stock: StockCheck | None = None,
+        facts: FactsSource | None = None, filters: Filters | None = None, wait_ms: int = 0,
+    ) -> None:  # fmt: skip
+        make = AsyncPublisher, AsyncRankingReader, AsyncRankingServer
+        super().__init__(settings, publisher, reader, (stock, facts, filters), wait_ms, make)
 
     async def serve(
-        self,
-        kind: PageKind | EventType,
-        item_id: str,
-        shopper: Shopper,
-        native: Sequence[str],
-        *,
-        page_size: int | None = None,
-    ) -> Served:
+        self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str],
+        *, page_size: int | None = None,
+    ) -> Served:  # fmt: skip
         """PageViews.serve, awaited: the event loop never waits on the broker or cache."""
-        event_type, event_id = event_for(kind, item_id)
-        body = event_mapping(event_type, event_id, shopper)
-        if self._server is not None:
-            try:
-                served = await self._server.view(body, native, wait_ms=self.wait_ms, page_size=page_size)
-                self._count(served.message_id is not None)
-                return served
-            except FashionAIError as exc:
-                self._failed(event_type, exc)
-        else:
-            try:
-                self._count(bool(await self.publisher.publish(body)))
-            except FashionAIError as exc:
-                self._failed(event_type, exc)
-        return await self.reader.serve(
-            event_type, event_id, shopper.session_id, native, shopper.user_id, page_size=page_size
-        )
+        call, then = self._page(kind, item_id, shopper, native, page_size)
+        try:
+            answer = await call()
+        except FashionAIError as exc:
+            answer = exc
+        after = then(answer)
+        return after if isinstance(after, Served) else await after()
 
     async def personalize(
         self, kind: PageKind | EventType, item_id: str, shopper: Shopper, native: Sequence[str]
     ) -> list[str]:
         """`serve(...).products`, awaited."""
         return (await self.serve(kind, item_id, shopper, native)).products
-
-    def _count(self, published: bool) -> None:
-        self.stats.counted(published)
-
-    def _failed(self, event_type: str, exc: FashionAIError) -> None:
-        self.stats.failed(exc)
-        log.warning("page view not published (%s): %s", event_type, exc)
 
     async def aclose(self) -> None:
         if self._server is not None:

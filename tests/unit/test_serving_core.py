@@ -6,9 +6,13 @@ import json
 
 import pytest
 
+from fashionai_pipeline.producers.attribution import Served
+from fashionai_pipeline.producers.errors import PublishUnknown
 from fashionai_pipeline.producers.event import make_event
 from fashionai_pipeline.producers.message import decode, encode_text
+from fashionai_pipeline.producers.publishing import Receipt
 from fashionai_pipeline.producers.reader import Command, Query, Ranking, ReaderCore
+from fashionai_pipeline.producers.servercore import Checks, Expect, Publish, Serve, ServerCore, Wait, Watch
 from fashionai_pipeline.producers.serving import check_wait
 from fashionai_pipeline.producers.settings import Settings
 from fashionai_pipeline.worker.notify import notices
@@ -105,3 +109,115 @@ def test_only_a_waited_message_cuts_its_batch_short():
     # The marker inside an event's own values is escaped JSON, never the envelope's field.
     sneaky = make_event("productView", ',"notify":"x', "p1").body()
     assert not cuts_batch(encode_text("a" * 32, "t", 1.0, sneaky))
+
+
+class _Gate:
+    def __init__(self, *, holdout=False, cache_open=False):
+        self.holdout, self.cache_open = holdout, cache_open
+
+    def in_holdout(self, session_id):
+        return self.holdout
+
+
+def _requests(plan, answers):
+    """Every request `plan` makes, each answered by `answers(request)`, and what it returns."""
+    made = []
+    try:
+        request = next(plan)
+        while True:
+            made.append(request)
+            request = plan.send(answers(request))
+    except StopIteration as stop:
+        return made, stop.value
+
+
+def _view(gate, publish_answer, notice=None, wait_ms=150):
+    core = ServerCore(Settings(), gate)
+    plan = core.view_plan(BODY, ["a", "b"], wait_ms, None, Checks(page_size=2), "tok123")
+
+    def answers(request):
+        if isinstance(request, Publish):
+            return publish_answer(request)
+        if isinstance(request, Wait):
+            return notice if request.until == "notice" else None
+        if isinstance(request, Serve):
+            return request.query
+        return None
+
+    return _requests(plan, answers)
+
+
+def test_a_view_in_the_holdout_or_behind_an_open_breaker_publishes_and_serves_without_waiting():
+    for gate in (_Gate(holdout=True), _Gate(cache_open=True)):
+        made, query = _view(gate, lambda r: Receipt("m" * 32, "published"))
+        assert [type(r) for r in made] == [Publish, Serve]
+        assert made[0].notify is None and made[0].message_id is None
+        assert (query.message_id, query.since_ms, query.notice, query.page_size) == ("m" * 32, None, None, 2)
+    _, unknown = _view(_Gate(holdout=True), lambda r: PublishUnknown("no answer", ["u" * 32]))
+    assert unknown.message_id == "u" * 32
+    _, dropped = _view(_Gate(holdout=True), lambda r: Receipt("d" * 32, "dropped"))
+    assert dropped.message_id is None
+
+
+def test_a_view_expects_its_notice_before_publishing_and_serves_what_the_notice_brought():
+    made, query = _view(_Gate(), lambda r: Receipt(r.message_id, "published"), notice='[1000,"b","a"]')
+    assert [type(r) for r in made] == [Expect, Wait, Publish, Wait, Serve]
+    expect, ready, publish, wait = made[:4]
+    assert ready.until == "ready" and 0 < ready.timeout <= 0.075
+    assert (publish.message_id, publish.notify) == (expect.message_id, "tok123")
+    assert wait.until == "notice" and 0 < wait.timeout <= 0.15
+    assert query.message_id == expect.message_id and query.notice == Ranking(["b", "a"], 1.0)
+
+
+def test_a_dropped_view_is_not_waited_for_and_shows_no_message_id():
+    made, query = _view(_Gate(), lambda r: Receipt(r.message_id, "dropped"))
+    assert [type(r) for r in made] == [Expect, Wait, Publish, Serve]
+    assert query.message_id is None
+
+
+def test_bad_arguments_raise_before_any_request():
+    core = ServerCore(Settings(), _Gate())
+    with pytest.raises(ValueError, match="wait_ms"):
+        next(core.view_plan(BODY, None, 5_001, None, Checks(), "tok123"))
+    with pytest.raises(ValueError, match="page_size"):
+        next(core.view_plan(BODY, None, 150, None, Checks(page_size=0), "tok123"))
+    with pytest.raises(ValueError, match="wait_ms"):
+        next(core.read_plan("productView", "p1", "s1", None, None, -1, None, Checks()))
+
+
+def _read(gate, first_source, notice, wait_ms=200):
+    core = ServerCore(Settings(), gate)
+    plan = core.read_plan("productView", "p1", "s1", ["a", "b"], None, wait_ms, "shop", Checks())
+    served = iter([Served(["a", "b"], first_source, None), Served(["b", "a"], "fresh", 0)])
+
+    def answers(request):
+        if isinstance(request, Watch):
+            return True
+        if isinstance(request, Wait):
+            return notice
+        return next(served)
+
+    return _requests(plan, answers)
+
+
+def test_a_waiting_read_watches_the_key_then_serves_the_ranking_announced_as_new():
+    made, served = _read(_Gate(), "native", '[1000,"b","a"]')
+    assert [type(r) for r in made] == [Watch, Serve, Wait, Serve]
+    assert made[0].key == "fashionai:shop:rank:productView:p1:s:s1"
+    assert (made[3].query.since_ms, made[3].query.notice) == (0, Ranking(["b", "a"], 1.0))
+    assert served.source == "fresh"
+    # Nothing announced within the bound: the cache is read once more.
+    made, _ = _read(_Gate(), "crowd", None)
+    assert [type(r) for r in made] == [Watch, Serve, Wait, Serve] and made[3].query.notice is None
+
+
+def test_a_read_answers_at_once_without_a_wait_for_a_cached_answer_the_holdout_or_an_open_breaker():
+    for gate, source, wait_ms in [
+        (_Gate(), "native", 0),
+        (_Gate(holdout=True), "holdout", 200),
+        (_Gate(cache_open=True), "fallback", 200),
+    ]:
+        made, served = _read(gate, source, None, wait_ms)
+        assert [type(r) for r in made] == [Serve] and served.source == source
+    made, served = _read(_Gate(), "cached", None)
+    assert [type(r) for r in made] == [Watch, Serve] and served.source == "cached"
