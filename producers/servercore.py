@@ -19,7 +19,7 @@ from typing import Any, Final, Literal, Protocol
 
 from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.attribution import Served
-from fashionai_pipeline.producers.errors import PublishUnknown
+from fashionai_pipeline.producers.errors import CacheUnavailable, PublishUnknown
 from fashionai_pipeline.producers.event import Event, parse_event
 from fashionai_pipeline.producers.message import new_id
 from fashionai_pipeline.producers.publishing import Receipt
@@ -216,5 +216,5 @@ def _decoded(value: str | None) -> Ranking | None:
         return None
     try:
         return decode_ranking(value)
-    except (ValueError, TypeError, IndexError, KeyError):
+    except CacheUnavailable:  # decode_ranking's word for a value that is not a ranking
         return None

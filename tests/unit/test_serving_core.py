@@ -169,6 +169,13 @@ def test_a_view_expects_its_notice_before_publishing_and_serves_what_the_notice_
     assert query.message_id == expect.message_id and query.notice == Ranking(["b", "a"], 1.0)
 
 
+@pytest.mark.parametrize("garbled", ["not json", "[]", '{"a": 1}', '["x"]'])
+def test_a_garbled_notice_is_no_notice_the_view_reads_the_cache_instead(garbled):
+    made, query = _view(_Gate(), lambda r: Receipt(r.message_id, "published"), notice=garbled)
+    assert [type(r) for r in made] == [Expect, Wait, Publish, Wait, Serve]
+    assert query.notice is None and query.message_id == made[0].message_id
+
+
 def test_a_dropped_view_is_not_waited_for_and_shows_no_message_id():
     made, query = _view(_Gate(), lambda r: Receipt(r.message_id, "dropped"))
     assert [type(r) for r in made] == [Expect, Wait, Publish, Serve]
