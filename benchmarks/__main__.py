@@ -58,6 +58,20 @@ QUICK = Plan(
     rate_limit=100,
     rate_seconds=3,
 )
+# The smallest run that exercises every section: for the tests, whose figures mean nothing.
+SMOKE = Plan(
+    reps=1,
+    project_backlog=1000,
+    threads_backlog=200,
+    prefork_backlog=40,
+    publish_calls=300,
+    read_calls=500,
+    latency_seconds=1.5,
+    memory_backlog=3000,
+    memory_seconds=1.5,
+    rate_limit=50,
+    rate_seconds=1.5,
+)
 FULL = Plan(
     reps=3,
     project_backlog=30_000,
@@ -160,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--quick", action="store_true", help="small backlogs, one repetition (~1 min)")
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest run of every section (the tests'; no figure counts)",
+    )
+    parser.add_argument(
         "--redis", default="redis://127.0.0.1:6379", help="Redis base URL: db 0 is the broker, db 1 the cache"
     )
     parser.add_argument(
@@ -175,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    plan = QUICK if args.quick else FULL
+    quick = args.quick or args.smoke
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     bench = Bench(
-        quick=args.quick,
+        quick=quick,
         redis_base=args.redis.rstrip("/"),
         amqp_url=args.amqp if args.broker == "amqp" else None,
     )
@@ -185,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "load_start": os.getloadavg()[0],
-            "quick": args.quick,
+            "quick": quick,
+            "smoke": args.smoke,
             "python": platform.python_version(),
             "broker": redact_url(bench.delivery_broker_url),
             "cache": bench.cache_url,

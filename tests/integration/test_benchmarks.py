@@ -36,8 +36,8 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not math.isnan(value) and value > 0
 
 
-def test_quick_benchmark_reports_every_section_with_every_event_accounted_for():
-    result = _run("benchmarks", "--quick", timeout=400)
+def test_smoke_benchmark_reports_every_section_with_every_event_accounted_for():
+    result = _run("benchmarks", "--smoke", timeout=400)
     assert "errors" not in result
     assert result["worker_log_errors"] == []
     drains = result["delivery"]
@@ -79,8 +79,8 @@ def test_quick_benchmark_reports_every_section_with_every_event_accounted_for():
     assert all(isinstance(t["pass"], bool) and t["value"] is not None for t in targets), targets
 
 
-def test_quick_benchmark_on_rabbitmq_delivers_and_publishes_there():
-    result = _run("benchmarks", "--quick", "--broker", "amqp", timeout=400)
+def test_smoke_benchmark_on_rabbitmq_delivers_and_publishes_there():
+    result = _run("benchmarks", "--smoke", "--broker", "amqp", timeout=400)
     assert "errors" not in result
     assert result["worker_log_errors"] == []
     assert result["machine"]["broker"].startswith("amqp://guest:***@")  # the password is not printed
