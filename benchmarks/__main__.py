@@ -117,7 +117,8 @@ def _keep(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
-def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
+def run(plan: Plan, bench: Bench, results: dict[str, Any], *, broker_only: bool = False) -> None:
+    """Every section; with `broker_only`, the ones the broker changes (drains, publish costs)."""
     drains: dict[str, Any] = {}
     results["delivery"] = drains
     n = plan.project_backlog
@@ -131,6 +132,8 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
         ),
         ("celery-prefork-2", 1, lambda: delivery.run_peer(bench, "prefork", 2, plan.prefork_backlog)),
     ]
+    if broker_only:  # the ceiling never touches the broker
+        contenders = contenders[1:]
     for name, reps, fn in contenders:
         entry = _section(results, name, partial(_repeat, name, reps, fn))
         if entry:
@@ -144,6 +147,8 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any]) -> None:
     publish = _section(results, "publish", lambda: costs.publish_costs(bench, plan.publish_calls))
     if publish:
         results["publish"] = {name: asdict(timing) for name, timing in publish.items()}
+    if broker_only:
+        return
     read = _section(results, "read", lambda: costs.read_costs(bench, plan.read_calls))
     if read:
         results["read"], results["read_blocking"] = asdict(read["project"]), asdict(read["blocking"])
@@ -191,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--amqp", default="amqp://guest:guest@127.0.0.1:5672//", help="RabbitMQ URL for --broker amqp"
     )
+    parser.add_argument(
+        "--broker-only",
+        action="store_true",
+        help="only the sections the broker changes: the drains of the project and its peers, publish costs",
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"run {bench.prefix}: logs in {bench.log_dir}")
     started = time.monotonic()
     try:
-        run(plan, bench, results)
+        run(plan, bench, results, broker_only=args.broker_only)
     finally:
         bench.close()
     results["machine"]["load_end"] = os.getloadavg()[0]

@@ -24,7 +24,9 @@ def _key(body: dict) -> str:
 
 def test_sigkill_mid_batch_then_new_worker_delivers_every_event(broker_url, sandbox, cache, workers, request):
     sandbox.configure(latency_ms=150)
-    settings = make_settings(broker_url, sandbox.url, batch_size=40, concurrency=20)
+    # Redis broker: the killed worker's unacked messages come back after the visibility timeout
+    # (the smallest allowed, so the test does not sit out the 60 s default).
+    settings = make_settings(broker_url, sandbox.url, batch_size=40, concurrency=20, visibility_timeout=10)
     events = [make_event("productView", f"crash-{settings.tenant}-{n}", f"p{n}") for n in range(400)]
     with Publisher(settings) as pub:
         for event in events:
