@@ -59,7 +59,7 @@ REST_CALLS = 4096  # ...then this many calls block at once before polling again
 LAST_LOOK = 0.0002  # seconds: the reply wait of a call whose budget its own thread's stall spent
 LAST_LOOKS = 3  # asyncio: turns of the loop a reply that has arrived gets past the deadline
 LATE = 0.002  # asyncio: a wake-up this far past its time means the loop is busy
-OPEN_FLOOR = 0.25  # asyncio: at most this long for an opening that keeps making progress
+OPEN_FLOOR = 0.25  # asyncio: an opening that keeps making progress gets at least this long
 
 
 class NoReply(Exception):  # an outcome, translated by producers.transport
@@ -282,7 +282,8 @@ class AsyncDirectRedis:
     `budget`); the wait for one is bounded by that budget too, extended for as long as
     other calls keep finishing (a burst waiting its turn on a healthy Redis), so a Redis
     that goes silent fails every caller within one budget of its silence. Opening a new
-    connection on a busy loop may take up to OPEN_FLOOR while it keeps making progress.
+    connection on a busy loop may take the call's budget, or OPEN_FLOOR if that is longer, while it
+    keeps making progress.
     Never polls: the event loop has other work.
 
     The bound counts Redis's silence, not the event loop's lag: when the deadline passes
@@ -373,7 +374,8 @@ class AsyncDirectRedis:
         turn of the event loop: on a loop busy with a burst of requests that alone can pass a
         budget of milliseconds. So at the deadline an opening that is still making progress
         (the TCP connect not done yet, or a handshake reply arrived unread) gets another
-        budget, up to OPEN_FLOOR in all, and so does one whose loop came back to it more than
+        budget, up to the call's deadline or OPEN_FLOOR (whichever is later) in all, and so
+        does one whose loop came back to it more than
         LATE after the deadline (busy: a handshake step's reply may be just behind); one
         whose Redis is silent (frozen: the kernel took the TCP connection, nothing answers) on
         a loop that is not busy fails at the deadline.
@@ -381,7 +383,7 @@ class AsyncDirectRedis:
         up.
         """
         loop = asyncio.get_running_loop()
-        cap = loop.time() + OPEN_FLOOR
+        cap = max(deadline, loop.time() + OPEN_FLOOR)  # the call's own bound, and never less than the floor
         kwargs = self._policy.connection_kwargs(self._pool, self._name, max(self._policy.timeout, OPEN_FLOOR))
         conn = self._pool.connection_class(**kwargs)
         opening = loop.create_task(conn.connect())

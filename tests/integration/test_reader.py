@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
+import time
+import urllib.parse
 
 import pytest
 
@@ -117,12 +122,15 @@ def test_async_reader_serves_concurrent_reads_and_reconnects_within_the_call(cac
         key = keys.ranking(settings.tenant, "productView", f"p{i}", f"s{i}", None)
         cache.set(key, json.dumps([1, f"n{i}"]), px=60_000)
 
+    outcomes: dict[str, int] = {}
+
     async def main() -> tuple[list[str], str]:
         reader = AsyncRankingReader(settings)
         try:
             firsts = await asyncio.gather(
                 *(reader.order("productView", f"p{i % 50}", f"s{i % 50}", NATIVE) for i in range(400))
             )
+            outcomes.update(reader.stats.reads)  # a fallback's cause, for the message below
             assert 1 <= len(_reader_addrs(cache)) <= 16  # connections kept for reuse, bounded
             for addr in _reader_addrs(cache):  # the server drops every idle connection
                 cache.client_kill_filter(addr=addr)
@@ -132,6 +140,70 @@ def test_async_reader_serves_concurrent_reads_and_reconnects_within_the_call(cac
             await reader.aclose()
 
     firsts, after_kill = asyncio.run(main())
-    assert firsts == [f"n{i % 50}" for i in range(400)]  # no reply went to another caller
+    assert firsts == [f"n{i % 50}" for i in range(400)], outcomes  # no reply went to another caller
     assert after_kill == "n7"  # personalised, not the native fallback
     assert _reader_addrs(cache) == []  # aclose() closed them
+
+
+class SlowStart:
+    """A TCP proxy to the cache that holds back Redis's replies on each new connection for
+    `hold` seconds: a connection handshake that is slow, but well within the read bound."""
+
+    def __init__(self, url: str, hold: float) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.path = parts.path
+        self.hold = hold
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{self.path}"
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            opened = time.monotonic()
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, opened), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, held_from: float | None) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if held_from is not None:
+                    time.sleep(max(0.0, held_from + self.hold - time.monotonic()))
+                dst.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_a_slow_connection_handshake_within_the_read_bound_is_waited_for(cache, settings):
+    # The read bound is 1 s; each new connection's handshake takes 0.5 s, longer than the
+    # asyncio reader's floor for an opening (direct.OPEN_FLOOR, 0.25 s) but within the
+    # bound: both readers serve the ranking, neither gives up at the floor.
+    _store(cache, settings, [1_700_000_000_000, "n7"])
+    proxy = SlowStart(settings.redis_url, hold=0.5)
+    slow = settings.model_copy(update={"redis_url": proxy.url, "read_breaker_failures": 100})
+    try:
+        with RankingReader(slow) as reader:
+            assert reader.order("categoryView", "c1", "s1", NATIVE, "u1")[0] == "n7"
+
+        async def main() -> list[str]:
+            reader = AsyncRankingReader(slow)
+            try:
+                return await reader.order("categoryView", "c1", "s1", NATIVE, "u1")
+            finally:
+                await reader.aclose()
+
+        assert asyncio.run(main())[0] == "n7"
+    finally:
+        proxy.close()
