@@ -303,7 +303,7 @@ class AsyncDirectRedis:
         self._max = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._completed = 0  # replies received: the queue for a connection is moving
-        self._busy: dict[Any, list[asyncio.Task[Any]]] = {}  # connection -> its read, while in flight
+        self._busy: set[Any] = set()  # connections with a command in flight
         self._opening = 0  # connections being opened
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
@@ -313,7 +313,7 @@ class AsyncDirectRedis:
         if self._idle.owner != owner:
             self._idle.claim(owner)
             self._slots = asyncio.Semaphore(self._max)
-            self._busy, self._opening = {}, 0
+            self._busy, self._opening = set(), 0
         sent = [False]
         slots = self._slots
         try:
@@ -337,6 +337,9 @@ class AsyncDirectRedis:
         connection is being opened), so a burst of callers on a healthy Redis waits its
         turn while a silent Redis fails them all within one budget (up to OPEN_FLOOR while
         connections are being opened)."""
+        if not slots.locked():  # a free connection: acquire() returns at once, no timer needed
+            await slots.acquire()
+            return
         while True:
             done = self._completed
             try:
@@ -346,8 +349,7 @@ class AsyncDirectRedis:
             except TimeoutError:
                 # Moving: a call finished meanwhile, or a reply is here that a busy loop has
                 # not read yet. Silent: nothing finished and nothing arrived.
-                busy = list(self._busy.items())
-                moving = any((read and read[0].done()) or _arrived(conn) for conn, read in busy)
+                moving = any(_arrived(conn) for conn in list(self._busy))
                 if self._completed == done and not self._opening and not moving:
                     raise
 
@@ -395,6 +397,9 @@ class AsyncDirectRedis:
                     await asyncio.wait((opening,), timeout=until - loop.time())
                 if opening.done():
                     opening.result()  # raises its error
+                    # From here each command is bounded by its own timer (_Due): redis-py's
+                    # socket_timeout would wrap every send in asyncio.wait_for, a task each.
+                    conn.socket_timeout = None
                     break
                 now = loop.time()
                 late = now - until > LATE  # the loop came back late: it is busy, the wait tells nothing
@@ -414,13 +419,12 @@ class AsyncDirectRedis:
         return conn, deadline if now < deadline else now + self._policy.budget
 
     async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool], deadline: float) -> Any:
-        reading: list[asyncio.Task[Any]] = []
-        self._busy[conn] = reading
+        self._busy.add(conn)
         try:
-            async with asyncio.timeout_at(deadline):
+            with _Due(deadline, conn):  # one timer bounds the send and the reply
                 await conn.send_packed_command((pack(args),), check_health=False)
-            sent[0] = True
-            reply = await _reply(conn, deadline, reading)
+                sent[0] = True
+                reply = await conn.read_response()
         except redis.ResponseError:
             self._completed += 1
             self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
@@ -429,7 +433,7 @@ class AsyncDirectRedis:
             await _quietly_disconnect(conn)
             raise
         finally:
-            self._busy.pop(conn, None)
+            self._busy.discard(conn)
         self._completed += 1
         self._idle.keep(conn)
         return reply
@@ -440,31 +444,43 @@ class AsyncDirectRedis:
             await _quietly_disconnect(conn)
 
 
-async def _reply(conn: Any, deadline: float, reading: list[asyncio.Task[Any]]) -> Any:
-    """The reply to a sent command, waiting until `deadline` (loop time) for Redis to send it.
-    `reading` gets the read's task, so callers queued for a connection can see it is done."""
-    loop = asyncio.get_running_loop()
-    # A day: in effect no timeout of redis-py's own (its socket_timeout counts the loop's lag
-    # too); finite, since redis-py < 8 hands it to asyncio.timeout, which uvloop cannot take as inf.
-    read = loop.create_task(conn.read_response(timeout=86_400.0))
-    reading.append(read)
-    try:
-        left = deadline - loop.time()
-        if left > 0:
-            await asyncio.wait((read,), timeout=left)
-        if not read.done() and _arrived(conn):
-            for _ in range(LAST_LOOKS):  # each sleep(0) lets the loop poll and run once more
-                await asyncio.sleep(0)
-                if read.done():
-                    break
-        if not read.done():
-            raise redis.TimeoutError("no reply within the bound")
-        return read.result()
-    finally:
-        if not read.done():
-            read.cancel()
-            with contextlib.suppress(BaseException):
-                await read
+class _Due:
+    """The deadline of one command on an asyncio connection, as a single timer.
+
+    At the deadline the awaiting task is cancelled and the `with` raises TimeoutError, unless
+    some of the reply has arrived unread (a saturated loop that has not come round to it): then
+    the task is given up to LAST_LOOKS more turns of the loop to take it. One timer handle per
+    command, where `asyncio.timeout` around the send and a task awaited with `asyncio.wait`
+    for the reply cost a timer, a task and their callbacks each (benchmarks.page_server:
+    the async page's overhead). A cancellation from elsewhere passes through untouched.
+    """
+
+    __slots__ = ("conn", "expired", "handle", "looks", "loop", "task")
+
+    def __init__(self, deadline: float, conn: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task, self.conn, self.looks, self.expired = task, conn, 0, False
+        self.handle: asyncio.Handle = self.loop.call_at(deadline, self._due)
+
+    def _due(self) -> None:
+        if self.task.done():
+            return
+        if self.looks < LAST_LOOKS and _arrived(self.conn):
+            self.looks += 1  # each turn lets the loop poll and run the reader once more
+            self.handle = self.loop.call_soon(self._due)
+            return
+        self.expired = True
+        self.task.cancel()
+
+    def __enter__(self) -> _Due:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.handle.cancel()
+        if self.expired and kind is asyncio.CancelledError and self.task.uncancel() == 0:
+            raise TimeoutError("no reply within the bound") from exc
 
 
 def _arrived(conn: Any) -> bool:
