@@ -151,7 +151,7 @@ def run(plan: Plan, bench: Bench, results: dict[str, Any], *, broker_only: bool 
         return
     read = _section(results, "read", lambda: costs.read_costs(bench, plan.read_calls))
     if read:
-        results["read"], results["read_blocking"] = asdict(read["project"]), asdict(read["blocking"])
+        results["read"], results["read_polled"] = asdict(read["project"]), asdict(read["polled"])
 
     project = drains.get("project", {}).get("median")
     half = project["events_per_s"] / 2 if project else 500.0

@@ -9,8 +9,10 @@ requests/s and server CPU per page for:
 - `project`: this project's publish + read (`Publisher.product_view` + `RankingReader.order`);
 - `diy`: the peer a user would write alone: Celery `apply_async` + `redis.Redis` GET + a
   plain merge;
-- `project` with each request-path optimisation switched off in turn (the VARIANTS table),
-  so a default is judged where users feel it, on a loaded server.
+- `project` with each request-path optimisation switched away from its default in turn
+  (the VARIANTS table: polling on, which is off by default since this benchmark judged it;
+  direct connections and templates off), so a default is judged where users feel it, on a
+  loaded server.
 
 Overhead is per page above the floor (1/rps - 1/rps_none, and CPU - CPU_none); the targets:
 `project` serves >= 90% of `none`'s requests/s, with >= 3x less overhead than `diy`. Modes
@@ -50,10 +52,10 @@ SESSIONS = 400
 PAGE_PRODUCTS = 20  # the products shoppers open (rankings cached for each session)
 RANKED = 40  # ids per cached ranking
 
-# name -> extra environment: each `project` variant switches one request-path optimisation off
-# (producers.transport), so its worth is judged on a loaded page server.
+# name -> extra environment: each `project` variant switches one request-path optimisation away
+# from its default (producers.transport), so its worth is judged on a loaded page server.
 VARIANTS: dict[str, dict[str, str]] = {
-    "poll-off": {"FASHIONAI_REPLY_POLL_US": "0"},
+    "poll-on": {"FASHIONAI_REPLY_POLL_US": "100"},
     "direct-off": {"FASHIONAI_DIRECT_REDIS": "false"},
     "templates-off": {"FASHIONAI_JSON_TEMPLATES": "false"},
 }
@@ -255,7 +257,7 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
             "project >= 0.90 x none req/s": project["rps_vs_none"] >= 0.90,
             "diy overhead >= 3 x project's": diy["overhead_us"] >= 3 * max(project["overhead_us"], 1e-9),
         }
-        for label in VARIANTS:  # the default must serve the loaded page better than the switch-off
+        for label in VARIANTS:  # the default must serve the loaded page better than the switch
             targets[f"default >= {label} req/s"] = project["rps"] >= med[label]["rps"]
         out["servers"][server] = {"modes": med, "targets": targets}
     return out

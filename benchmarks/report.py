@@ -146,10 +146,10 @@ def _request_path(results: Results, add: Callable[[str], None]) -> None:
         ("floor:", results.get("redis_rtt_client")),
         ("publish:", _get(results, "publish", "project")),
         ("publish:", _get(results, "publish", "project_unconfirmed")),
-        ("publish:", _get(results, "publish", "project_blocking")),
+        ("publish:", _get(results, "publish", "project_polled")),
         ("publish:", _get(results, "publish", "celery")),
         ("read:", results.get("read")),
-        ("read:", results.get("read_blocking")),
+        ("read:", results.get("read_polled")),
     ]
     for kind, t in rows:
         if t:

@@ -73,9 +73,10 @@ class Settings(BaseSettings):
     # a redis.Redis client:
     direct_redis: bool = True
     # On direct connections, the sync publisher and reader poll their socket for Redis's
-    # reply for up to this long before blocking; 0: block at once. Stops by itself when
-    # replies take longer (a distant Redis).
-    reply_poll_us: int = Field(default=100, ge=0, le=10_000)
+    # reply for up to this long before blocking; 0 (the default): block at once. Saves an
+    # idle CPU's wake-up, costs a saturated server CPU (docs/PERFORMANCE.md). Stops by
+    # itself when replies take longer (a distant Redis).
+    reply_poll_us: int = Field(default=0, ge=0, le=10_000)
     # Envelope, event body and kombu frame filled into string templates instead of json.dumps:
     json_templates: bool = True
     # The disk spool (producers.spool), off while empty: a folder for publishes the broker did

@@ -6,8 +6,10 @@ directly; docs/PERFORMANCE.md has what each is worth):
 
 - own connections and RESP packer, `FASHIONAI_DIRECT_REDIS`: producers.direct; off, a
   `redis.Redis` client (`execute_command`);
-- reply polling (sync, on direct connections), `FASHIONAI_REPLY_POLL_US`: a 100 us window;
-  `0` blocks at once;
+- reply polling (sync, on direct connections), `FASHIONAI_REPLY_POLL_US`: off (`0`, block
+  at once) by default, since it cost a saturated gthread page server CPU
+  (benchmarks.page_server); e.g. `100` polls for up to 100 us, which saves an idle CPU's
+  wake-up;
 - JSON templates, `FASHIONAI_JSON_TEMPLATES`: producers.templates `TEMPLATES`; off, `PLAIN`
   (json.dumps), the same bytes.
 
@@ -47,7 +49,7 @@ class Tuning:
     """Which of the request path's optimisations are on (module doc)."""
 
     direct: bool = True
-    reply_poll_us: int = 100
+    reply_poll_us: int = 0
     json_templates: bool = True
 
     @classmethod

@@ -61,10 +61,10 @@ def test_smoke_benchmark_reports_every_section_with_every_event_accounted_for():
         result["redis_rtt_client"],
         result["redis_rtt_polled"],
         result["publish"]["project"],
-        result["publish"]["project_blocking"],
+        result["publish"]["project_polled"],
         result["publish"]["celery"],
         result["read"],
-        result["read_blocking"],
+        result["read_polled"],
     ):
         assert timing["calls"] > 0 and _positive(timing["p50_us"]) and timing["p99_us"] >= timing["p50_us"]
     latency = result["latency"]
@@ -100,11 +100,11 @@ def test_request_path_profile_takes_a_publish_and_a_read_apart():
         "PING, Connection, reply polled",
         "PING, redis.Redis client",
         "Publisher.product_view",
-        "Publisher.product_view, polling off",
+        "Publisher.product_view, polling on",
         "Publisher.product_view, direct connections off",
         "Publisher.product_view, JSON templates off",
         "RankingReader.order (200 native)",
-        "RankingReader.order, polling off",
+        "RankingReader.order, polling on",
         "RankingReader.order, direct connections off",
     }
     assert set(result["publish_stages"]) == {"validate", "envelope", "kombu framing", "LPUSH round trip"}
