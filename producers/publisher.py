@@ -217,7 +217,9 @@ class AsyncPublisher(_Shell):
     `await publish(...)` has Publisher's outcomes and bound, counted from the await; the event
     loop never waits on the broker. On Redis it talks from the event loop itself; other brokers
     (kombu, not asyncio) run on one dedicated thread per process. Publishes made while one is
-    in flight are sent together in the next (group commit: one LPUSH per queue on Redis). Each
+    in flight are sent together in the next (group commit: one LPUSH per queue on Redis); on
+    Redis, a publish made while none is in flight is sent from the caller's own task (no
+    flusher task, no timer: the transport's budget is the same bound). Each
     caller still gets its own answer within its own bound: a publish that could not even be sent
     before its bound passed (the one before it stalled) is not published (BrokerUnavailable).
     Call `aclose()` before the event loop ends (app shutdown).
@@ -228,6 +230,7 @@ class AsyncPublisher(_Shell):
         self._pid = os.getpid()
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inline: asyncio.Future[PublishError | None] | None = None  # a caller's own send
         self._executor: ThreadPoolExecutor | None = None
         self._blocking: BlockingSender | None = None
         self._redis: AsyncRedisSink | None = None
@@ -283,7 +286,7 @@ class AsyncPublisher(_Shell):
         batch = core.prepare(tenant, bodies, ids, notify)
         queue, msg_ids = batch.queue, batch.ids
         if self._pid != os.getpid():  # a forked child: nothing of the parent's is ours
-            self._pid, self._waiting, self._flusher = os.getpid(), [], None
+            self._pid, self._waiting, self._flusher, self._inline = os.getpid(), [], None, None
             self._replayer.forget()
             self._open()
         loop = asyncio.get_running_loop()
@@ -293,16 +296,35 @@ class AsyncPublisher(_Shell):
         skipped = core.skipped(batch)
         if skipped is not None:
             return await self._spooled(queue, item, skipped, msg_ids, loop)
-        item.timer = loop.call_at(item.deadline, _expire, item)
-        self._waiting.append(item)
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        error = await item.answer
+        if self._redis is not None and self._flusher is None and self._inline is None:
+            error = await self._send_inline(loop, queue, item)
+        else:
+            item.timer = loop.call_at(item.deadline, _expire, item)
+            self._waiting.append(item)
+            if self._flusher is None and self._inline is None:  # else its end starts one
+                self._flusher = loop.create_task(self._flush())
+            error = await item.answer
         if error is None:
             return core.published(msg_ids)
         if core.spool is None:
             return core.failed(error, msg_ids)
         return await self._spooled(queue, item, error, msg_ids, loop)
+
+    async def _send_inline(
+        self, loop: asyncio.AbstractEventLoop, queue: str, item: _Waiting
+    ) -> PublishError | None:
+        """Nobody in flight: one round trip from the caller's task. Publishes made meanwhile
+        wait in `_waiting` and go together, by a flusher started when this one ends."""
+        self._inline = item.answer
+        try:
+            await self._flush_queue(loop, queue, [item])
+        finally:
+            self._inline = None
+            if not item.answer.done():  # cancelled: aclose() must not wait for it
+                item.answer.cancel()
+            if self._waiting and self._flusher is None:
+                self._flusher = loop.create_task(self._flush())
+        return item.answer.result()
 
     async def _spooled(
         self,
@@ -321,6 +343,8 @@ class AsyncPublisher(_Shell):
 
     async def aclose(self) -> None:
         """Wait for publishes in flight, then close the broker connection."""
+        if self._inline is not None:
+            await asyncio.wait((self._inline,))
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._redis is not None:

@@ -310,3 +310,29 @@ def test_async_publisher_reconnects_within_the_call_and_follows_a_new_loop():
     items = sorted(decode(b).event.data.id for b in _queued(settings))
     assert items == ["after-kill", "before", "new-loop"]
     assert pub.stats.published == 3
+
+
+def test_an_async_publish_cancelled_in_flight_leaves_the_publisher_usable(private_redis_url):
+    # A publish made while none is in flight is sent from the caller's own task; cancelling
+    # that task mid-send must not hold back the publishes that queued behind it, nor aclose().
+    settings = make_settings(private_redis_url, "http://127.0.0.1:9/unused")
+    body = {"sessionId": "s1", "eventType": "productView", "data": {"id": "p1"}}
+
+    async def main() -> list[str]:
+        pub = AsyncPublisher(settings)
+        try:
+            await pub.publish(body)  # connected
+            first = asyncio.ensure_future(pub.publish(body))
+            await asyncio.sleep(0)  # first is sending, from its own task
+            behind = [asyncio.ensure_future(pub.publish(body)) for _ in range(5)]
+            await asyncio.sleep(0)  # they wait for it
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            receipts = await asyncio.wait_for(asyncio.gather(*behind), 10)
+            last = await pub.publish(body)
+            return [r.outcome for r in (*receipts, last)]
+        finally:
+            await asyncio.wait_for(pub.aclose(), 10)
+
+    assert asyncio.run(main()) == ["published"] * 6
