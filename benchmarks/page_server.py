@@ -6,7 +6,8 @@ Flask (one process, 8 threads) — and loaded by wrk on loopback. For each serve
 requests/s and server CPU per page for:
 
 - `none`: the page without personalisation (the floor);
-- `project`: this project's publish + read (`Publisher.product_view` + `RankingReader.order`);
+- `project`: this project's publish + read, through its page call (`PageViews.personalize`,
+  `AsyncPageViews` on uvicorn): one round trip when the broker is the cache's Redis, as here;
 - `diy`: the peer a user would write alone: Celery `apply_async` + `redis.Redis` GET + a
   plain merge;
 - `project` with each request-path optimisation switched away from its default in turn

@@ -44,7 +44,7 @@ import os
 import select
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import redis
 import redis.asyncio as aioredis
@@ -64,6 +64,16 @@ OPEN_FLOOR = 0.25  # asyncio: an opening that keeps making progress gets at leas
 
 class NoReply(Exception):  # an outcome, translated by producers.transport
     """The command was sent and no reply came; `__cause__` is redis-py's error."""
+
+
+class _NotRead:
+    """The second command of a pair whose reply was not read (execute_pair)."""
+
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ: Final = _NotRead()
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -210,37 +220,74 @@ class DirectRedis:
 
     def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
+        return self._call(args, None, retry_stale)[0]
+
+    def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        """`first` and `second` in one round trip on one connection (one write; both replies
+        read): (first's reply, second's). `first` behaves as execute() does; `second` is best
+        effort: its reply, its error reply (a redis.ResponseError, returned), or NOT_READ when
+        the connection failed after the first reply (a caller sends it again on its own).
+        `retry_stale`: both are safe to send twice."""
+        return self._call(first, second, retry_stale)
+
+    def _call(
+        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool
+    ) -> tuple[Any, Any]:
         deadline = time.monotonic() + self._policy.budget
         self._idle.claim(os.getpid())
         conn = self._idle.take()
         if conn is None:
-            return self._attempt(self._open(deadline), args, deadline, reused=False, retry_stale=False)
-        return self._attempt(conn, args, deadline, reused=True, retry_stale=retry_stale)
+            return self._attempt(self._open(deadline), args, also, deadline, reused=False, retry_stale=False)
+        return self._attempt(conn, args, also, deadline, reused=True, retry_stale=retry_stale)
 
-    def _attempt(self, conn: Any, args: tuple[Any, ...], deadline: float, **how: bool) -> Any:
+    def _attempt(
+        self, conn: Any, args: tuple[Any, ...], also: tuple[Any, ...] | None, deadline: float, **how: bool
+    ) -> tuple[Any, Any]:
         sent = False
         try:
-            conn.send_packed_command((pack(args),), check_health=False)  # no health check configured
+            packed = pack(args) if also is None else pack(args) + pack(also)
+            conn.send_packed_command((packed,), check_health=False)  # no health check configured
             sent = True
             if self.poller is not None:
                 self.poller.wait(conn)
             self._bound(conn, deadline)
             reply = conn.read_response()
         except redis.ResponseError:
-            self._keep(conn)  # an error reply leaves the connection in step
+            if also is None or self._second(conn, deadline) is not NOT_READ:
+                self._keep(conn)  # an error reply leaves the connection in step
             raise
         except redis.RedisError as exc:
             conn.disconnect()
             if self._policy.fresh_retry(exc, sent=sent, **how):
-                return self._attempt(self._open(deadline), args, deadline, reused=False, retry_stale=False)
+                fresh = self._open(deadline)
+                return self._attempt(fresh, args, also, deadline, reused=False, retry_stale=False)
             if sent:
                 raise NoReply(str(exc)) from exc
             raise
         except BaseException:
             conn.disconnect()
             raise
-        self._keep(conn)
-        return reply
+        second = NOT_READ if also is None else self._second(conn, deadline)
+        if also is None or second is not NOT_READ:
+            self._keep(conn)
+        return reply, second
+
+    def _second(self, conn: Any, deadline: float) -> Any:
+        """The second reply of a pair: its value, its error reply, or NOT_READ (then the
+        connection is dropped: it is out of step)."""
+        try:
+            self._bound(conn, deadline)
+            return conn.read_response()
+        except redis.ResponseError as exc:
+            return exc
+        except (redis.RedisError, OSError):
+            conn.disconnect()
+            return NOT_READ
+        except BaseException:
+            conn.disconnect()
+            raise
 
     def _open(self, deadline: float) -> Any:
         wait = self._policy.wait_for(deadline, time.monotonic())
@@ -308,6 +355,17 @@ class AsyncDirectRedis:
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
+        return (await self._call(args, None, retry_stale))[0]
+
+    async def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        """DirectRedis.execute_pair, awaited."""
+        return await self._call(first, second, retry_stale)
+
+    async def _call(
+        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool
+    ) -> tuple[Any, Any]:
         loop = asyncio.get_running_loop()
         owner = (os.getpid(), loop)
         if self._idle.owner != owner:
@@ -319,7 +377,7 @@ class AsyncDirectRedis:
         try:
             await self._slot(slots, loop)
             try:
-                return await self._execute(args, retry_stale, sent, loop.time() + self._policy.budget)
+                return await self._execute(args, also, retry_stale, sent, loop.time() + self._policy.budget)
             finally:
                 slots.release()
         except redis.ResponseError:
@@ -354,20 +412,21 @@ class AsyncDirectRedis:
                     raise
 
     async def _execute(
-        self, args: tuple[Any, ...], retry_stale: bool, sent: list[bool], deadline: float
-    ) -> Any:
+        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool, sent: list[bool],
+        deadline: float,
+    ) -> tuple[Any, Any]:  # fmt: skip
         conn = self._idle.take()
         reused = conn is not None
         if conn is None:
             conn, deadline = await self._opened(deadline)
         try:
-            return await self._attempt(conn, args, sent, deadline)
+            return await self._attempt(conn, args, also, sent, deadline)
         except redis.RedisError as exc:
             if not self._policy.fresh_retry(exc, reused=reused, sent=sent[0], retry_stale=retry_stale):
                 raise
         sent[0] = False
         conn, deadline = await self._opened(deadline)
-        return await self._attempt(conn, args, sent, deadline)
+        return await self._attempt(conn, args, also, sent, deadline)
 
     async def _opened(self, deadline: float) -> tuple[Any, float]:
         """A new connection, and the deadline left for the command on it.
@@ -418,25 +477,34 @@ class AsyncDirectRedis:
         now = loop.time()
         return conn, deadline if now < deadline else now + self._policy.budget
 
-    async def _attempt(self, conn: Any, args: tuple[Any, ...], sent: list[bool], deadline: float) -> Any:
+    async def _attempt(
+        self, conn: Any, args: tuple[Any, ...], also: tuple[Any, ...] | None, sent: list[bool],
+        deadline: float,
+    ) -> tuple[Any, Any]:  # fmt: skip
         self._busy.add(conn)
+        error: redis.ResponseError | None = None
         try:
-            with _Due(deadline, conn):  # one timer bounds the send and the reply
-                await conn.send_packed_command((pack(args),), check_health=False)
+            with _Due(deadline, conn) as due:  # one timer bounds the send and the replies
+                packed = pack(args) if also is None else pack(args) + pack(also)
+                await conn.send_packed_command((packed,), check_health=False)
                 sent[0] = True
-                reply = await conn.read_response()
-        except redis.ResponseError:
-            self._completed += 1
-            self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
-            raise
+                reply: Any = None
+                try:
+                    reply = await conn.read_response()
+                except redis.ResponseError as exc:  # an error reply leaves the connection in step
+                    error = exc
+                second = NOT_READ if also is None else await _second(conn, due)
         except BaseException:  # an error, a timeout or a cancellation: the reply may still come
             await _quietly_disconnect(conn)
             raise
         finally:
             self._busy.discard(conn)
         self._completed += 1
-        self._idle.keep(conn)
-        return reply
+        if also is None or second is not NOT_READ:  # else _second dropped it: out of step
+            self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
+        if error is not None:
+            raise error
+        return reply, second
 
     async def aclose(self) -> None:
         """Close the idle connections of the running loop (a later call opens new ones)."""
@@ -481,6 +549,27 @@ class _Due:
         self.handle.cancel()
         if self.expired and kind is asyncio.CancelledError and self.task.uncancel() == 0:
             raise TimeoutError("no reply within the bound") from exc
+
+
+async def _second(conn: Any, due: _Due) -> Any:
+    """The second reply of a pair (DirectRedis._second): its value, its error reply, or
+    NOT_READ, the connection dropped. The pair's deadline passing here drops it too."""
+    try:
+        return await conn.read_response()
+    except redis.ResponseError as exc:
+        return exc
+    except (redis.RedisError, OSError):
+        await _quietly_disconnect(conn)
+        return NOT_READ
+    except asyncio.CancelledError:
+        if not due.expired:
+            raise
+        due.expired = False  # the first reply is in: this timeout only costs the second
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        await _quietly_disconnect(conn)
+        return NOT_READ
 
 
 def _arrived(conn: Any) -> bool:

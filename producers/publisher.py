@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
+from fashionai_pipeline.producers.direct import NOT_READ
 from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError, PublishUnknown
 from fashionai_pipeline.producers.event import Event
 from fashionai_pipeline.producers.publishing import PublisherCore, PublishStats, Receipt
@@ -104,6 +105,16 @@ class _Shell:
     """What both shells show of their core."""
 
     _core: PublisherCore
+
+    def _along(self, read: tuple[str, ...], read_url: str) -> tuple[str, ...] | None:
+        """`read`, if it can share the publish's round trip: the broker is the Redis it reads."""
+        settings = self._core.settings
+        return read if read_url == settings.broker_url and is_redis(settings) else None
+
+    @staticmethod
+    def _one_along(sent: tuple[list[Receipt], Any]) -> tuple[Receipt, Any]:
+        receipts, along = sent
+        return receipts[0], along
 
     @property
     def settings(self) -> Settings:
@@ -182,6 +193,24 @@ class Publisher(_Shell):
     def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
+        return self._publish_along(tenant, bodies, ids, notify, None)[0]
+
+    def publish_with_read(
+        self, event: Event | Mapping[str, Any], read: tuple[str, ...], *, read_url: str,
+        tenant: str | None = None,
+    ) -> tuple[Receipt, Any]:  # fmt: skip
+        """publish(), and the read command `read` in the same round trip when the broker is
+        the Redis at `read_url` (one Redis for both): (the Receipt, the read's reply, its
+        redis.ResponseError, or NOT_READ when it was not sent along or its reply not read,
+        so the caller reads on its own). The page views' one round trip per page
+        (producers.integrations); the Receipt and errors are publish()'s."""
+        bodies, ids = PublisherCore.one(event, None)
+        return self._one_along(self._publish_along(tenant, bodies, ids, None, self._along(read, read_url)))
+
+    def _publish_along(
+        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None,
+        also: tuple[str, ...] | None,
+    ) -> tuple[list[Receipt], Any]:  # fmt: skip
         core = self._core
         batch = core.prepare(tenant, bodies, ids, notify)
         deadline = core.deadline()
@@ -190,14 +219,14 @@ class Publisher(_Shell):
             skipped = core.skipped(batch)
             if skipped is not None:
                 raise skipped
-            self._sender.send(batch.queue, batch.messages, deadline)
+            along = self._sender.send(batch.queue, batch.messages, deadline, also)
         except PublishError as exc:
             if core.spool is None:
-                return core.failed(exc, batch.ids)
+                return core.failed(exc, batch.ids), NOT_READ
             rest = core.unconfirmed(exc, batch.messages, batch.ids)
             accepted = core.put_in_spool(batch.queue, rest, deadline - time.monotonic())
-            return core.after_spool(exc, batch.ids, accepted)
-        return core.published(batch.ids)
+            return core.after_spool(exc, batch.ids, accepted), NOT_READ
+        return core.published(batch.ids), along
 
     def close(self) -> None:
         """Close the broker connection (a later publish opens a new one)."""
@@ -282,6 +311,22 @@ class AsyncPublisher(_Shell):
     async def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
+        return (await self._publish_along(tenant, bodies, ids, notify, None))[0]
+
+    async def publish_with_read(
+        self, event: Event | Mapping[str, Any], read: tuple[str, ...], *, read_url: str,
+        tenant: str | None = None,
+    ) -> tuple[Receipt, Any]:  # fmt: skip
+        """Publisher.publish_with_read, awaited. The read goes along only when no publish is
+        in flight (else this one waits for the group commit, and the caller reads on its own)."""
+        bodies, ids = PublisherCore.one(event, None)
+        also = self._along(read, read_url)
+        return self._one_along(await self._publish_along(tenant, bodies, ids, None, also))
+
+    async def _publish_along(
+        self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None,
+        also: tuple[str, ...] | None,
+    ) -> tuple[list[Receipt], Any]:  # fmt: skip
         core = self._core
         batch = core.prepare(tenant, bodies, ids, notify)
         queue, msg_ids = batch.queue, batch.ids
@@ -295,9 +340,10 @@ class AsyncPublisher(_Shell):
         self._replayer.ensure()
         skipped = core.skipped(batch)
         if skipped is not None:
-            return await self._spooled(queue, item, skipped, msg_ids, loop)
+            return await self._spooled(queue, item, skipped, msg_ids, loop), NOT_READ
+        along: Any = NOT_READ
         if self._redis is not None and self._flusher is None and self._inline is None:
-            error = await self._send_inline(loop, queue, item)
+            error, along = await self._send_inline(loop, queue, item, also)
         else:
             item.timer = loop.call_at(item.deadline, _expire, item)
             self._waiting.append(item)
@@ -305,26 +351,27 @@ class AsyncPublisher(_Shell):
                 self._flusher = loop.create_task(self._flush())
             error = await item.answer
         if error is None:
-            return core.published(msg_ids)
+            return core.published(msg_ids), along
         if core.spool is None:
-            return core.failed(error, msg_ids)
-        return await self._spooled(queue, item, error, msg_ids, loop)
+            return core.failed(error, msg_ids), NOT_READ
+        return await self._spooled(queue, item, error, msg_ids, loop), NOT_READ
 
     async def _send_inline(
-        self, loop: asyncio.AbstractEventLoop, queue: str, item: _Waiting
-    ) -> PublishError | None:
-        """Nobody in flight: one round trip from the caller's task. Publishes made meanwhile
-        wait in `_waiting` and go together, by a flusher started when this one ends."""
+        self, loop: asyncio.AbstractEventLoop, queue: str, item: _Waiting, also: tuple[str, ...] | None
+    ) -> tuple[PublishError | None, Any]:
+        """Nobody in flight: one round trip from the caller's task (with `also` in it).
+        Publishes made meanwhile wait in `_waiting` and go together, by a flusher started
+        when this one ends."""
         self._inline = item.answer
         try:
-            await self._flush_queue(loop, queue, [item])
+            along = await self._flush_queue(loop, queue, [item], also)
         finally:
             self._inline = None
             if not item.answer.done():  # cancelled: aclose() must not wait for it
                 item.answer.cancel()
             if self._waiting and self._flusher is None:
                 self._flusher = loop.create_task(self._flush())
-        return item.answer.result()
+        return item.answer.result(), along
 
     async def _spooled(
         self,
@@ -383,13 +430,21 @@ class AsyncPublisher(_Shell):
         finally:
             self._flusher = None
 
-    async def _flush_queue(self, loop: asyncio.AbstractEventLoop, queue: str, items: list[_Waiting]) -> None:
-        """One round trip for `items`, each caller settled with its own share of the answer."""
+    async def _flush_queue(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: str,
+        items: list[_Waiting],
+        also: tuple[str, ...] | None = None,
+    ) -> Any:
+        """One round trip for `items`, each caller settled with its own share of the answer;
+        the reply of `also` sent with them (producers.sink), or NOT_READ."""
         for item in items:
             item.sent = True  # from here on, a caller that gives up does not know
         messages = [message for item in items for message in item.messages]
+        along: Any = NOT_READ
         try:
-            await self._send(loop, queue, messages, min(item.deadline for item in items))
+            along = await self._send(loop, queue, messages, min(item.deadline for item in items), also)
         except PublishError as exc:
             for item in items:
                 _settle(item, PublisherCore.share(exc, [msg_id for _, msg_id in item.messages]))
@@ -399,18 +454,20 @@ class AsyncPublisher(_Shell):
         else:
             for item in items:
                 _settle(item, None)
+        return along
 
     async def _send(
-        self, loop: asyncio.AbstractEventLoop, queue: str, messages: list[Any], due: float
-    ) -> None:
+        self, loop: asyncio.AbstractEventLoop, queue: str, messages: list[Any], due: float,
+        also: tuple[str, ...] | None = None,
+    ) -> Any:  # fmt: skip
         if self._redis is not None:
-            await self._redis.send(queue, messages)
-            return
+            return await self._redis.send(queue, messages, also)
         assert self._blocking is not None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fashionai-publish")
         deadline = time.monotonic() + (due - loop.time())  # the thread's clock
         await loop.run_in_executor(self._executor, self._blocking.send, queue, messages, deadline)
+        return NOT_READ
 
 
 @dataclass(eq=False, slots=True)

@@ -96,6 +96,16 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class Prefetched:
+    """The reply to the plan's first cache command, sent before the plan ran (with the page's
+    publish, in one round trip: producers.integrations): Redis's reply, or the CacheUnavailable
+    it came to. It stands in for that command's I/O, through the same breaker and decoding."""
+
+    args: tuple[str, ...]
+    reply: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """Call the caller's stock check or facts source with `ids` (awaited if it is async)."""
 
@@ -232,14 +242,18 @@ class ReaderCore:
 
     # -- plans -------------------------------------------------------------------------
 
-    def _command(self, store: Store, args: tuple[str, ...]) -> Plan:
-        """Run one command through the store's breaker: the reply, or a CacheUnavailable (returned)."""
+    def _command(self, store: Store, args: tuple[str, ...], prefetched: Prefetched | None = None) -> Plan:
+        """Run one command through the store's breaker: the reply, or a CacheUnavailable
+        (returned); `prefetched` answers it without I/O when it is that command."""
         breaker = self.breakers[store]
         if not breaker.allow():
             return _ShortCircuit(
                 f"{'ranking cache' if store == 'cache' else 'storefront redis'}: circuit open"
             )
-        reply = yield Command(store, args)
+        if prefetched is not None and store == "cache" and prefetched.args == args:
+            reply = prefetched.reply
+        else:
+            reply = yield Command(store, args)
         if isinstance(reply, CacheUnavailable) and not isinstance(reply.__cause__, redis.ResponseError):
             breaker.failure()
         else:
@@ -260,8 +274,24 @@ class ReaderCore:
         self.stats.count_read("miss" if ranking is None else "empty" if ranking.empty else "hit")
         return ranking
 
-    def serve_plan(self, q: Query) -> Plan:
-        """The `Served` for a query (module doc). Never raises for I/O."""
+    def first_read(self, q: Query) -> tuple[str, ...] | None:
+        """The cache command `serve_plan(q)` sends first, or None when it sends none at once
+        (the holdout, a notice, the cache's breaker open): what a caller may send ahead."""
+        if q.session_id in self.holdout or q.notice is not None or self.breakers["cache"].is_open:
+            return None
+        return self._find_args(q)[0]
+
+    def _find_args(self, q: Query) -> tuple[tuple[str, ...], str | None]:
+        """The shopper's ranking read (with the crowd's key when the crowd is on), and the crowd key."""
+        crowd_key = None
+        if self.settings.crowd:
+            crowd_key = keys.crowd(q.tenant or self.settings.tenant, q.event_type, q.item_id)
+        key = self.key(q.event_type, q.item_id, q.session_id, q.user_id, q.tenant)
+        return (("GET", key) if crowd_key is None else ("MGET", key, crowd_key)), crowd_key
+
+    def serve_plan(self, q: Query, prefetched: Prefetched | None = None) -> Plan:
+        """The `Served` for a query (module doc). Never raises for I/O. `prefetched`: the
+        reply to `first_read(q)`, sent ahead."""
         check_page_size(q.page_size)
         now = self.clock()
         ranked: list[str] | None = None
@@ -270,7 +300,7 @@ class ReaderCore:
         if q.session_id in self.holdout:
             source = "holdout"
         else:
-            source, ranking, crowd = yield from self._find(q)
+            source, ranking, crowd = yield from self._find(q, prefetched)
             # The ranked ids may repeat; merge keeps the first of each, so only the paths
             # that do not merge (filters, no native list) take them out here.
             if ranking is not None and not ranking.empty:
@@ -292,19 +322,15 @@ class ReaderCore:
         self.stats.count_served(source)
         return Served(products, source, age, q.message_id)
 
-    def _find(self, q: Query) -> Plan:
+    def _find(self, q: Query, prefetched: Prefetched | None = None) -> Plan:
         """(source if nothing is usable, the shopper's ranking, the crowd ranking)."""
-        crowd_key = None
-        if self.settings.crowd:
-            crowd_key = keys.crowd(q.tenant or self.settings.tenant, q.event_type, q.item_id)
+        args, crowd_key = self._find_args(q)
         if q.notice is not None:
             if not q.notice.empty or crowd_key is None:
                 return "native", q.notice, None
             reply = yield from self._command("cache", ("GET", crowd_key))
             return "native", q.notice, _crowd(None if isinstance(reply, CacheUnavailable) else reply)
-        key = self.key(q.event_type, q.item_id, q.session_id, q.user_id, q.tenant)
-        args = ("GET", key) if crowd_key is None else ("MGET", key, crowd_key)
-        reply = yield from self._command("cache", args)
+        reply = yield from self._command("cache", args, prefetched)
         if isinstance(reply, CacheUnavailable):
             self.stats.count_read(read_outcome(reply))
             return "fallback", None, None

@@ -37,12 +37,14 @@ import redis
 import redis.asyncio as aioredis
 
 from fashionai_pipeline.producers.attribution import ReadStats, Served
+from fashionai_pipeline.producers.direct import NOT_READ
 from fashionai_pipeline.producers.errors import CacheUnavailable
 from fashionai_pipeline.producers.readcore import (
     Call,
     Command,
     Filters,
     Plan,
+    Prefetched,
     Query,
     Ranking,
     ReaderCore,
@@ -82,6 +84,7 @@ class _Shell(Generic[_T]):
         self._core = ReaderCore(settings or Settings(), stock=stock, facts=facts, filters=filters)
         self.settings = self._core.settings
         self._redis: _T = make(**self._core.transport("cache"), client=client)
+        self._own_cache = client is None  # the cache is settings.redis_url, not a client of the caller's
         self._storefront: _T | None = None
         if self.settings.storefront_redis_url:
             self._storefront = make(**self._core.transport("storefront"))
@@ -96,6 +99,24 @@ class _Shell(Generic[_T]):
     def stats(self) -> ReadStats:
         """This reader's counts (sources served, read outcomes, checks, breaker trips)."""
         return self._core.stats
+
+    def first_read(self, q: Query) -> tuple[str, ...] | None:
+        """The cache command `serve_query(q)` sends first (ReaderCore.first_read), to send
+        ahead to `settings.redis_url`; None when it sends none, or reads through a client of
+        the caller's (whose server the settings do not name)."""
+        return self._core.first_read(q) if self._own_cache else None
+
+    def _ahead(self, ahead: tuple[tuple[str, ...], Any] | None) -> Prefetched | None:
+        """`(command, its reply)` sent ahead, as the plan takes it: an error reply translated as
+        this reader's transport translates it; a reply not read (NOT_READ) is no prefetch."""
+        if ahead is None or ahead[1] is NOT_READ:
+            return None
+        args, reply = ahead
+        if isinstance(reply, Exception):
+            error = self._transport(Command("cache", args)).failures.translate(reply)
+            error.__cause__ = reply
+            reply = error
+        return Prefetched(args, reply)
 
     @property
     def cache_open(self) -> bool:
@@ -159,9 +180,10 @@ class RankingReader(_Shell[RedisTransport]):
         q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
         return self.serve_query(q)
 
-    def serve_query(self, q: Query) -> Served:
-        """`serve` for a prepared Query (publish-and-wait passes what its notice brought)."""
-        served: Served = run_plan(self._core.serve_plan(q), self._do)
+    def serve_query(self, q: Query, ahead: tuple[tuple[str, ...], Any] | None = None) -> Served:
+        """`serve` for a prepared Query (publish-and-wait passes what its notice brought).
+        `ahead`: `first_read(q)` and the reply it got, sent with the page's publish."""
+        served: Served = run_plan(self._core.serve_plan(q, self._ahead(ahead)), self._do)
         return served
 
     def order(
@@ -233,8 +255,9 @@ class AsyncRankingReader(_Shell[AsyncRedisTransport]):
         q = Query(event_type, item_id, session_id, user_id, tenant, native, page_size, stock, facts, filters)
         return await self.serve_query(q)
 
-    async def serve_query(self, q: Query) -> Served:
-        served: Served = await self._run(self._core.serve_plan(q))
+    async def serve_query(self, q: Query, ahead: tuple[tuple[str, ...], Any] | None = None) -> Served:
+        """RankingReader.serve_query, awaited."""
+        served: Served = await self._run(self._core.serve_plan(q, self._ahead(ahead)))
         return served
 
     async def order(

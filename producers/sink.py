@@ -23,6 +23,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import KombuError
 
 from fashionai_pipeline.producers.broker import event_queue, transport_options
+from fashionai_pipeline.producers.direct import NOT_READ
 from fashionai_pipeline.producers.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -40,6 +41,7 @@ from fashionai_pipeline.producers.transport import (
 )
 
 Messages = Sequence[tuple[str, str]]  # (payload, message id)
+Command = tuple[str, ...]  # a read sent along with a publish (RedisSink.send's `also`)
 
 
 def is_redis(settings: Settings) -> bool:
@@ -85,12 +87,18 @@ class RedisSink:
         # Used under the publisher's lock: one connection is enough.
         self._redis = RedisTransport(**_redis_transport(settings, tuning), max_idle=1)
 
-    def send(self, queue: str, messages: Messages, deadline: float) -> None:
+    def send(self, queue: str, messages: Messages, deadline: float, also: Command | None = None) -> Any:
+        """The LPUSH; with `also`, a read sent in the same round trip (the broker is the cache
+        too): its reply, error reply or NOT_READ (producers.direct.execute_pair)."""
         # The envelopes carry fixed ids, so sending them twice is safe: the worker drops a
-        # recorded id. That lets a connection the server closed while idle be replaced.
+        # recorded id. That lets a connection the server closed while idle be replaced (a read
+        # sent with them is safe twice too).
         command = _lpush(self._codec, queue, messages)
         try:
-            self._redis.execute(*command, retry_stale=True)
+            if also is None:
+                self._redis.execute(*command, retry_stale=True)
+                return NOT_READ
+            return self._redis.execute_pair(tuple(command), also, retry_stale=True)[1]
         except (BrokerUnavailable, PublishUnknown) as exc:
             raise _naming(exc, messages) from exc.__cause__
 
@@ -106,9 +114,14 @@ class AsyncRedisSink:
         # Group commit sends one LPUSH at a time: one connection is enough.
         self._redis = AsyncRedisTransport(**_redis_transport(settings, tuning), max_idle=1)
 
-    async def send(self, queue: str, messages: Messages) -> None:
+    async def send(self, queue: str, messages: Messages, also: Command | None = None) -> Any:
+        """RedisSink.send, awaited."""
+        command = _lpush(self._codec, queue, messages)
         try:
-            await self._redis.execute(*_lpush(self._codec, queue, messages), retry_stale=True)
+            if also is None:
+                await self._redis.execute(*command, retry_stale=True)
+                return NOT_READ
+            return (await self._redis.execute_pair(tuple(command), also, retry_stale=True))[1]
         except (BrokerUnavailable, PublishUnknown) as exc:
             raise _naming(exc, messages) from exc.__cause__
 
@@ -312,24 +325,27 @@ class BlockingSender:
         self._lock = threading.Lock()
         self._sink: RedisSink | KombuSink | None = None
 
-    def send(self, queue: str, messages: Messages, deadline: float) -> None:
-        """Raises PublishError naming the ids concerned (module doc)."""
+    def send(self, queue: str, messages: Messages, deadline: float, also: Command | None = None) -> Any:
+        """Raises PublishError naming the ids concerned (module doc). `also`: a read for the
+        same round trip on a Redis broker (RedisSink.send); NOT_READ on any other."""
         try:
-            self._send(queue, messages, deadline)
+            return self._send(queue, messages, deadline, also)
         except PublishError as exc:
             if exc.message_ids:
                 raise
             raise _naming(exc, messages) from exc.__cause__  # opening the connection failed
 
-    def _send(self, queue: str, messages: Messages, deadline: float) -> None:
+    def _send(self, queue: str, messages: Messages, deadline: float, also: Command | None) -> Any:
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sink is None
                 try:
                     if self._sink is None:
                         self._sink = self._open(deadline)
+                    if isinstance(self._sink, RedisSink):
+                        return self._sink.send(queue, messages, deadline, also)
                     self._sink.send(queue, messages, deadline)
-                    return
+                    return NOT_READ
                 except PublishError as exc:
                     if not isinstance(self._sink, KombuSink) or self._sink.blocked:
                         raise  # Redis connections are the transport's; a blocked one still works

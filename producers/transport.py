@@ -38,7 +38,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fashionai_pipeline.producers.direct import AsyncDirectRedis, DirectRedis, NoReply
+from fashionai_pipeline.producers.direct import NOT_READ, AsyncDirectRedis, DirectRedis, NoReply
 from fashionai_pipeline.producers.errors import ConfigurationError, FashionAIError
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.templates import PLAIN, TEMPLATES, Codec
@@ -85,11 +85,17 @@ class Failures:
 
 class _Commands(Protocol):
     def execute(self, *args: Any, retry_stale: bool = False) -> Any: ...
+    def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]: ...
     def close(self) -> None: ...
 
 
 class _AsyncCommands(Protocol):
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any: ...
+    async def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]: ...
     async def aclose(self) -> None: ...
 
 
@@ -161,6 +167,17 @@ class RedisTransport:
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
+    def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        """`first` as execute() (its errors this transport's), and `second` in the same round
+        trip, best effort: its reply, its redis.ResponseError, or NOT_READ (producers.direct).
+        The plain path sends `first` alone: `second` is NOT_READ."""
+        try:
+            return self.commands.execute_pair(first, second, retry_stale=retry_stale)
+        except (redis.RedisError, OSError, NoReply) as exc:
+            raise self.failures.translate(exc, plain=self._plain) from exc
+
     def close(self) -> None:
         self.commands.close()
 
@@ -177,6 +194,15 @@ class AsyncRedisTransport:
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         try:
             return await self.commands.execute(*args, retry_stale=retry_stale)
+        except (redis.RedisError, OSError, NoReply) as exc:
+            raise self.failures.translate(exc, plain=self._plain) from exc
+
+    async def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        """RedisTransport.execute_pair, awaited."""
+        try:
+            return await self.commands.execute_pair(first, second, retry_stale=retry_stale)
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
@@ -253,6 +279,11 @@ class _PlainRedis(_Plain):
     def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         return self._client.execute_command(*args)  # its pool replaces a stale connection itself
 
+    def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        return self.execute(*first), NOT_READ  # the plain path: one command per round trip
+
     def close(self) -> None:
         self._client.close()
         if self._owned:
@@ -263,6 +294,11 @@ class _AsyncPlainRedis(_Plain):
     def __init__(self, client: Any, *, owned: bool, budget: float | None = None) -> None:
         super().__init__(client, owned=owned)
         self._budget = budget
+
+    async def execute_pair(
+        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
+    ) -> tuple[Any, Any]:
+        return await self.execute(*first), NOT_READ  # the plain path: one command per round trip
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         if self._budget is None:

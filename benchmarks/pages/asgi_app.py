@@ -12,12 +12,14 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
-from fashionai_pipeline.producers import AsyncPublisher, AsyncRankingReader, Settings
+from fashionai_pipeline.producers import Settings
+from fashionai_pipeline.producers.integrations.common import AsyncPageViews, Shopper
 
 MODE = mode()
 settings = Settings()
-publisher = AsyncPublisher(settings) if MODE == "project" else None
-reader = AsyncRankingReader(settings) if MODE == "project" else None
+# The project's page call: publish the view and read its ranking (one round trip when the
+# broker is the cache's Redis and no other publish is in flight).
+views = AsyncPageViews(settings) if MODE == "project" else None
 deliver = diy_app() if MODE == "diy" else None
 cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
 
@@ -25,9 +27,8 @@ cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
 async def page(request: Request) -> HTMLResponse:
     session, product = request.query_params["s"], request.query_params["p"]
     order = PRODUCTS
-    if publisher is not None and reader is not None:
-        await publisher.product_view(session, product)
-        order = await reader.order("productView", product, session, PRODUCTS)
+    if views is not None:
+        order = await views.personalize("product", product, Shopper(session), PRODUCTS)
     return HTMLResponse(render(f"Product {product}", order))
 
 
@@ -44,9 +45,8 @@ def diy_page(request: Request) -> HTMLResponse:
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
-    if publisher is not None and reader is not None:
-        await publisher.aclose()
-        await reader.aclose()
+    if views is not None:
+        await views.aclose()
 
 
 app = Starlette(routes=[Route("/product", diy_page if MODE == "diy" else page)], lifespan=lifespan)

@@ -6,12 +6,14 @@ import redis
 from flask import Flask, request
 
 from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
-from fashionai_pipeline.producers import Publisher, RankingReader, Settings
+from fashionai_pipeline.producers import Settings
+from fashionai_pipeline.producers.integrations.common import PageViews, Shopper
 
 MODE = mode()
 settings = Settings()
-publisher = Publisher(settings) if MODE == "project" else None
-reader = RankingReader(settings) if MODE == "project" else None
+# The project's page call: publish the view and read its ranking (one round trip when the
+# broker is the cache's Redis, as here).
+views = PageViews(settings) if MODE == "project" else None
 deliver = diy_app() if MODE == "diy" else None
 cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
 
@@ -22,9 +24,8 @@ app = Flask(__name__)
 def page() -> str:
     session, product = request.args["s"], request.args["p"]
     order = PRODUCTS
-    if publisher is not None and reader is not None:
-        publisher.product_view(session, product)
-        order = reader.order("productView", product, session, PRODUCTS)
+    if views is not None:
+        order = views.personalize("product", product, Shopper(session), PRODUCTS)
     elif deliver is not None and cache is not None:
         body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
         deliver.apply_async(args=[body])

@@ -43,6 +43,7 @@ from fashionai_pipeline.producers.errors import FashionAIError
 from fashionai_pipeline.producers.event import EventType
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.publishing import Receipt
+from fashionai_pipeline.producers.readcore import Query
 from fashionai_pipeline.producers.reader import AsyncRankingReader, Filters, RankingReader
 from fashionai_pipeline.producers.serving import AsyncRankingServer, RankingServer
 from fashionai_pipeline.producers.settings import Settings
@@ -190,7 +191,26 @@ class _Views(Generic[_P, _R, _S]):
 
         if self._server is not None:
             return partial(self._server.view, body, native, wait_ms=self.wait_ms, page_size=page_size), then
-        return partial(self.publisher.publish, body), then
+        # One round trip for the publish and the read when the broker is the cache's Redis:
+        # the read goes along with the publish (Publisher.publish_with_read), and the
+        # reader's plan takes its reply (or reads on its own when it was not read).
+        q = Query(event_type, event_id, shopper.session_id, shopper.user_id, None, native, page_size)
+        first = self.reader.first_read(q)
+        if first is None:
+            return partial(self.publisher.publish, body), then
+        along = partial(
+            self.publisher.publish_with_read, body, first, read_url=self.reader.settings.redis_url
+        )
+
+        def then_along(answer: _Answer | tuple[Receipt, Any]) -> Served | _Call:
+            if not isinstance(answer, tuple):
+                then(answer)  # a FashionAIError: counted and logged
+                return partial(self.reader.serve_query, q)
+            receipt, reply = answer
+            self._count(bool(receipt))
+            return partial(self.reader.serve_query, q, (first, reply))
+
+        return along, then_along
 
     def _count(self, published: bool) -> None:
         self.stats.counted(published)
