@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +56,24 @@ RANKED = 40  # ids per cached ranking
 
 # name -> extra environment: each `project` variant switches one request-path optimisation away
 # from its default (producers.transport), so its worth is judged on a loaded page server.
+# "pair-off": the cache named by another host name for the same Redis, so the page views'
+# publish and read no longer share a round trip (the broker is not "the cache's Redis").
+SAME_REDIS_ALIAS = "{the run's Redis, by another host name}"
 VARIANTS: dict[str, dict[str, str]] = {
     "poll-on": {"FASHIONAI_REPLY_POLL_US": "100"},
     "direct-off": {"FASHIONAI_DIRECT_REDIS": "false"},
     "templates-off": {"FASHIONAI_JSON_TEMPLATES": "false"},
+    "pair-off": {"FASHIONAI_REDIS_URL": SAME_REDIS_ALIAS},
 }
+
+
+def _alias(url: str) -> str:
+    """`url` with its host named the other way (127.0.0.1 <-> localhost): the same Redis."""
+    parts = urllib.parse.urlsplit(url)
+    host = "localhost" if parts.hostname in ("127.0.0.1", None) else "127.0.0.1"
+    netloc = parts.netloc.replace(parts.hostname or "", host, 1) if parts.hostname else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
 
 _LUA = """
 local n = 0
@@ -131,7 +145,7 @@ class Run:
             "FASHIONAI_REDIS_URL": self.redis_url,
             "FASHIONAI_QUEUE": self.queue,
             "FASHIONAI_TENANT": self.tenant,
-            **extra,
+            **{k: _alias(self.redis_url) if v == SAME_REDIS_ALIAS else v for k, v in extra.items()},
         }
 
     def measure(self, server: str, mode: str, extra: dict[str, str], seconds: float) -> Row:

@@ -393,8 +393,8 @@ class AsyncDirectRedis:
         """Wait for a free connection: for one budget, and again for as long as the queue
         moves (a call finished within the last budget, a reply has arrived unread, or a
         connection is being opened), so a burst of callers on a healthy Redis waits its
-        turn while a silent Redis fails them all within one budget (up to OPEN_FLOOR while
-        connections are being opened)."""
+        turn while a silent Redis fails them all within one budget (longer while connections
+        are being opened: an opening's own bound, `_opened`)."""
         if not slots.locked():  # a free connection: acquire() returns at once, no timer needed
             await slots.acquire()
             return
@@ -519,8 +519,8 @@ class _Due:
     some of the reply has arrived unread (a saturated loop that has not come round to it): then
     the task is given up to LAST_LOOKS more turns of the loop to take it. One timer handle per
     command, where `asyncio.timeout` around the send and a task awaited with `asyncio.wait`
-    for the reply cost a timer, a task and their callbacks each (benchmarks.page_server:
-    the async page's overhead). A cancellation from elsewhere passes through untouched.
+    for the reply cost a timer, a task and their callbacks each (docs/PERFORMANCE.md has
+    what that saved, in-process). A cancellation from elsewhere passes through untouched.
     """
 
     __slots__ = ("conn", "expired", "handle", "looks", "loop", "task")

@@ -113,7 +113,7 @@ class _Shell(Generic[_T]):
             return None
         args, reply = ahead
         if isinstance(reply, Exception):
-            error = self._transport(Command("cache", args)).failures.translate(reply)
+            error = self._redis.failures.translate(reply)
             error.__cause__ = reply
             reply = error
         return Prefetched(args, reply)
