@@ -43,7 +43,7 @@ import contextlib
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import redis
@@ -67,7 +67,7 @@ class NoReply(Exception):  # an outcome, translated by producers.transport
 
 
 class _NotRead:
-    """The second command of a pair whose reply was not read (execute_pair)."""
+    """A command sent along with another whose reply was not read (execute_along)."""
 
     def __repr__(self) -> str:
         return "NOT_READ"
@@ -94,6 +94,16 @@ def pack(args: tuple[Any, ...]) -> bytes:
             raise redis.DataError(f"cannot send {type(arg).__name__} to Redis: use str, bytes, int or float")
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+def pack_all(first: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...]) -> bytes:
+    """`first` and the commands of `rest`, in order, as one write."""
+    return pack(first) if not rest else pack(first) + b"".join(map(pack, rest))
+
+
+def _in_step(replies: list[Any]) -> bool:
+    """Whether every reply after the first was read (the connection can be used again)."""
+    return not replies or replies[-1] is not NOT_READ
 
 
 class ReplyPoller:
@@ -220,74 +230,77 @@ class DirectRedis:
 
     def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
-        return self._call(args, None, retry_stale)[0]
+        return self._call(args, (), retry_stale)[0]
 
-    def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        """`first` and `second` in one round trip on one connection (one write; both replies
-        read): (first's reply, second's). `first` behaves as execute() does; `second` is best
-        effort: its reply, its error reply (a redis.ResponseError, returned), or NOT_READ when
-        the connection failed after the first reply (a caller sends it again on its own).
-        `retry_stale`: both are safe to send twice."""
-        return self._call(first, second, retry_stale)
+    def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        """`first` and the commands of `rest` in one round trip on one connection (one write;
+        every reply read): (first's reply, [each of rest's]). `first` behaves as execute()
+        does; the rest are best effort: each its reply, its error reply (a redis.ResponseError,
+        returned), or NOT_READ when the connection failed after the first reply (a caller
+        sends it again on its own). `retry_stale`: all of them are safe to send twice."""
+        return self._call(first, tuple(rest), retry_stale)
 
     def _call(
-        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool
-    ) -> tuple[Any, Any]:
+        self, args: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...], retry_stale: bool
+    ) -> tuple[Any, list[Any]]:
         deadline = time.monotonic() + self._policy.budget
         self._idle.claim(os.getpid())
         conn = self._idle.take()
         if conn is None:
-            return self._attempt(self._open(deadline), args, also, deadline, reused=False, retry_stale=False)
-        return self._attempt(conn, args, also, deadline, reused=True, retry_stale=retry_stale)
+            return self._attempt(self._open(deadline), args, rest, deadline, reused=False, retry_stale=False)
+        return self._attempt(conn, args, rest, deadline, reused=True, retry_stale=retry_stale)
 
     def _attempt(
-        self, conn: Any, args: tuple[Any, ...], also: tuple[Any, ...] | None, deadline: float, **how: bool
-    ) -> tuple[Any, Any]:
+        self, conn: Any, args: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...], deadline: float,
+        **how: bool,
+    ) -> tuple[Any, list[Any]]:  # fmt: skip
         sent = False
         try:
-            packed = pack(args) if also is None else pack(args) + pack(also)
-            conn.send_packed_command((packed,), check_health=False)  # no health check configured
+            conn.send_packed_command((pack_all(args, rest),), check_health=False)  # none configured
             sent = True
             if self.poller is not None:
                 self.poller.wait(conn)
             self._bound(conn, deadline)
             reply = conn.read_response()
         except redis.ResponseError:
-            if also is None or self._second(conn, deadline) is not NOT_READ:
+            if _in_step(self._rest(conn, len(rest), deadline)):
                 self._keep(conn)  # an error reply leaves the connection in step
             raise
         except redis.RedisError as exc:
             conn.disconnect()
             if self._policy.fresh_retry(exc, sent=sent, **how):
                 fresh = self._open(deadline)
-                return self._attempt(fresh, args, also, deadline, reused=False, retry_stale=False)
+                return self._attempt(fresh, args, rest, deadline, reused=False, retry_stale=False)
             if sent:
                 raise NoReply(str(exc)) from exc
             raise
         except BaseException:
             conn.disconnect()
             raise
-        second = NOT_READ if also is None else self._second(conn, deadline)
-        if also is None or second is not NOT_READ:
+        replies = self._rest(conn, len(rest), deadline)
+        if _in_step(replies):
             self._keep(conn)
-        return reply, second
+        return reply, replies
 
-    def _second(self, conn: Any, deadline: float) -> Any:
-        """The second reply of a pair: its value, its error reply, or NOT_READ (then the
-        connection is dropped: it is out of step)."""
-        try:
-            self._bound(conn, deadline)
-            return conn.read_response()
-        except redis.ResponseError as exc:
-            return exc
-        except (redis.RedisError, OSError):
-            conn.disconnect()
-            return NOT_READ
-        except BaseException:
-            conn.disconnect()
-            raise
+    def _rest(self, conn: Any, count: int, deadline: float) -> list[Any]:
+        """The replies after the first: each its value or error reply; NOT_READ from the first
+        that could not be read on (then the connection is dropped: it is out of step)."""
+        replies: list[Any] = []
+        while len(replies) < count:
+            try:
+                self._bound(conn, deadline)
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+            except (redis.RedisError, OSError):
+                conn.disconnect()
+                replies += [NOT_READ] * (count - len(replies))
+            except BaseException:
+                conn.disconnect()
+                raise
+        return replies
 
     def _open(self, deadline: float) -> Any:
         wait = self._policy.wait_for(deadline, time.monotonic())
@@ -355,17 +368,17 @@ class AsyncDirectRedis:
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         """Send one command and return its reply (module doc: bound, retry, NoReply)."""
-        return (await self._call(args, None, retry_stale))[0]
+        return (await self._call(args, (), retry_stale))[0]
 
-    async def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        """DirectRedis.execute_pair, awaited."""
-        return await self._call(first, second, retry_stale)
+    async def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        """DirectRedis.execute_along, awaited."""
+        return await self._call(first, tuple(rest), retry_stale)
 
     async def _call(
-        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool
-    ) -> tuple[Any, Any]:
+        self, args: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...], retry_stale: bool
+    ) -> tuple[Any, list[Any]]:
         loop = asyncio.get_running_loop()
         owner = (os.getpid(), loop)
         if self._idle.owner != owner:
@@ -377,7 +390,7 @@ class AsyncDirectRedis:
         try:
             await self._slot(slots, loop)
             try:
-                return await self._execute(args, also, retry_stale, sent, loop.time() + self._policy.budget)
+                return await self._execute(args, rest, retry_stale, sent, loop.time() + self._policy.budget)
             finally:
                 slots.release()
         except redis.ResponseError:
@@ -412,21 +425,21 @@ class AsyncDirectRedis:
                     raise
 
     async def _execute(
-        self, args: tuple[Any, ...], also: tuple[Any, ...] | None, retry_stale: bool, sent: list[bool],
+        self, args: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...], retry_stale: bool, sent: list[bool],
         deadline: float,
-    ) -> tuple[Any, Any]:  # fmt: skip
+    ) -> tuple[Any, list[Any]]:  # fmt: skip
         conn = self._idle.take()
         reused = conn is not None
         if conn is None:
             conn, deadline = await self._opened(deadline)
         try:
-            return await self._attempt(conn, args, also, sent, deadline)
+            return await self._attempt(conn, args, rest, sent, deadline)
         except redis.RedisError as exc:
             if not self._policy.fresh_retry(exc, reused=reused, sent=sent[0], retry_stale=retry_stale):
                 raise
         sent[0] = False
         conn, deadline = await self._opened(deadline)
-        return await self._attempt(conn, args, also, sent, deadline)
+        return await self._attempt(conn, args, rest, sent, deadline)
 
     async def _opened(self, deadline: float) -> tuple[Any, float]:
         """A new connection, and the deadline left for the command on it.
@@ -478,33 +491,32 @@ class AsyncDirectRedis:
         return conn, deadline if now < deadline else now + self._policy.budget
 
     async def _attempt(
-        self, conn: Any, args: tuple[Any, ...], also: tuple[Any, ...] | None, sent: list[bool],
+        self, conn: Any, args: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...], sent: list[bool],
         deadline: float,
-    ) -> tuple[Any, Any]:  # fmt: skip
+    ) -> tuple[Any, list[Any]]:  # fmt: skip
         self._busy.add(conn)
         error: redis.ResponseError | None = None
         try:
             with _Due(deadline, conn) as due:  # one timer bounds the send and the replies
-                packed = pack(args) if also is None else pack(args) + pack(also)
-                await conn.send_packed_command((packed,), check_health=False)
+                await conn.send_packed_command((pack_all(args, rest),), check_health=False)
                 sent[0] = True
                 reply: Any = None
                 try:
                     reply = await conn.read_response()
                 except redis.ResponseError as exc:  # an error reply leaves the connection in step
                     error = exc
-                second = NOT_READ if also is None else await _second(conn, due)
+                replies = await _rest(conn, len(rest), due) if rest else []
         except BaseException:  # an error, a timeout or a cancellation: the reply may still come
             await _quietly_disconnect(conn)
             raise
         finally:
             self._busy.discard(conn)
         self._completed += 1
-        if also is None or second is not NOT_READ:  # else _second dropped it: out of step
+        if _in_step(replies):  # else _rest dropped it: out of step
             self._idle.keep(conn)  # never more than max_connections: the semaphore bounds them
         if error is not None:
             raise error
-        return reply, second
+        return reply, replies
 
     async def aclose(self) -> None:
         """Close the idle connections of the running loop (a later call opens new ones)."""
@@ -551,25 +563,30 @@ class _Due:
             raise TimeoutError("no reply within the bound") from exc
 
 
-async def _second(conn: Any, due: _Due) -> Any:
-    """The second reply of a pair (DirectRedis._second): its value, its error reply, or
-    NOT_READ, the connection dropped. The pair's deadline passing here drops it too."""
-    try:
-        return await conn.read_response()
-    except redis.ResponseError as exc:
-        return exc
-    except (redis.RedisError, OSError):
+async def _rest(conn: Any, count: int, due: _Due) -> list[Any]:
+    """The replies after the first (DirectRedis._rest): each its value or error reply;
+    NOT_READ from the first that could not be read on, the connection dropped. The call's
+    deadline passing here drops the rest too (the first reply is in: it only costs them)."""
+    replies: list[Any] = []
+    while len(replies) < count:
+        try:
+            replies.append(await conn.read_response())
+            continue
+        except redis.ResponseError as exc:
+            replies.append(exc)
+            continue
+        except (redis.RedisError, OSError):
+            pass
+        except asyncio.CancelledError:
+            if not due.expired:
+                raise
+            due.expired = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
         await _quietly_disconnect(conn)
-        return NOT_READ
-    except asyncio.CancelledError:
-        if not due.expired:
-            raise
-        due.expired = False  # the first reply is in: this timeout only costs the second
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
-        await _quietly_disconnect(conn)
-        return NOT_READ
+        replies += [NOT_READ] * (count - len(replies))
+    return replies
 
 
 def _arrived(conn: Any) -> bool:

@@ -42,7 +42,7 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
 from fashionai_pipeline.producers.direct import NOT_READ
@@ -50,7 +50,7 @@ from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError,
 from fashionai_pipeline.producers.event import Event
 from fashionai_pipeline.producers.publishing import PublisherCore, PublishStats, Receipt
 from fashionai_pipeline.producers.settings import Settings
-from fashionai_pipeline.producers.sink import AsyncRedisSink, BlockingSender, is_redis
+from fashionai_pipeline.producers.sink import AsyncRedisSink, BlockingSender, Command, is_redis
 
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
@@ -106,15 +106,16 @@ class _Shell:
 
     _core: PublisherCore
 
-    def _along(self, read: tuple[str, ...], read_url: str) -> tuple[str, ...] | None:
-        """`read`, if it can share the publish's round trip: the broker is the Redis it reads."""
+    def _along(self, read: Command, read_url: str) -> tuple[Command, ...]:
+        """`read`, if it can share the publish's round trip (the broker is the Redis it reads),
+        else nothing."""
         settings = self._core.settings
-        return read if read_url == settings.broker_url and is_redis(settings) else None
+        return (read,) if read_url == settings.broker_url and is_redis(settings) else ()
 
     @staticmethod
-    def _one_along(sent: tuple[list[Receipt], Any]) -> tuple[Receipt, Any]:
-        receipts, along = sent
-        return receipts[0], along
+    def _one_along(sent: tuple[list[Receipt], list[Any]]) -> tuple[Receipt, Any]:
+        receipts, replies = sent
+        return receipts[0], replies[0] if replies else NOT_READ
 
     @property
     def settings(self) -> Settings:
@@ -193,7 +194,7 @@ class Publisher(_Shell):
     def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
-        return self._publish_along(tenant, bodies, ids, notify, None)[0]
+        return self._publish_along(tenant, bodies, ids, notify, ())[0]
 
     def publish_with_read(
         self, event: Event | Mapping[str, Any], read: tuple[str, ...], *, read_url: str,
@@ -209,8 +210,8 @@ class Publisher(_Shell):
 
     def _publish_along(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None,
-        also: tuple[str, ...] | None,
-    ) -> tuple[list[Receipt], Any]:  # fmt: skip
+        also: tuple[Command, ...],
+    ) -> tuple[list[Receipt], list[Any]]:  # fmt: skip
         core = self._core
         batch = core.prepare(tenant, bodies, ids, notify)
         deadline = core.deadline()
@@ -222,10 +223,10 @@ class Publisher(_Shell):
             along = self._sender.send(batch.queue, batch.messages, deadline, also)
         except PublishError as exc:
             if core.spool is None:
-                return core.failed(exc, batch.ids), NOT_READ
+                return core.failed(exc, batch.ids), []
             rest = core.unconfirmed(exc, batch.messages, batch.ids)
             accepted = core.put_in_spool(batch.queue, rest, deadline - time.monotonic())
-            return core.after_spool(exc, batch.ids, accepted), NOT_READ
+            return core.after_spool(exc, batch.ids, accepted), []
         return core.published(batch.ids), along
 
     def close(self) -> None:
@@ -311,22 +312,22 @@ class AsyncPublisher(_Shell):
     async def _publish(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None
     ) -> list[Receipt]:
-        return (await self._publish_along(tenant, bodies, ids, notify, None))[0]
+        return (await self._publish_along(tenant, bodies, ids, notify, ()))[0]
 
     async def publish_with_read(
         self, event: Event | Mapping[str, Any], read: tuple[str, ...], *, read_url: str,
         tenant: str | None = None,
     ) -> tuple[Receipt, Any]:  # fmt: skip
-        """Publisher.publish_with_read, awaited. The read goes along only when no publish is
-        in flight (else this one waits for the group commit, and the caller reads on its own)."""
+        """Publisher.publish_with_read, awaited. The read goes along in whichever round trip
+        carries the publish: the caller's own, or the group commit it joins."""
         bodies, ids = PublisherCore.one(event, None)
         also = self._along(read, read_url)
         return self._one_along(await self._publish_along(tenant, bodies, ids, None, also))
 
     async def _publish_along(
         self, tenant: str | None, bodies: list[Body], ids: Sequence[str] | None, notify: str | None,
-        also: tuple[str, ...] | None,
-    ) -> tuple[list[Receipt], Any]:  # fmt: skip
+        also: tuple[Command, ...],
+    ) -> tuple[list[Receipt], list[Any]]:  # fmt: skip
         core = self._core
         batch = core.prepare(tenant, bodies, ids, notify)
         queue, msg_ids = batch.queue, batch.ids
@@ -335,15 +336,14 @@ class AsyncPublisher(_Shell):
             self._replayer.forget()
             self._open()
         loop = asyncio.get_running_loop()
-        item = _Waiting(queue, batch.messages, loop.create_future())
+        item = _Waiting(queue, batch.messages, loop.create_future(), also)
         item.deadline = loop.time() + core.budget
         self._replayer.ensure()
         skipped = core.skipped(batch)
         if skipped is not None:
-            return await self._spooled(queue, item, skipped, msg_ids, loop), NOT_READ
-        along: Any = NOT_READ
+            return await self._spooled(queue, item, skipped, msg_ids, loop), []
         if self._redis is not None and self._flusher is None and self._inline is None:
-            error, along = await self._send_inline(loop, queue, item, also)
+            error = await self._send_inline(loop, queue, item)
         else:
             item.timer = loop.call_at(item.deadline, _expire, item)
             self._waiting.append(item)
@@ -351,27 +351,26 @@ class AsyncPublisher(_Shell):
                 self._flusher = loop.create_task(self._flush())
             error = await item.answer
         if error is None:
-            return core.published(msg_ids), along
+            return core.published(msg_ids), item.replies
         if core.spool is None:
-            return core.failed(error, msg_ids), NOT_READ
-        return await self._spooled(queue, item, error, msg_ids, loop), NOT_READ
+            return core.failed(error, msg_ids), []
+        return await self._spooled(queue, item, error, msg_ids, loop), []
 
     async def _send_inline(
-        self, loop: asyncio.AbstractEventLoop, queue: str, item: _Waiting, also: tuple[str, ...] | None
-    ) -> tuple[PublishError | None, Any]:
-        """Nobody in flight: one round trip from the caller's task (with `also` in it).
-        Publishes made meanwhile wait in `_waiting` and go together, by a flusher started
-        when this one ends."""
+        self, loop: asyncio.AbstractEventLoop, queue: str, item: _Waiting
+    ) -> PublishError | None:
+        """Nobody in flight: one round trip from the caller's task. Publishes made meanwhile
+        wait in `_waiting` and go together, by a flusher started when this one ends."""
         self._inline = item.answer
         try:
-            along = await self._flush_queue(loop, queue, [item], also)
+            await self._flush_queue(loop, queue, [item])
         finally:
             self._inline = None
             if not item.answer.done():  # cancelled: aclose() must not wait for it
                 item.answer.cancel()
             if self._waiting and self._flusher is None:
                 self._flusher = loop.create_task(self._flush())
-        return item.answer.result(), along
+        return item.answer.result()
 
     async def _spooled(
         self,
@@ -430,21 +429,15 @@ class AsyncPublisher(_Shell):
         finally:
             self._flusher = None
 
-    async def _flush_queue(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        queue: str,
-        items: list[_Waiting],
-        also: tuple[str, ...] | None = None,
-    ) -> Any:
-        """One round trip for `items`, each caller settled with its own share of the answer;
-        the reply of `also` sent with them (producers.sink), or NOT_READ."""
+    async def _flush_queue(self, loop: asyncio.AbstractEventLoop, queue: str, items: list[_Waiting]) -> None:
+        """One round trip for `items`, each caller settled with its own share of the answer
+        and the replies of the reads it sent along (producers.sink)."""
         for item in items:
             item.sent = True  # from here on, a caller that gives up does not know
         messages = [message for item in items for message in item.messages]
-        along: Any = NOT_READ
+        reads = [read for item in items for read in item.also]
         try:
-            along = await self._send(loop, queue, messages, min(item.deadline for item in items), also)
+            replies = await self._send(loop, queue, messages, min(item.deadline for item in items), reads)
         except PublishError as exc:
             for item in items:
                 _settle(item, PublisherCore.share(exc, [msg_id for _, msg_id in item.messages]))
@@ -452,22 +445,24 @@ class AsyncPublisher(_Shell):
             for item in items:
                 _fail(item, exc)
         else:
+            at = 0
             for item in items:
+                if item.also:
+                    item.replies, at = replies[at : at + len(item.also)], at + len(item.also)
                 _settle(item, None)
-        return along
 
     async def _send(
         self, loop: asyncio.AbstractEventLoop, queue: str, messages: list[Any], due: float,
-        also: tuple[str, ...] | None = None,
-    ) -> Any:  # fmt: skip
+        reads: list[Command],
+    ) -> list[Any]:  # fmt: skip
         if self._redis is not None:
-            return await self._redis.send(queue, messages, also)
+            return await self._redis.send(queue, messages, reads)
         assert self._blocking is not None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fashionai-publish")
         deadline = time.monotonic() + (due - loop.time())  # the thread's clock
         await loop.run_in_executor(self._executor, self._blocking.send, queue, messages, deadline)
-        return NOT_READ
+        return [NOT_READ] * len(reads)
 
 
 @dataclass(eq=False, slots=True)
@@ -475,6 +470,8 @@ class _Waiting:
     queue: str
     messages: list[tuple[str, str]]
     answer: asyncio.Future[PublishError | None]
+    also: tuple[Command, ...] = ()  # reads sent along (publish_with_read)
+    replies: list[Any] = field(default_factory=list)  # their replies, once sent
     deadline: float = 0.0
     timer: asyncio.TimerHandle | None = None
     sent: bool = False

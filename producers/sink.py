@@ -42,6 +42,7 @@ from fashionai_pipeline.producers.transport import (
 
 Messages = Sequence[tuple[str, str]]  # (payload, message id)
 Command = tuple[str, ...]  # a read sent along with a publish (RedisSink.send's `also`)
+Reads = Sequence[Command]
 
 
 def is_redis(settings: Settings) -> bool:
@@ -87,18 +88,18 @@ class RedisSink:
         # Used under the publisher's lock: one connection is enough.
         self._redis = RedisTransport(**_redis_transport(settings, tuning), max_idle=1)
 
-    def send(self, queue: str, messages: Messages, deadline: float, also: Command | None = None) -> Any:
-        """The LPUSH; with `also`, a read sent in the same round trip (the broker is the cache
-        too): its reply, error reply or NOT_READ (producers.direct.execute_pair)."""
+    def send(self, queue: str, messages: Messages, deadline: float, also: Reads = ()) -> list[Any]:
+        """The LPUSH; with `also`, reads sent in the same round trip (the broker is the cache
+        too): each its reply, error reply or NOT_READ (producers.direct.execute_along)."""
         # The envelopes carry fixed ids, so sending them twice is safe: the worker drops a
         # recorded id. That lets a connection the server closed while idle be replaced (a read
         # sent with them is safe twice too).
         command = _lpush(self._codec, queue, messages)
         try:
-            if also is None:
+            if not also:
                 self._redis.execute(*command, retry_stale=True)
-                return NOT_READ
-            return self._redis.execute_pair(tuple(command), also, retry_stale=True)[1]
+                return []
+            return self._redis.execute_along(tuple(command), also, retry_stale=True)[1]
         except (BrokerUnavailable, PublishUnknown) as exc:
             raise _naming(exc, messages) from exc.__cause__
 
@@ -114,14 +115,14 @@ class AsyncRedisSink:
         # Group commit sends one LPUSH at a time: one connection is enough.
         self._redis = AsyncRedisTransport(**_redis_transport(settings, tuning), max_idle=1)
 
-    async def send(self, queue: str, messages: Messages, also: Command | None = None) -> Any:
+    async def send(self, queue: str, messages: Messages, also: Reads = ()) -> list[Any]:
         """RedisSink.send, awaited."""
         command = _lpush(self._codec, queue, messages)
         try:
-            if also is None:
+            if not also:
                 await self._redis.execute(*command, retry_stale=True)
-                return NOT_READ
-            return (await self._redis.execute_pair(tuple(command), also, retry_stale=True))[1]
+                return []
+            return (await self._redis.execute_along(tuple(command), also, retry_stale=True))[1]
         except (BrokerUnavailable, PublishUnknown) as exc:
             raise _naming(exc, messages) from exc.__cause__
 
@@ -325,9 +326,9 @@ class BlockingSender:
         self._lock = threading.Lock()
         self._sink: RedisSink | KombuSink | None = None
 
-    def send(self, queue: str, messages: Messages, deadline: float, also: Command | None = None) -> Any:
-        """Raises PublishError naming the ids concerned (module doc). `also`: a read for the
-        same round trip on a Redis broker (RedisSink.send); NOT_READ on any other."""
+    def send(self, queue: str, messages: Messages, deadline: float, also: Reads = ()) -> list[Any]:
+        """Raises PublishError naming the ids concerned (module doc). `also`: reads for the
+        same round trip on a Redis broker (RedisSink.send); each NOT_READ on any other."""
         try:
             return self._send(queue, messages, deadline, also)
         except PublishError as exc:
@@ -335,7 +336,7 @@ class BlockingSender:
                 raise
             raise _naming(exc, messages) from exc.__cause__  # opening the connection failed
 
-    def _send(self, queue: str, messages: Messages, deadline: float, also: Command | None) -> Any:
+    def _send(self, queue: str, messages: Messages, deadline: float, also: Reads) -> list[Any]:
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sink is None
@@ -345,7 +346,7 @@ class BlockingSender:
                     if isinstance(self._sink, RedisSink):
                         return self._sink.send(queue, messages, deadline, also)
                     self._sink.send(queue, messages, deadline)
-                    return NOT_READ
+                    return [NOT_READ] * len(also)
                 except PublishError as exc:
                     if not isinstance(self._sink, KombuSink) or self._sink.blocked:
                         raise  # Redis connections are the transport's; a blocked one still works

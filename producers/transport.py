@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,17 +86,17 @@ class Failures:
 
 class _Commands(Protocol):
     def execute(self, *args: Any, retry_stale: bool = False) -> Any: ...
-    def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]: ...
+    def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]: ...
     def close(self) -> None: ...
 
 
 class _AsyncCommands(Protocol):
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any: ...
-    async def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]: ...
+    async def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]: ...
     async def aclose(self) -> None: ...
 
 
@@ -167,14 +168,14 @@ class RedisTransport:
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
-    def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        """`first` as execute() (its errors this transport's), and `second` in the same round
-        trip, best effort: its reply, its redis.ResponseError, or NOT_READ (producers.direct).
-        The plain path sends `first` alone: `second` is NOT_READ."""
+    def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        """`first` as execute() (its errors this transport's), and the commands of `rest` in
+        the same round trip, best effort: each its reply, its redis.ResponseError, or NOT_READ
+        (producers.direct). The plain path sends `first` alone: every one of `rest` is NOT_READ."""
         try:
-            return self.commands.execute_pair(first, second, retry_stale=retry_stale)
+            return self.commands.execute_along(first, rest, retry_stale=retry_stale)
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
@@ -197,12 +198,12 @@ class AsyncRedisTransport:
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
-    async def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        """RedisTransport.execute_pair, awaited."""
+    async def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        """RedisTransport.execute_along, awaited."""
         try:
-            return await self.commands.execute_pair(first, second, retry_stale=retry_stale)
+            return await self.commands.execute_along(first, rest, retry_stale=retry_stale)
         except (redis.RedisError, OSError, NoReply) as exc:
             raise self.failures.translate(exc, plain=self._plain) from exc
 
@@ -279,10 +280,10 @@ class _PlainRedis(_Plain):
     def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         return self._client.execute_command(*args)  # its pool replaces a stale connection itself
 
-    def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        return self.execute(*first), NOT_READ  # the plain path: one command per round trip
+    def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        return self.execute(*first), [NOT_READ] * len(rest)  # plain: one command per round trip
 
     def close(self) -> None:
         self._client.close()
@@ -295,10 +296,10 @@ class _AsyncPlainRedis(_Plain):
         super().__init__(client, owned=owned)
         self._budget = budget
 
-    async def execute_pair(
-        self, first: tuple[Any, ...], second: tuple[Any, ...], *, retry_stale: bool = False
-    ) -> tuple[Any, Any]:
-        return await self.execute(*first), NOT_READ  # the plain path: one command per round trip
+    async def execute_along(
+        self, first: tuple[Any, ...], rest: Sequence[tuple[Any, ...]], *, retry_stale: bool = False
+    ) -> tuple[Any, list[Any]]:
+        return await self.execute(*first), [NOT_READ] * len(rest)  # plain: one command per round trip
 
     async def execute(self, *args: Any, retry_stale: bool = False) -> Any:
         if self._budget is None:

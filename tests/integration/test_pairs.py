@@ -1,11 +1,17 @@
-"""Two commands in one round trip (direct.execute_pair, the page views' publish + read) on the
-real Redis: both replies, an error reply to either, the connection kept in step; the plain path
-sends the first alone; Publisher.publish_with_read sends the read along only to its own Redis."""
+"""Commands sent along with another in one round trip (direct.execute_along, the page views'
+publish + read) on the real Redis: every reply, an error reply to any, the connection kept in
+step or dropped when it is not; the plain path sends the first alone;
+Publisher.publish_with_read sends the read along only to its own Redis, and AsyncPublisher's
+group commit carries the reads of the publishes it joins, each answered with its own reply."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
+import urllib.parse
 
 import pytest
 import redis
@@ -32,12 +38,13 @@ def keys(cache):
 def test_sync_pairs(keys):
     conn = DirectRedis(CACHE_URL, timeout=1.0, name="fashionai-pair-test")
     try:
-        assert conn.execute_pair(("LPUSH", L, "x"), ("GET", K)) == (1, b"v")
-        pushed, error = conn.execute_pair(("LPUSH", L, "x"), ("GET", H))  # WRONGTYPE for the read
-        assert pushed == 2 and isinstance(error, redis.ResponseError)
+        assert conn.execute_along(("LPUSH", L, "x"), [("GET", K)]) == (1, [b"v"])
+        pushed, (error, value) = conn.execute_along(("LPUSH", L, "x"), [("GET", H), ("GET", K)])
+        assert pushed == 2 and isinstance(error, redis.ResponseError) and value == b"v"  # WRONGTYPE, then on
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-            conn.execute_pair(("LPUSH", H, "x"), ("GET", K))  # the first refused
-        assert conn.execute("ECHO", "in step") == b"in step"  # both replies were read
+            conn.execute_along(("LPUSH", H, "x"), [("GET", K), ("GET", K)])  # the first refused
+        assert conn.execute("ECHO", "in step") == b"in step"  # every reply was read
+        assert conn.execute_along(("ECHO", "alone"), []) == (b"alone", [])
     finally:
         conn.close()
 
@@ -46,16 +53,93 @@ def test_async_pairs(keys):
     async def main() -> None:
         conn = AsyncDirectRedis(CACHE_URL, timeout=1.0, name="fashionai-pair-test")
         try:
-            assert await conn.execute_pair(("LPUSH", L, "x"), ("GET", K)) == (1, b"v")
-            pushed, error = await conn.execute_pair(("LPUSH", L, "x"), ("GET", H))
-            assert pushed == 2 and isinstance(error, redis.ResponseError)
+            assert await conn.execute_along(("LPUSH", L, "x"), [("GET", K)]) == (1, [b"v"])
+            pushed, (error, value) = await conn.execute_along(("LPUSH", L, "x"), [("GET", H), ("GET", K)])
+            assert pushed == 2 and isinstance(error, redis.ResponseError) and value == b"v"
             with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-                await conn.execute_pair(("LPUSH", H, "x"), ("GET", K))
+                await conn.execute_along(("LPUSH", H, "x"), [("GET", K), ("GET", K)])
             assert await conn.execute("ECHO", "in step") == b"in step"
         finally:
             await conn.aclose()
 
     asyncio.run(main())
+
+
+class FirstReplyOnly:
+    """A TCP proxy to the cache that, once `cut` is set, passes Redis's next answer only up to
+    the end of its first reply and then closes the connection: the replies after it are lost."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
+        self.cut = False
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if replies and self.cut and b"\r\n" in chunk:
+                    self.cut = False
+                    dst.sendall(chunk[: chunk.index(b"\r\n") + 2])
+                    for sock in (src, dst):  # shutdown first: the other pump is in recv on them
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                        sock.close()
+                    return
+                dst.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_replies_lost_after_the_first_are_not_read_and_the_connection_is_replaced(keys, cache):
+    proxy = FirstReplyOnly(CACHE_URL)
+    try:
+        conn = DirectRedis(proxy.url, timeout=1.0, name="fashionai-pair-test")
+        try:
+            assert conn.execute("PING") == b"PONG"  # connected; the next call reuses it
+            proxy.cut = True
+            assert conn.execute_along(("LPUSH", L, "x"), [("GET", K), ("GET", K)]) == (
+                1,
+                [NOT_READ, NOT_READ],
+            )
+            assert conn.execute("ECHO", "fresh") == b"fresh"  # a new connection, in step
+        finally:
+            conn.close()
+
+        async def main() -> None:
+            conn = AsyncDirectRedis(proxy.url, timeout=1.0, name="fashionai-pair-test")
+            try:
+                assert await conn.execute("PING") == b"PONG"
+                proxy.cut = True
+                pushed, replies = await conn.execute_along(("LPUSH", L, "x"), [("GET", K), ("GET", K)])
+                assert (pushed, replies) == (2, [NOT_READ, NOT_READ])
+                assert await conn.execute("ECHO", "fresh") == b"fresh"
+            finally:
+                await conn.aclose()
+
+        asyncio.run(main())
+        assert cache.llen(L) == 2  # each push applied once: nothing was sent twice
+    finally:
+        proxy.close()
 
 
 def test_the_plain_path_sends_the_first_alone(keys, cache):
@@ -64,7 +148,7 @@ def test_the_plain_path_sends_the_first_alone(keys, cache):
         failures=cache_failures(),
     )  # fmt: skip
     try:
-        assert plain.execute_pair(("LPUSH", L, "x"), ("GET", K)) == (1, NOT_READ)
+        assert plain.execute_along(("LPUSH", L, "x"), [("GET", K), ("GET", K)]) == (1, [NOT_READ, NOT_READ])
         assert cache.llen(L) == 1
     finally:
         plain.close()
@@ -94,3 +178,35 @@ def test_publish_with_read_sends_the_read_along_only_to_its_own_redis(cache):
         assert cache.llen(settings.queue) == 3
     finally:
         cache.delete(key, settings.queue)
+
+
+def test_the_group_commit_carries_the_reads_of_the_publishes_it_joins(cache):
+    """Concurrent page views on one loop: the publishes made while one is in flight go as one
+    LPUSH, and each one's read goes in that round trip, answered with its own key's value."""
+    settings = make_settings(CACHE_URL, "http://127.0.0.1:9/unused")
+    names = [f"fashionai-pair-test:{settings.tenant}:{n}" for n in range(40)]
+    for n, name in enumerate(names):
+        cache.set(name, json.dumps([n, f"p{n}"]))
+    before = cache.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0)
+
+    async def main() -> list[tuple[str, object]]:
+        pub = AsyncPublisher(settings)
+        try:
+
+            async def view(n: int) -> tuple[str, object]:
+                event = {"sessionId": f"s{n}", "eventType": "productView", "data": {"id": "p1"}}
+                receipt, reply = await pub.publish_with_read(event, ("GET", names[n]), read_url=CACHE_URL)
+                return receipt.outcome, reply
+
+            return await asyncio.gather(*(view(n) for n in range(40)))
+        finally:
+            await pub.aclose()
+
+    try:
+        answers = asyncio.run(main())
+        assert answers == [("published", json.dumps([n, f"p{n}"]).encode()) for n in range(40)]
+        assert cache.llen(settings.queue) == 40
+        pushes = cache.info("commandstats")["cmdstat_lpush"]["calls"] - before
+        assert pushes < 40  # grouped (other tests' pushes only make this larger, never smaller)
+    finally:
+        cache.delete(settings.queue, *names)
