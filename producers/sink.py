@@ -43,6 +43,7 @@ from fashionai_pipeline.producers.transport import (
 Messages = Sequence[tuple[str, str]]  # (payload, message id)
 Command = tuple[str, ...]  # a read sent along with a publish (RedisSink.send's `also`)
 Reads = Sequence[Command]
+MAX_IDLE_PUBLISH = 16  # idle Redis connections a sync publisher keeps for its threads
 
 
 def is_redis(settings: Settings) -> bool:
@@ -85,8 +86,9 @@ class RedisSink:
 
     def __init__(self, settings: Settings, tuning: Tuning) -> None:
         self._codec = tuning.codec
-        # Used under the publisher's lock: one connection is enough.
-        self._redis = RedisTransport(**_redis_transport(settings, tuning), max_idle=1)
+        # Thread-safe: each call takes an idle connection or opens one (BlockingSender sends
+        # without its lock), so up to this many are kept for the threads that publish at once.
+        self._redis = RedisTransport(**_redis_transport(settings, tuning), max_idle=MAX_IDLE_PUBLISH)
 
     def send(self, queue: str, messages: Messages, deadline: float, also: Reads = ()) -> list[Any]:
         """The LPUSH; with `also`, reads sent in the same round trip (the broker is the cache
@@ -315,10 +317,13 @@ def _timed_out(exc: BaseException) -> bool:
 
 
 class BlockingSender:
-    """A sync sink kept open across calls, used under a lock; Publisher's and AsyncPublisher's
-    (on its thread) way to a broker. A kombu connection that failed is closed (but for one the
-    broker blocked, which still works); when nothing was sent on it, a new one is tried once
-    within the call, while the deadline allows. Redis connections are the transport's."""
+    """A sync sink kept open across calls; Publisher's and AsyncPublisher's (on its thread) way
+    to a broker. A kombu connection is used under a lock; one that failed is closed (but for one
+    the broker blocked, which still works), and when nothing was sent on it a new one is tried
+    once within the call, while the deadline allows. Redis connections are the transport's, one
+    per call in flight: once open, a Redis sink is sent on without the lock, so threads publishing
+    at once never queue behind each other's round trip (a thread holding the lock across its
+    round trip waits for the GIL when the reply comes, and every other publisher waits with it)."""
 
     def __init__(self, settings: Settings, tuning: Tuning) -> None:
         self._settings = settings
@@ -337,6 +342,9 @@ class BlockingSender:
             raise _naming(exc, messages) from exc.__cause__  # opening the connection failed
 
     def _send(self, queue: str, messages: Messages, deadline: float, also: Reads) -> list[Any]:
+        sink = self._sink
+        if isinstance(sink, RedisSink):  # thread-safe (RedisSink): no lock, no queue
+            return sink.send(queue, messages, deadline, also)
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sink is None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -336,3 +338,31 @@ def test_an_async_publish_cancelled_in_flight_leaves_the_publisher_usable(privat
             await asyncio.wait_for(pub.aclose(), 10)
 
     assert asyncio.run(main()) == ["published"] * 6
+
+
+def test_threads_publishing_at_once_on_redis_do_not_queue_behind_one_connection():
+    """Publisher on a Redis broker sends without a lock: threads publishing at once each take
+    a connection of their own, instead of one thread holding the only one across its round
+    trip (and its wait for the GIL) while the others queue. A proxy holds each new
+    connection's replies for 0.3 s, so eight publishes started together overlap."""
+    from tests.integration.test_reader import SlowStart
+
+    settings = make_settings("redis://127.0.0.1:6379/15", "http://127.0.0.1:9/unused")
+    proxy = SlowStart(settings.broker_url, hold=0.3)
+    slow = settings.model_copy(update={"broker_url": proxy.url})
+    start = threading.Barrier(8)
+    try:
+        with Publisher(slow) as pub:
+            pub.product_view("s0", "p0")  # the sink exists: the next publishes take no lock
+
+            def publish(n: int) -> str:
+                start.wait()
+                return pub.product_view(f"s{n}", "p1").outcome
+
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(publish, range(8)))
+        assert outcomes == ["published"] * 8
+        assert proxy.accepted >= 5  # one connection would mean every publish waited its turn
+        assert len(_queued(settings)) == 9
+    finally:
+        proxy.close()

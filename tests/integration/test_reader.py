@@ -157,6 +157,7 @@ class SlowStart:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{self.path}"
         self.sockets: list[socket.socket] = [self.listener]
+        self.accepted = 0  # connections made through it
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -167,6 +168,7 @@ class SlowStart:
                 return
             upstream = socket.create_connection(self.target)
             self.sockets += [client, upstream]
+            self.accepted += 1
             opened = time.monotonic()
             threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, opened), daemon=True).start()
