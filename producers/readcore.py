@@ -63,7 +63,10 @@ def decode_ranking(raw: bytes | str) -> Ranking:
     """A cached value as a Ranking. Raises CacheUnavailable for a value not in the reader's format."""
     try:
         values = json.loads(raw)
-        return Ranking(products=[str(p) for p in values[1:]], enqueued_at=values[0] / 1000.0)
+        products = values[1:]
+        if not all(map(str.__instancecheck__, products)):  # the worker writes ids as strings
+            products = [str(p) for p in products]
+        return Ranking(products=products, enqueued_at=values[0] / 1000.0)
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise CacheUnavailable("ranking cache holds a value that is not a ranking") from exc
 
