@@ -23,6 +23,12 @@ only do the I/O:
   retried: that would stretch the caller's bound.
 - A failure after the command was sent (timeout, connection lost) raises `NoReply` from the
   redis-py error: the command may have run. Anything before raises redis-py's error: it did not.
+- Sync, on Linux: once open, a connection's socket is blocking and the kernel keeps each wait's
+  bound (SO_RCVTIMEO, SO_SNDTIMEO; set again only when a call's bound differs). A socket with a
+  Python timeout polls before every send and recv: four syscalls and four GIL releases per
+  round trip instead of two, and in a threaded page server each GIL release is a chance for a
+  hand-off between threads. A wait that runs out is redis-py's ConnectionError over EAGAIN;
+  it is raised as the TimeoutError it is. Elsewhere, Python's socket timeouts.
 - Thread-safe (sync): a connection is used by one thread at a time (list.pop/append are
   atomic); concurrent callers each open their own, kept for reuse. Fork-safe: a child never
   uses or closes its parent's sockets. Async: at most `max_connections` per event loop;
@@ -42,6 +48,9 @@ import asyncio
 import contextlib
 import os
 import select
+import socket
+import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -104,6 +113,43 @@ def pack_all(first: tuple[Any, ...], rest: tuple[tuple[Any, ...], ...]) -> bytes
 def _in_step(replies: list[Any]) -> bool:
     """Whether every reply after the first was read (the connection can be used again)."""
     return not replies or replies[-1] is not NOT_READ
+
+
+# Linux keeps a blocking socket's bound itself (SO_RCVTIMEO, SO_SNDTIMEO; socket(7)): a send or
+# recv is then one syscall, where a socket with a Python timeout polls before each (module doc).
+KERNEL_TIMEOUTS: Final = sys.platform.startswith("linux")
+_TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: seconds, microseconds (both long)
+
+
+def _kernel_bound(conn: Any, sock: socket.socket, wait: float) -> None:
+    """Bound each send and recv on blocking `sock` (`conn`'s) by `wait` seconds (a timeval of
+    zero would mean none: a wait is at least one microsecond)."""
+    seconds = int(wait)
+    micros = min(999_999, round((wait - seconds) * 1e6))
+    value = _TIMEVAL.pack(seconds, micros if seconds or micros else 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    conn.fashionai_bound = wait  # the bound set: an unchanged one costs no setsockopt
+
+
+def _set_bound(conn: Any, sock: socket.socket, wait: float) -> None:
+    """`sock`'s bound for the next wait: in the kernel on a blocking socket, else Python's."""
+    current = sock.gettimeout()
+    if current is None:
+        if getattr(conn, "fashionai_bound", None) != wait:
+            _kernel_bound(conn, sock, wait)
+    elif current != wait:
+        sock.settimeout(wait)
+
+
+def _as_timeout(exc: redis.RedisError) -> redis.RedisError:
+    """redis-py's error for a kernel-bounded wait that ran out (EAGAIN from a blocking socket,
+    which it reports as a ConnectionError) as the TimeoutError it is; any other as it is."""
+    if isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BlockingIOError):
+            return redis.TimeoutError("Timeout reading from or writing to socket")
+    return exc
 
 
 class ReplyPoller:
@@ -268,13 +314,16 @@ class DirectRedis:
             if _in_step(self._rest(conn, len(rest), deadline)):
                 self._keep(conn)  # an error reply leaves the connection in step
             raise
-        except redis.RedisError as exc:
+        except redis.RedisError as raised:
             conn.disconnect()
+            exc = _as_timeout(raised)
             if self._policy.fresh_retry(exc, sent=sent, **how):
                 fresh = self._open(deadline)
                 return self._attempt(fresh, args, rest, deadline, reused=False, retry_stale=False)
             if sent:
                 raise NoReply(str(exc)) from exc
+            if exc is not raised:
+                raise exc from raised
             raise
         except BaseException:
             conn.disconnect()
@@ -307,6 +356,10 @@ class DirectRedis:
         conn = self._pool.connection_class(**self._policy.connection_kwargs(self._pool, self._name, wait))
         try:
             conn.connect()
+            sock = getattr(conn, "_sock", None)
+            if KERNEL_TIMEOUTS and sock is not None:
+                sock.settimeout(None)  # blocking: the kernel keeps the bound (module doc)
+                _kernel_bound(conn, sock, self._policy.timeout)
         except BaseException:
             conn.disconnect()
             raise
@@ -315,14 +368,12 @@ class DirectRedis:
     def _bound(self, conn: Any, deadline: float) -> None:
         sock = getattr(conn, "_sock", None)
         if sock is not None:
-            wait = self._policy.reply_wait(deadline, time.monotonic())
-            if sock.gettimeout() != wait:
-                sock.settimeout(wait)
+            _set_bound(conn, sock, self._policy.reply_wait(deadline, time.monotonic()))
 
     def _keep(self, conn: Any) -> None:
         sock = getattr(conn, "_sock", None)
-        if sock is not None and sock.gettimeout() != self._policy.timeout:
-            sock.settimeout(self._policy.timeout)  # a shortened bound is this call's only
+        if sock is not None:
+            _set_bound(conn, sock, self._policy.timeout)  # a shortened bound is this call's only
         if not self._idle.keep(conn):
             conn.disconnect()
 

@@ -1,0 +1,97 @@
+"""The sync direct path's bounds kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO on a blocking
+socket, Linux): a send or recv is one syscall, and a Redis that goes silent still fails the
+call within its bound, as the TimeoutError it is (a read counted as "timeout", a publish as
+"unknown"), never as a lost connection."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+
+import pytest
+import redis
+
+from fashionai_pipeline.producers.direct import KERNEL_TIMEOUTS, DirectRedis, NoReply
+from tests.conftest import CACHE_URL
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not KERNEL_TIMEOUTS, reason="kernel-kept bounds are Linux's"),
+]
+
+
+class Muted:
+    """A TCP proxy to the cache whose replies stop once `mute` is set (a Redis gone silent
+    after the handshake, like a SIGSTOPped one)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
+        self.mute = False
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if not (replies and self.mute):
+                    dst.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_an_open_connection_is_blocking_with_its_bound_in_the_kernel():
+    conn = DirectRedis(CACHE_URL, timeout=0.25, name="fashionai-kernel-test")
+    try:
+        assert conn.execute("PING") == b"PONG"
+        (kept,) = conn._idle.conns
+        sock = kept._sock
+        assert sock.gettimeout() is None  # blocking: no poll() before each send and recv
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+            assert seconds + micros / 1e6 == pytest.approx(0.25, abs=0.005)
+    finally:
+        conn.close()
+
+
+def test_a_redis_gone_silent_fails_the_call_within_its_bound_as_a_timeout():
+    proxy = Muted(CACHE_URL)
+    conn = DirectRedis(proxy.url, timeout=0.2, name="fashionai-kernel-test")
+    try:
+        assert conn.execute("PING") == b"PONG"  # connected and idle: the next call reuses it
+        proxy.mute = True
+        began = time.monotonic()
+        with pytest.raises(NoReply) as caught:
+            conn.execute("GET", "fashionai-kernel-test:key")
+        elapsed = time.monotonic() - began
+        assert isinstance(caught.value.__cause__, redis.TimeoutError)  # not "connection lost"
+        assert elapsed < 2.0  # bound 2 x 0.2 s; generous for a loaded machine
+        proxy.mute = False
+        assert conn.execute("ECHO", "again") == b"again"  # the silent connection was dropped
+    finally:
+        conn.close()
+        proxy.close()
