@@ -5,63 +5,21 @@ call within its bound, as the TimeoutError it is (a read counted as "timeout", a
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
-import threading
 import time
-import urllib.parse
 
 import pytest
 import redis
 
 from fashionai_pipeline.producers.direct import KERNEL_TIMEOUTS, DirectRedis, NoReply
 from tests.conftest import CACHE_URL
+from tests.integration.proxy import Muted
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not KERNEL_TIMEOUTS, reason="kernel-kept bounds are Linux's"),
 ]
-
-
-class Muted:
-    """A TCP proxy to the cache whose replies stop once `mute` is set (a Redis gone silent
-    after the handshake, like a SIGSTOPped one)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
-        self.mute = False
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if not (replies and self.mute):
-                    dst.sendall(chunk)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def test_an_open_connection_is_blocking_with_its_bound_in_the_kernel():

@@ -7,11 +7,7 @@ group commit carries the reads of the publishes it joins, each answered with its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
-import urllib.parse
 
 import pytest
 import redis
@@ -20,6 +16,7 @@ from fashionai_pipeline.producers.direct import NOT_READ, AsyncDirectRedis, Dire
 from fashionai_pipeline.producers.publisher import AsyncPublisher, Publisher
 from fashionai_pipeline.producers.transport import RedisTransport, Tuning, cache_failures
 from tests.conftest import CACHE_URL, make_settings
+from tests.integration.proxy import FirstReplyOnly
 
 pytestmark = pytest.mark.integration
 
@@ -63,51 +60,6 @@ def test_async_pairs(keys):
             await conn.aclose()
 
     asyncio.run(main())
-
-
-class FirstReplyOnly:
-    """A TCP proxy to the cache that, once `cut` is set, passes Redis's next answer only up to
-    the end of its first reply and then closes the connection: the replies after it are lost."""
-
-    def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
-        self.cut = False
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if replies and self.cut and b"\r\n" in chunk:
-                    self.cut = False
-                    dst.sendall(chunk[: chunk.index(b"\r\n") + 2])
-                    for sock in (src, dst):  # shutdown first: the other pump is in recv on them
-                        with contextlib.suppress(OSError):
-                            sock.shutdown(socket.SHUT_RDWR)
-                        sock.close()
-                    return
-                dst.sendall(chunk)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def test_replies_lost_after_the_first_are_not_read_and_the_connection_is_replaced(keys, cache):

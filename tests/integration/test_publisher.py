@@ -345,7 +345,7 @@ def test_threads_publishing_at_once_on_redis_do_not_queue_behind_one_connection(
     a connection of their own, instead of one thread holding the only one across its round
     trip (and its wait for the GIL) while the others queue. A proxy holds each new
     connection's replies for 0.3 s, so eight publishes started together overlap."""
-    from tests.integration.test_reader import SlowStart
+    from tests.integration.proxy import SlowStart
 
     settings = make_settings("redis://127.0.0.1:6379/15", "http://127.0.0.1:9/unused")
     proxy = SlowStart(settings.broker_url, hold=0.3)

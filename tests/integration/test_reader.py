@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
-import time
-import urllib.parse
 
 import pytest
 
@@ -16,6 +11,7 @@ from fashionai_pipeline.producers import keys
 from fashionai_pipeline.producers.reader import AsyncRankingReader, RankingReader
 from tests.conftest import BROKERS, make_settings
 from tests.integration.own_clients import own_clients
+from tests.integration.proxy import SlowStart
 
 pytestmark = pytest.mark.integration
 
@@ -143,49 +139,6 @@ def test_async_reader_serves_concurrent_reads_and_reconnects_within_the_call(cac
     assert firsts == [f"n{i % 50}" for i in range(400)], outcomes  # no reply went to another caller
     assert after_kill == "n7"  # personalised, not the native fallback
     assert _reader_addrs(cache) == []  # aclose() closed them
-
-
-class SlowStart:
-    """A TCP proxy to the cache that holds back Redis's replies on each new connection for
-    `hold` seconds: a connection handshake that is slow, but well within the read bound."""
-
-    def __init__(self, url: str, hold: float) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.path = parts.path
-        self.hold = hold
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}{self.path}"
-        self.sockets: list[socket.socket] = [self.listener]
-        self.accepted = 0  # connections made through it
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            self.accepted += 1
-            opened = time.monotonic()
-            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, opened), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, held_from: float | None) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if held_from is not None:
-                    time.sleep(max(0.0, held_from + self.hold - time.monotonic()))
-                dst.sendall(chunk)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def test_a_slow_connection_handshake_within_the_read_bound_is_waited_for(cache, settings):
