@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
+from benchmarks.pages.raw import AsyncRaw
 from fashionai_pipeline.producers import Settings
 from fashionai_pipeline.producers.integrations.common import AsyncPageViews, Shopper
 
@@ -22,6 +23,7 @@ settings = Settings()
 views = AsyncPageViews(settings) if MODE == "project" else None
 deliver = diy_app() if MODE == "diy" else None
 cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
+raw = AsyncRaw(settings.redis_url, settings.queue) if MODE == "raw" else None
 
 
 async def page(request: Request) -> HTMLResponse:
@@ -29,6 +31,9 @@ async def page(request: Request) -> HTMLResponse:
     order = PRODUCTS
     if views is not None:
         order = await views.personalize("product", product, Shopper(session), PRODUCTS)
+    elif raw is not None:
+        key = f"fashionai:{settings.tenant}:rank:productView:{product}:s:{session}"
+        order = await raw.order(key, session, product, PRODUCTS)
     return HTMLResponse(render(f"Product {product}", order))
 
 
@@ -47,6 +52,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     if views is not None:
         await views.aclose()
+    if raw is not None:
+        await raw.aclose()
 
 
 app = Starlette(routes=[Route("/product", diy_page if MODE == "diy" else page)], lifespan=lifespan)

@@ -28,8 +28,8 @@ def render(title: str, order: list[str]) -> str:
 
 def mode() -> str:
     value = os.environ.get("PAGE_MODE", "none")
-    if value not in ("none", "project", "diy"):
-        raise SystemExit(f"PAGE_MODE: must be none, project or diy, not {value!r}")
+    if value not in ("none", "raw", "project", "diy"):
+        raise SystemExit(f"PAGE_MODE: must be none, raw, project or diy, not {value!r}")
     return value
 
 

@@ -6,6 +6,7 @@ import redis
 from flask import Flask, request
 
 from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
+from benchmarks.pages.raw import Raw
 from fashionai_pipeline.producers import Settings
 from fashionai_pipeline.producers.integrations.common import PageViews, Shopper
 
@@ -16,6 +17,7 @@ settings = Settings()
 views = PageViews(settings) if MODE == "project" else None
 deliver = diy_app() if MODE == "diy" else None
 cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
+raw = Raw(settings.redis_url, settings.queue) if MODE == "raw" else None
 
 app = Flask(__name__)
 
@@ -26,6 +28,9 @@ def page() -> str:
     order = PRODUCTS
     if views is not None:
         order = views.personalize("product", product, Shopper(session), PRODUCTS)
+    elif raw is not None:
+        key = f"fashionai:{settings.tenant}:rank:productView:{product}:s:{session}"
+        order = raw.order(key, session, product, PRODUCTS)
     elif deliver is not None and cache is not None:
         body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
         deliver.apply_async(args=[body])

@@ -126,3 +126,39 @@ def test_latency_alone_at_a_chosen_rate():
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["samples"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+
+
+def test_the_page_benchmarks_raw_round_trip_publishes_and_reads_for_real():
+    """The raw mode is a publish + read that does the round trip, not a page that skips it:
+    the event lands on the queue and the cached ranking orders the page."""
+    import asyncio
+
+    import redis
+
+    from benchmarks.pages.raw import AsyncRaw, Raw
+
+    url, queue, key = "redis://127.0.0.1:6379/15", "fashionai-raw-test.q", "fashionai-raw-test:rank"
+    client = redis.Redis.from_url(url)
+    client.delete(queue, key)
+    native = ["a", "b", "c", "d"]
+    try:
+        sync = Raw(url, queue)
+        assert sync.order(key, "s1", "p1", native) == native  # nothing cached: native
+        client.set(key, json.dumps([1, "c", "x", "a"]))
+        assert sync.order(key, "s1", "p1", native) == ["c", "a", "b", "d"]
+        assert len(sync.socks) == 1  # one connection for the thread, reused
+        sync.close()
+
+        async def main() -> list[str]:
+            raw = AsyncRaw(url, queue)
+            first = await raw.order(key, "s2", "p2", native)
+            assert len(raw.free) == 1  # the connection is kept for the next page
+            await raw.aclose()
+            return first
+
+        assert asyncio.run(main()) == ["c", "a", "b", "d"]
+        events = [json.loads(value) for value in client.lrange(queue, 0, -1)]
+        pushed = [(e["sessionId"], e["data"]["id"]) for e in events]
+        assert pushed == [("s2", "p2"), ("s1", "p1"), ("s1", "p1")]
+    finally:
+        client.delete(queue, key)

@@ -1,5 +1,5 @@
-"""benchmarks.page_server's judging: per-round ratios to the floor, so a machine whose speed
-drifts between rounds moves both sides of a ratio and not the verdict."""
+"""benchmarks.page_server's judging: per-round ratios to the page without personalisation, so a
+machine whose speed drifts between rounds moves both sides of a ratio and not the verdict."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_ratios_are_per_round_medians_and_the_targets_follow_them():
     assert modes["project"]["rps_vs_none"] == pytest.approx(0.95)
     assert modes["diy"]["rps_vs_none"] == pytest.approx(0.5)
     assert modes["project"]["rounds"] == 3
-    # overhead per page above the median floor (800 req/s): 1/(0.95 x 800) - 1/800
+    # overhead per page above the median `none` (800 req/s): 1/(0.95 x 800) - 1/800
     assert modes["project"]["overhead_us"] == pytest.approx((1 / 0.95 - 1) / 800 * 1e6)
     assert targets == {
         "project >= 0.90 x none req/s": True,
@@ -50,4 +50,13 @@ def test_a_missed_target_and_a_losing_default_are_reported():
 
 def test_every_mode_is_known():
     assert list(MODES)[:3] == ["none", "project", "diy"]
-    assert all(mode in ("none", "project", "diy") for mode, _ in MODES.values())
+    assert all(mode in ("none", "raw", "project", "diy") for mode, _ in MODES.values())
+
+
+def test_the_projects_own_work_is_its_overhead_above_the_raw_round_trip():
+    data = rows("s", [{"none": 1000, "raw": 950, "project": 900}] * 3)
+    modes = summarise(data)["servers"]["s"]["modes"]
+    raw_over, project_over = (1 / 0.95 - 1) / 1000 * 1e6, (1 / 0.9 - 1) / 1000 * 1e6
+    assert modes["raw"]["above_raw_us"] == pytest.approx(0.0)
+    assert modes["project"]["above_raw_us"] == pytest.approx(project_over - raw_over)
+    assert ">raw" in table({"servers": {"s": summarise(data)["servers"]["s"]}})
