@@ -1,29 +1,48 @@
-"""The product page on Starlette, for uvicorn (`uvicorn benchmarks.pages.asgi_app:app`)."""
+"""The product page on Starlette, for uvicorn (`uvicorn benchmarks.pages.asgi_app:app`).
+
+Only the `project` mode imports this project: the page without personalisation does not pay
+for its modules (each full garbage collection walks every object they made)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-import redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from benchmarks.pages.common import PRODUCTS, diy_app, mode, plain_merge, render
-from benchmarks.pages.raw import AsyncRaw
-from fashionai_pipeline.producers import Settings
-from fashionai_pipeline.producers.integrations.common import AsyncPageViews, Shopper
+from benchmarks.pages.common import (
+    CACHE_URL,
+    PRODUCTS,
+    QUEUE,
+    diy_app,
+    mode,
+    plain_merge,
+    ranking_key,
+    render,
+)
 
 MODE = mode()
-settings = Settings()
-# The project's page call: publish the view and read its ranking (one round trip when the
-# broker is the cache's Redis and no other publish is in flight).
-views = AsyncPageViews(settings) if MODE == "project" else None
-deliver = diy_app() if MODE == "diy" else None
-cache = redis.Redis.from_url(settings.redis_url) if MODE == "diy" else None
-raw = AsyncRaw(settings.redis_url, settings.queue) if MODE == "raw" else None
+views: Any = None
+if MODE == "project":
+    from fashionai_pipeline.producers.integrations.common import AsyncPageViews, Shopper
+
+    # The project's page call: publish the view and read its ranking (one round trip when the
+    # broker is the cache's Redis and no other publish is in flight).
+    views = AsyncPageViews()
+raw: Any = None
+if MODE == "raw":
+    from benchmarks.pages.raw import AsyncRaw
+
+    raw = AsyncRaw(CACHE_URL, QUEUE)
+deliver = cache = None
+if MODE == "diy":
+    import redis
+
+    deliver, cache = diy_app(), redis.Redis.from_url(CACHE_URL)
 
 
 async def page(request: Request) -> HTMLResponse:
@@ -32,8 +51,7 @@ async def page(request: Request) -> HTMLResponse:
     if views is not None:
         order = await views.personalize("product", product, Shopper(session), PRODUCTS)
     elif raw is not None:
-        key = f"fashionai:{settings.tenant}:rank:productView:{product}:s:{session}"
-        order = await raw.order(key, session, product, PRODUCTS)
+        order = await raw.order(ranking_key(product, session), session, product, PRODUCTS)
     return HTMLResponse(render(f"Product {product}", order))
 
 
@@ -43,8 +61,8 @@ def diy_page(request: Request) -> HTMLResponse:
     session, product = request.query_params["s"], request.query_params["p"]
     body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
     deliver.apply_async(args=[body])
-    key = f"fashionai:{settings.tenant}:rank:productView:{product}:s:{session}"
-    return HTMLResponse(render(f"Product {product}", plain_merge(cache.get(key), PRODUCTS)))  # type: ignore[arg-type]
+    order = plain_merge(cache.get(ranking_key(product, session)), PRODUCTS)  # type: ignore[arg-type]
+    return HTMLResponse(render(f"Product {product}", order))
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,11 @@ from typing import Any
 import jinja2
 
 PRODUCTS = [f"p{n:04d}" for n in range(1, 201)]  # the page's native ordering
+# Where the benchmark's pages read and publish (benchmarks.page_server sets them); the raw and
+# DIY modes read them here, without the project's Settings.
+CACHE_URL = os.environ.get("FASHIONAI_REDIS_URL", "redis://127.0.0.1:6379/1")
+QUEUE = os.environ.get("FASHIONAI_QUEUE", "fashionai.events")
+TENANT = os.environ.get("FASHIONAI_TENANT", "default")
 CATALOG = {pid: {"id": pid, "name": f"Product {pid}", "price": 79.9 + int(pid[1:]) % 97} for pid in PRODUCTS}
 
 _TEMPLATE = jinja2.Environment(autoescape=True).from_string(
@@ -31,6 +36,11 @@ def mode() -> str:
     if value not in ("none", "raw", "project", "diy"):
         raise SystemExit(f"PAGE_MODE: must be none, raw, project or diy, not {value!r}")
     return value
+
+
+def ranking_key(product: str, session: str) -> str:
+    """The cached ranking's key for an anonymous shopper (docs/ARCHITECTURE.md's key formats)."""
+    return f"fashionai:{TENANT}:rank:productView:{product}:s:{session}"
 
 
 def plain_merge(raw: bytes | None, native: list[str]) -> list[str]:
