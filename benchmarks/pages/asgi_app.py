@@ -1,7 +1,7 @@
 """The product page on Starlette, for uvicorn (`uvicorn benchmarks.pages.asgi_app:app`).
 
-Only the `project` mode imports this project: the page without personalisation does not pay
-for its modules (each full garbage collection walks every object they made)."""
+Only the `project` mode imports this project: a page without personalisation would not load
+its modules (docs/PERFORMANCE.md measured what they add to the heap)."""
 
 from __future__ import annotations
 
