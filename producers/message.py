@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,9 +85,40 @@ def check_notify(notify: object) -> str:
     return notify
 
 
+# os.urandom releases the GIL around getrandom(2). On a threaded page server (gunicorn gthread)
+# each release lets another thread take the interpreter, and the page waits to get it back:
+# about 50 us of CPU per page with 8 threads (docs/PERFORMANCE.md). So ids are cut from a
+# per-thread buffer of os.urandom bytes, refilled every _IDS_PER_FILL ids. A forked child starts
+# a new generation: the bytes its parent buffered are never used twice.
+_IDS_PER_FILL = 64
+
+
+class _IdBuffer(threading.local):
+    buf = b""
+    at = 0
+    generation = -1
+
+
+_ids = _IdBuffer()
+_generation = 0
+
+
+def _new_generation() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_new_generation)
+
+
 def new_id() -> str:
-    """A unique message id: 128 random bits as 32 hex digits, like uuid4().hex, without the UUID object."""
-    return os.urandom(16).hex()
+    """A unique message id: 128 random bits (os.urandom) as 32 hex digits, like uuid4().hex."""
+    ids = _ids
+    at = ids.at
+    if at >= len(ids.buf) or ids.generation != _generation:
+        ids.buf, ids.generation, at = os.urandom(16 * _IDS_PER_FILL), _generation, 0
+    ids.at = at + 16
+    return ids.buf[at : at + 16].hex()
 
 
 _ID = re.compile(r"[0-9a-f]{32}")
