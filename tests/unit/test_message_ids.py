@@ -36,7 +36,7 @@ def test_random_bytes_are_fetched_once_per_fill(monkeypatch: pytest.MonkeyPatch)
         calls.append(n)
         return real(n)
 
-    monkeypatch.setattr(message.os, "urandom", counting)
+    monkeypatch.setattr(os, "urandom", counting)  # message.py calls os.urandom through the module
 
     def make() -> None:  # a thread of its own: its buffer starts empty
         for _ in range(message._IDS_PER_FILL * 10):
