@@ -1,9 +1,11 @@
-"""What the page apps share: the catalog page, the template, the DIY peer's Celery app."""
+"""What the page apps share: the catalog page, the template, each mode's parts (the DIY peer's
+Celery app among them)."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -36,6 +38,39 @@ def mode() -> str:
     if value not in ("none", "raw", "project", "diy"):
         raise SystemExit(f"PAGE_MODE: must be none, raw, project or diy, not {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a page of PAGE_MODE personalises with; all None for `none`."""
+
+    views: Any = None  # project: PageViews or AsyncPageViews
+    shopper: Any = None  # project: its Shopper class
+    raw: Any = None  # raw: benchmarks.pages.raw's Raw or AsyncRaw
+    deliver: Any = None  # diy: the Celery task
+    cache: Any = None  # diy: a redis.Redis
+
+
+def parts(asyncio: bool) -> Parts:
+    """The parts of this process's mode, for an asyncio app or a threaded one. Only the
+    `project` mode imports this project: a page without personalisation would not load its
+    modules (docs/PERFORMANCE.md measured what they add to the heap)."""
+    value = mode()
+    if value == "project":
+        # The project's page call: publish the view and read its ranking (one round trip when
+        # the broker is the cache's Redis and no other publish is in flight).
+        from fashionai_pipeline.producers.integrations.common import AsyncPageViews, PageViews, Shopper
+
+        return Parts(views=AsyncPageViews() if asyncio else PageViews(), shopper=Shopper)
+    if value == "raw":
+        from benchmarks.pages.raw import AsyncRaw, Raw
+
+        return Parts(raw=AsyncRaw(CACHE_URL, QUEUE) if asyncio else Raw(CACHE_URL, QUEUE))
+    if value == "diy":
+        import redis
+
+        return Parts(deliver=diy_app(), cache=redis.Redis.from_url(CACHE_URL))
+    return Parts()
 
 
 def ranking_key(product: str, session: str) -> str:
