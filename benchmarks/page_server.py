@@ -158,16 +158,7 @@ class Run:
             fh.write(_LUA % {"sessions": SESSIONS, "products": PAGE_PRODUCTS})
 
     def seed_rankings(self) -> None:
-        """A cached ranking for every shopper and product the load opens."""
-        now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        for s in range(SESSIONS):
-            for p in range(1, PAGE_PRODUCTS + 1):
-                pid = f"p{p:04d}"
-                ranked = [PRODUCTS[(s * 13 + p * 7 + i * 11) % len(PRODUCTS)] for i in range(RANKED)]
-                key = keys.ranking(self.tenant, "productView", pid, f"bench-s{s}", None)
-                pipe.set(key, json.dumps([now_ms, *ranked], separators=(",", ":")), ex=3600)
-        pipe.execute()
+        seed_rankings(self.client, self.tenant)
 
     def env(self, mode: str, extra: dict[str, str]) -> dict[str, str]:
         return {
@@ -219,6 +210,24 @@ class Run:
             self.client.delete(*names[i : i + 500])
         self.client.delete(self.queue, self.diy_queue)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def seed_rankings(client: redis.Redis, tenant: str) -> None:
+    """A cached ranking for every shopper and product the load opens (`shopper_page(n)`)."""
+    now_ms = int(time.time() * 1000)
+    pipe = client.pipeline(transaction=False)
+    for s in range(SESSIONS):
+        for p in range(1, PAGE_PRODUCTS + 1):
+            pid = f"p{p:04d}"
+            ranked = [PRODUCTS[(s * 13 + p * 7 + i * 11) % len(PRODUCTS)] for i in range(RANKED)]
+            key = keys.ranking(tenant, "productView", pid, f"bench-s{s}", None)
+            pipe.set(key, json.dumps([now_ms, *ranked], separators=(",", ":")), ex=3600)
+    pipe.execute()
+
+
+def shopper_page(n: int) -> tuple[str, str]:
+    """The n-th request's (session, product), as the wrk script (_LUA) makes them."""
+    return f"bench-s{n % SESSIONS}", f"p{(n * 7) % PAGE_PRODUCTS + 1:04d}"
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -73,6 +73,30 @@ def parts(asyncio: bool) -> Parts:
     return Parts()
 
 
+def sync_page(p: Parts, session: str, product: str) -> str:
+    """The product page of a threaded server (and the DIY page, whose libraries block)."""
+    order = PRODUCTS
+    if p.views is not None:
+        order = p.views.personalize("product", product, p.shopper(session), PRODUCTS)
+    elif p.raw is not None:
+        order = p.raw.order(ranking_key(product, session), session, product, PRODUCTS)
+    elif p.deliver is not None:
+        body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
+        p.deliver.apply_async(args=[body])
+        order = plain_merge(p.cache.get(ranking_key(product, session)), PRODUCTS)
+    return render(f"Product {product}", order)
+
+
+async def async_page(p: Parts, session: str, product: str) -> str:
+    """The product page of an asyncio server (not for `diy`: its page is `sync_page`, in a thread)."""
+    order = PRODUCTS
+    if p.views is not None:
+        order = await p.views.personalize("product", product, p.shopper(session), PRODUCTS)
+    elif p.raw is not None:
+        order = await p.raw.order(ranking_key(product, session), session, product, PRODUCTS)
+    return render(f"Product {product}", order)
+
+
 def ranking_key(product: str, session: str) -> str:
     """The cached ranking's key for an anonymous shopper (docs/ARCHITECTURE.md's key formats)."""
     return f"fashionai:{TENANT}:rank:productView:{product}:s:{session}"

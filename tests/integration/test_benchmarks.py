@@ -162,3 +162,22 @@ def test_the_page_benchmarks_raw_round_trip_publishes_and_reads_for_real():
         assert pushed == [("s2", "p2"), ("s1", "p1"), ("s1", "p1")]
     finally:
         client.delete(queue, key)
+
+
+def test_the_in_process_page_benchmark_runs_every_mode_for_real():
+    """Each mode's pages do what the mode says (an event pushed per page, the cached ranking
+    rendered), on both kinds, so a CPU figure is never that of a page that skipped its work."""
+    result = _run(
+        "benchmarks.page_inprocess", "--block", "8", "--blocks", "2", "--redis", "redis://127.0.0.1:6379/15",
+        timeout=300,
+    )  # fmt: skip
+    for kind in ("asyncio", "threads"):
+        modes = result["kinds"][kind]
+        assert set(modes) == {"none", "raw", "project", "diy"}
+        assert modes["none"]["pushed_per_page"] == 0 and modes["none"]["ranked_share"] == 0
+        for mode in ("raw", "project", "diy"):
+            assert modes[mode]["pushed_per_page"] == 1, (kind, mode)
+            assert modes[mode]["ranked_share"] > 0.5, (kind, mode)
+        for m in modes.values():
+            assert m["pages"] == 16 and m["blocks"] == 2 and _positive(m["cpu_us"])
+            assert "above_raw_us" in m and _positive(m["cpu_vs_none"])
