@@ -28,7 +28,11 @@ only do the I/O:
   Python timeout polls before every send and recv: four syscalls and four GIL releases per
   round trip instead of two, and in a threaded page server each GIL release is a chance for a
   hand-off between threads. A wait that runs out is redis-py's ConnectionError over EAGAIN;
-  it is raised as the TimeoutError it is. Elsewhere, Python's socket timeouts.
+  it is raised as the TimeoutError it is. Elsewhere, Python's socket timeouts. The kernel
+  keeps a bound in whole scheduler ticks, rounded up: here 25 ms gave 32 ms and 5 ms 12 ms
+  (docs/PERFORMANCE.md), so only a connection whose bound is at least KERNEL_BOUND_MIN has its
+  bound kept there; a shorter one (the reader's, 25 ms by default) polls, which keeps it to
+  the millisecond.
 - Thread-safe (sync): a connection is used by one thread at a time (list.pop/append are
   atomic); concurrent callers each open their own, kept for reuse. Fork-safe: a child never
   uses or closes its parent's sockets. Async: at most `max_connections` per event loop;
@@ -118,6 +122,9 @@ def _in_step(replies: list[Any]) -> bool:
 # Linux keeps a blocking socket's bound itself (SO_RCVTIMEO, SO_SNDTIMEO; socket(7)): a send or
 # recv is then one syscall, where a socket with a Python timeout polls before each (module doc).
 KERNEL_TIMEOUTS: Final = sys.platform.startswith("linux")
+# The shortest bound the kernel keeps: SO_RCVTIMEO overshot by 4-8 ms at every bound tried on
+# this machine (1 ms -> 8, 25 -> 32, 100 -> 104), at most 4% of 0.2 s.
+KERNEL_BOUND_MIN: Final = 0.2
 _TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: seconds, microseconds (both long)
 
 
@@ -357,7 +364,7 @@ class DirectRedis:
         try:
             conn.connect()
             sock = getattr(conn, "_sock", None)
-            if KERNEL_TIMEOUTS and sock is not None:
+            if KERNEL_TIMEOUTS and sock is not None and self._policy.timeout >= KERNEL_BOUND_MIN:
                 sock.settimeout(None)  # blocking: the kernel keeps the bound (module doc)
                 _kernel_bound(conn, sock, self._policy.timeout)
         except BaseException:

@@ -90,19 +90,21 @@ def event_body(
     """make_event(...).body(), without building the model when the parts are plainly valid.
 
     The typed publish helpers run this on the request path, where building the
-    model is a measurable part of a publish (docs/PERFORMANCE.md). Only exact
+    model is a measurable part of a publish (docs/PERFORMANCE.md). Only exact ASCII
     `str`s within the model's limits take the short way; anything else, valid or
     not, goes through make_event, so every error is the model's own (InvalidEvent
-    naming the field).
+    naming the field; a lone surrogate, which no JSON encoder can send, among them).
     """
     if (
         type(session_id) is str
         and 0 < len(session_id) <= MAX_LEN
+        and session_id.isascii()
         and type(item_id) is str
         and len(item_id) <= MAX_LEN
+        and item_id.isascii()
         and event_type in _TYPES
         and (item_id == "") is (event_type == "customShelf")
-        and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_LEN))
+        and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_LEN and user_id.isascii()))
     ):
         return _body(user_id, session_id, event_type, item_id)
     return make_event(event_type, session_id, item_id, user_id).body()

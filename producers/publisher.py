@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack
+from typing import Any, Final, TypedDict, Unpack
 
 from fashionai_pipeline.producers.direct import NOT_READ
 from fashionai_pipeline.producers.errors import BrokerUnavailable, PublishError, PublishUnknown
@@ -99,6 +99,17 @@ class Options(TypedDict, total=False):
     tenant: str | None
     message_id: str | None
     notify: str | None
+
+
+_OPTIONS: Final = frozenset(Options.__annotations__)
+
+
+def _check_options(kw: Options) -> None:
+    """TypeError for a keyword the typed helpers do not take, as Python raises for any other
+    function (`messageid=` would otherwise publish under a new id, unnoticed)."""
+    if kw and not kw.keys() <= _OPTIONS:
+        unknown = sorted(set(kw) - _OPTIONS)[0]
+        raise TypeError(f"unexpected keyword argument {unknown!r} (takes {', '.join(sorted(_OPTIONS))})")
 
 
 class _Shell:
@@ -188,6 +199,7 @@ class Publisher(_Shell):
         return self._publish(tenant, bodies, message_ids, notify) if bodies else []
 
     def _typed(self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options) -> Receipt:
+        _check_options(kw)
         bodies, ids = PublisherCore.typed(kind, session_id, item_id, user_id, kw.get("message_id"))
         return self._publish(kw.get("tenant"), bodies, ids, kw.get("notify"))[0]
 
@@ -306,6 +318,7 @@ class AsyncPublisher(_Shell):
     async def _typed(
         self, kind: str, session_id: str, item_id: str, user_id: str | None, kw: Options
     ) -> Receipt:
+        _check_options(kw)
         bodies, ids = PublisherCore.typed(kind, session_id, item_id, user_id, kw.get("message_id"))
         return (await self._publish(kw.get("tenant"), bodies, ids, kw.get("notify")))[0]
 

@@ -71,6 +71,8 @@ def _one_id(message_id: str | None) -> list[str] | None:
 # for this long before the broker is tried again: a page during an outage pays a spool write,
 # not the publish bound, and each process tries the broker at most once per window.
 SPOOL_WINDOW_S = 2.0
+SKIPPED = "the broker failed moments ago (spooling)"  # the reason of `skipped`
+FULL_IDS_KEPT = 10_000  # ids the spool refused as full, until `after_spool` names the reason
 
 
 class PublisherCore:
@@ -93,6 +95,7 @@ class PublisherCore:
                 fsync=settings.spool_fsync,
             )
         self._spool_until = 0.0  # monotonic: spool without trying the broker until then
+        self._full: set[str] = set()  # ids the spool refused as full (put_in_spool -> after_spool)
 
     def describe(self, cls: str) -> str:
         return f"<{cls} broker={redact_url(self.settings.broker_url)} queue={self.settings.queue}>"
@@ -127,6 +130,8 @@ class PublisherCore:
     @staticmethod
     def bodies(events: Iterable[Event | Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Validate every event first; InvalidEvent names its position ("events[3].data.id")."""
+        if isinstance(events, Mapping | Event | str | bytes) or not isinstance(events, Iterable):
+            raise InvalidEvent("events", f"must be a list of events, not {type(events).__name__}")
         out = []
         for i, event in enumerate(events):
             try:
@@ -209,7 +214,7 @@ class PublisherCore:
         """What `batch` meets instead of the broker while `spooling`, else None (send it)."""
         if not self.spooling():
             return None
-        return BrokerUnavailable("the broker failed moments ago (spooling)", batch.ids)
+        return BrokerUnavailable(SKIPPED, batch.ids)
 
     def unconfirmed(
         self, exc: PublishError, messages: Sequence[tuple[str, str]], ids: Sequence[str]
@@ -220,7 +225,14 @@ class PublisherCore:
 
     def put_in_spool(self, queue: str, messages: Sequence[tuple[str, str]], timeout: float) -> bool:
         """The spool's write (I/O: the shells run it where blocking is allowed)."""
-        return self.spool is not None and self.spool.put(queue, messages, timeout=max(0.01, timeout))
+        if self.spool is None:
+            return False
+        stored = self.spool.store(queue, messages, timeout=max(0.01, timeout))
+        if stored == "full":  # for after_spool's message; run in a thread, so ids, not a flag
+            if len(self._full) > FULL_IDS_KEPT:  # callers cancelled before after_spool: forget
+                self._full.clear()
+            self._full.update(msg_id for _, msg_id in messages)
+        return stored == "stored"
 
     def after_spool(self, exc: PublishError, ids: Sequence[str], accepted: bool) -> list[Receipt]:
         """Receipts once the spool took the messages `exc` names (`accepted`), else `failed`.
@@ -229,7 +241,7 @@ class PublisherCore:
         to `failed` (raised, or dropped/unknown in drop mode).
         """
         if not accepted or self.spool is None:
-            return self.failed(exc, ids)
+            return self.failed(self._spool_full(exc, ids), ids)
         concerned = set(exc.message_ids) or set(ids)
         if not self.spooling():
             log.warning(
@@ -244,6 +256,22 @@ class PublisherCore:
             self.published(done)
         self.stats.spooled += len(ids) - len(done)
         return [Receipt(msg_id, "spooled" if msg_id in concerned else "published") for msg_id in ids]
+
+    def _spool_full(self, exc: PublishError, ids: Sequence[str]) -> PublishError:
+        """`exc`, saying the spool is full (and its limit) when the spool refused `ids` for
+        their size; as it is when it refused them for another reason (logged by the spool).
+        The broker's own reason follows, as redacted as it was."""
+        full = self._full.intersection(ids)
+        if not full or self.spool is None:
+            return exc
+        self._full.difference_update(full)
+        broker = "the broker failed moments ago" if exc.reason == SKIPPED else exc.reason
+        limit = f"FASHIONAI_SPOOL_MAX_BYTES={self.spool.max_bytes} bytes"
+        out = type(exc)(
+            f"the disk spool is full ({limit}) and cannot keep the event; {broker}", exc.message_ids
+        )
+        out.__cause__ = exc.__cause__
+        return out
 
     def failed(self, exc: PublishError, ids: Sequence[str]) -> list[Receipt]:
         """Receipts for `ids` after `exc`, or `exc` raised (on_broker_down="raise").

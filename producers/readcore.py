@@ -12,10 +12,11 @@ the sources ("fresh", "cached", "crowd", "native", "fallback", "holdout"), the l
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import filterfalse
 from typing import Any, Final
@@ -27,8 +28,9 @@ from fashionai_pipeline.producers.attribution import ReadOutcome, ReadStats, Ser
 from fashionai_pipeline.producers.breaker import Breaker
 from fashionai_pipeline.producers.direct import NoReply
 from fashionai_pipeline.producers.errors import CacheUnavailable, ConfigurationError
+from fashionai_pipeline.producers.event import EVENT_TYPES
 from fashionai_pipeline.producers.holdout import Holdout
-from fashionai_pipeline.producers.recsettings import RecommendationSettings, TypeSettings
+from fashionai_pipeline.producers.recsettings import ProductFacts, RecommendationSettings, TypeSettings
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.stock import (
     FactsSource,
@@ -75,15 +77,17 @@ def merge(ranked: Sequence[str], native: Sequence[str]) -> list[str]:
     """Ranked ids that the page has, in ranked order, then the rest in native order.
 
     Ids the storefront does not list in `native` (out of stock, unknown, filtered)
-    are left out: the native list is the authority on what can be rendered.
+    are left out: the native list is the authority on what can be rendered. Each id
+    appears once: a repeat in either list keeps its first place.
     """
+    page = dict.fromkeys(native)  # the native order, each id once
     if not ranked:
-        return list(native)
-    chosen = set(ranked).intersection(native)  # in C: no set of the (longer) native list
+        return list(page)
+    chosen = page.keys() & ranked
     if not chosen:
-        return list(native)
+        return list(page)
     head = [pid for pid in dict.fromkeys(ranked) if pid in chosen]
-    head.extend(filterfalse(chosen.__contains__, native))
+    head.extend(filterfalse(chosen.__contains__, page))
     return head
 
 
@@ -241,6 +245,8 @@ class ReaderCore:
     def key(
         self, event_type: str, item_id: str, session_id: str, user_id: str | None, tenant: str | None
     ) -> str:
+        """The ranking's key; ValueError naming the first argument no ranking can have (check_read)."""
+        check_read(event_type, item_id, session_id, user_id, tenant)
         return keys.ranking(tenant or self.settings.tenant, event_type, item_id, session_id, user_id)
 
     # -- plans -------------------------------------------------------------------------
@@ -317,7 +323,7 @@ class ReaderCore:
         if q.native is None:
             order = list(dict.fromkeys(ranked)) if ranked else []
         else:
-            order = list(q.native) if ranked is None else merge(ranked, q.native)
+            order = list(dict.fromkeys(q.native)) if ranked is None else merge(ranked, q.native)
         if q.stock is not None or self.stock is not None:
             products = yield from self._in_stock(q, order)
         else:
@@ -404,14 +410,49 @@ class ReaderCore:
                 return None
         else:
             answer = yield Call(source, ids)
+            if not isinstance(answer, BaseException):
+                try:
+                    answer = _stock_answer(answer) if check == "stock" else _facts_answer(answer, ids)
+                except Exception as exc:  # the caller's code answered something unusable
+                    answer = exc
             if isinstance(answer, BaseException):
-                log.warning("the %s callable raised %s; nothing removed for it", which, type(answer).__name__)
+                name = type(answer).__name__
+                log.warning("the %s callable failed (%s: %s); nothing removed for it", which, name, answer)
                 self.stats.count_check(check, "failed")
                 return None
-            if check == "stock":
-                answer = set(answer)
         self.stats.count_check(check, "ok")
         return answer
+
+
+def _stock_answer(answer: Any) -> set[str]:
+    """A stock callable's answer as the set of available ids. Raises TypeError for one that is
+    not an iterable of ids (a str would be read as its characters; None, a count, a coroutine
+    from a sync reader's check are mistakes), or whatever iterating it raised."""
+    if isinstance(answer, str | bytes) or inspect.isawaitable(answer) or not isinstance(answer, Iterable):
+        _discard(answer)
+        name = type(answer).__name__
+        raise TypeError(f"a stock check returns the available ids (an iterable of str), not {name}")
+    return set(answer)
+
+
+def _facts_answer(answer: Any, ids: Sequence[str]) -> dict[str, ProductFacts]:
+    """A facts callable's answer, the entries for `ids`. Raises TypeError for one that is not
+    a mapping of id -> ProductFacts."""
+    if not isinstance(answer, Mapping):
+        _discard(answer)
+        name = type(answer).__name__
+        raise TypeError(f"a facts source returns a mapping of id -> ProductFacts, not {name}")
+    out = {pid: answer[pid] for pid in ids if pid in answer}
+    for pid, facts in out.items():
+        if not isinstance(facts, ProductFacts):
+            raise TypeError(f"facts of {pid!r}: a ProductFacts, not {type(facts).__name__}")
+    return out
+
+
+def _discard(answer: Any) -> None:
+    """Close a coroutine a sync reader cannot await (no "never awaited" warning later)."""
+    if inspect.iscoroutine(answer):
+        answer.close()
 
 
 def _age(ranking: Ranking, now: float) -> int:
@@ -426,6 +467,44 @@ def _crowd(raw: Any) -> Ranking | None:
         return decode_ranking(raw)
     except CacheUnavailable:
         return None
+
+
+_READ_TYPES: Final = frozenset(EVENT_TYPES)
+
+
+def check_read(
+    event_type: object, item_id: object, session_id: object, user_id: object, tenant: object
+) -> None:
+    """ValueError naming the first of a read's arguments that no ranking can have: an event
+    type the API does not have, an id that is not text (a lone surrogate is not), an empty
+    session or user id (the event contract refuses both, so no event made that ranking)."""
+    if (
+        type(event_type) is str
+        and type(item_id) is str
+        and type(session_id) is str
+        and session_id
+        and (user_id is None or (type(user_id) is str and user_id))
+        and (tenant is None or type(tenant) is str)
+        and event_type in _READ_TYPES
+        and item_id.isascii()
+        and session_id.isascii()
+        and (user_id is None or user_id.isascii())
+    ):
+        return  # the usual read: nothing more to look at
+    if not isinstance(event_type, str) or event_type not in _READ_TYPES:
+        raise ValueError(f"event_type: must be one of {', '.join(EVENT_TYPES)}")
+    for name, value, empty in (
+        ("item_id", item_id, True), ("session_id", session_id, False), ("user_id", user_id, False),
+        ("tenant", tenant, True),
+    ):  # fmt: skip
+        if value is None and name in ("user_id", "tenant"):
+            continue
+        if not isinstance(value, str) or (not value and not empty):
+            raise ValueError(f"{name}: must be a {'' if empty else 'non-empty '}string")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{name}: must be valid Unicode text (it holds a lone surrogate)") from None
 
 
 def check_page_size(page_size: object) -> None:

@@ -177,7 +177,10 @@ class AsyncRankingServer(_Shell[AsyncPublisher, AsyncRankingReader]):
     ) -> Served:  # fmt: skip
         """RankingServer.view for asyncio: the same bound, errors and answers."""
         checks = Checks(page_size, stock, facts, filters)
-        return await self._run(self._core.view_plan(event, native, wait_ms, tenant, checks, self.hub.token))
+        # The hub's token once bound to this loop and process (a new loop or a forked child
+        # gets a new one): the channel the notice is published on is the one listened on.
+        token = self.hub.bind()
+        return await self._run(self._core.view_plan(event, native, wait_ms, tenant, checks, token))
 
     async def read(
         self, event_type: str, item_id: str, session_id: str, native: Sequence[str] | None,

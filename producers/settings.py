@@ -18,7 +18,15 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from fashionai_pipeline.producers.errors import ConfigurationError
@@ -30,6 +38,14 @@ SEED_API_URL = "https://catalog.api.fashionai.dev/api/v1/products/protected/reco
 
 _TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
+# The schemes each kind of URL setting accepts (lowercase, as the code that dispatches on them
+# compares them: producers.sink.is_redis, producers.broker.transport_options). A broker is Redis
+# (the direct path) or AMQP through kombu (docs/ARCHITECTURE.md); every other Redis URL is
+# opened by redis-py, which knows these three; the upstream API is HTTP.
+BROKER_SCHEMES: tuple[str, ...] = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+REDIS_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+HTTP_SCHEMES: tuple[str, ...] = ("http", "https")
+
 
 class TenantConfig(BaseModel):
     """One storefront in a multi-tenant deployment; unset fields inherit the top level."""
@@ -40,6 +56,11 @@ class TenantConfig(BaseModel):
     api_url: str | None = None
     rate_limit: float | None = Field(default=None, ge=0)
     rate_burst: int | None = Field(default=None, ge=1)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, HTTP_SCHEMES, "an HTTP URL")
 
 
 class Settings(BaseSettings):
@@ -180,6 +201,23 @@ class Settings(BaseSettings):
         # Raised outside the except block: no __context__ holding the pydantic error (its input).
         raise error
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return check_url(value, BROKER_SCHEMES, "a broker URL")
+
+    @field_validator("redis_url", "storefront_redis_url", "state_url")
+    @classmethod
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name != "redis_url":  # optional: empty (or unset) is off
+            return value
+        return check_url(value or "", REDIS_SCHEMES, "a Redis URL")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return check_url(value, HTTP_SCHEMES, "an HTTP URL")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -274,6 +312,65 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def check_url(url: str, schemes: tuple[str, ...], kind: str) -> str:
+    """`url` when its scheme is one of `schemes` and it parses, else ValueError with the rule.
+
+    The scheme is case-insensitive (RFC 3986) and returned in lowercase, as the code that
+    dispatches on it compares it. The message shows the URL only as `_shown` does (never a
+    password nor a query string), and nothing of a value without a scheme://: it may be
+    anything, a token included. Redis URLs go through redis-py's own parser as well, so what
+    passes here is what producers.transport can open.
+    """
+    accepted = ", ".join(f"{scheme}://" for scheme in schemes)
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        raise ValueError(f"not {kind}: it must start with one of {accepted}")
+    url = f"{scheme.lower()}://{rest}"
+    scheme, shown = scheme.lower(), _shown(url)
+    if scheme not in schemes:
+        raise ValueError(f"not {kind}: {shown} (accepted: {accepted})")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        raise ValueError(f"not {kind}: {shown}: its host or port does not parse") from None
+    if scheme in HTTP_SCHEMES and not parts.hostname:
+        raise ValueError(f"not {kind}: {shown}: it names no host")
+    if scheme not in HTTP_SCHEMES and "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(
+            f"not {kind}: {shown}: an '@' follows the host (in a password, write '/' as %2F,"
+            " '?' as %3F and '#' as %23)"
+        )
+    if scheme in REDIS_SCHEMES:
+        from redis.connection import parse_url
+
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]  # redis-py ships it untyped
+        except ValueError as exc:  # a query argument redis-py cannot read; its message names it
+            rule = f"not {kind} redis-py accepts: {shown}: {exc}"
+            raise ValueError(redact(rule, [parts.password or ""])) from None
+    return url
+
+
+def _shown(url: str) -> str:
+    """`url` for an error message: its password masked (redact_url), its query and fragment
+    left out (redis-py reads `?password=` too); only the scheme when it does not split
+    cleanly, or when an '@' follows the host (a password with an unescaped '/', '?' or '#'
+    is cut there, and its start would show as a host, a port or a path)."""
+    scheme = url.partition("://")[0]
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number may be a piece of a password
+    except ValueError:
+        return f"{scheme}://(not shown)"
+    if "@" in parts.path + parts.query + parts.fragment:
+        return f"{scheme}://(not shown)"
+    return redact_url(urlunsplit(parts._replace(query="", fragment="")))
 
 
 def _variable(field: str) -> str:

@@ -38,11 +38,14 @@ import contextlib
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
+
+from fashionai_pipeline.producers.errors import ConfigurationError
 
 log = logging.getLogger("fashionai.spool")
 
@@ -62,6 +65,9 @@ INSERT OR IGNORE INTO counters (name, value) VALUES
     ('bytes', 0), ('spooled', 0), ('replayed', 0), ('dropped_full', 0), ('dropped_old', 0);
 INSERT OR IGNORE INTO lease (id, owner, until) VALUES (1, NULL, 0);
 """
+
+Stored = Literal["stored", "full", "failed"]
+"""What became of a `Spool.store`: kept, refused for `max_bytes`, or not written (logged)."""
 
 Send = Callable[[str, list[tuple[str, str]]], None]
 """Hand `(payload, message_id)` pairs for one queue to the broker; raise if it did not take them."""
@@ -102,7 +108,12 @@ class Spool:
         replay_batch: int = 200,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        os.makedirs(directory, exist_ok=True)
+        """Open (creating it and its folder if need be) the spool in `directory`.
+
+        Raises ConfigurationError naming FASHIONAI_SPOOL_DIR when the folder cannot be made or
+        the spool file in it cannot be written (a regular file by that name, no permission, a
+        read-only disk, a file that is not a spool): here, not at the first publish to spool.
+        """
         self.path = os.path.join(directory, FILE_NAME)
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -114,8 +125,12 @@ class Spool:
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self._replayer_pid: int | None = None
         self._stop = threading.Event()
-        with self._connect(5.0) as conn:
-            conn.executescript(_SCHEMA)
+        _usable(directory, self.path)
+        try:
+            with self._connect(5.0) as conn:
+                conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # e.g. "file is not a database", "disk I/O error"
+            raise ConfigurationError(f"{_SETTING}: {directory}: cannot use {FILE_NAME} in it: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"<Spool {self.path}>"
@@ -129,8 +144,13 @@ class Spool:
         past `max_bytes`; False without counting when the spool could not be written in time
         (locked by other processes, disk error: logged). Never raises for those.
         """
+        return self.store(queue, messages, timeout=timeout) == "stored"
+
+    def store(self, queue: str, messages: Sequence[tuple[str, str]], *, timeout: float) -> Stored:
+        """`put`, answering why it refused: "stored" (True), "full" (past `max_bytes`,
+        counted in `dropped_full`), or "failed" (not written in time, or a disk error)."""
         if not messages:
-            return True
+            return "stored"
         now = self._clock()
         rows = [(queue, msg_id, payload, now, len(payload.encode())) for payload, msg_id in messages]
         size = sum(row[4] for row in rows)
@@ -143,7 +163,7 @@ class Spool:
                     conn.execute(
                         "UPDATE counters SET value = value + ? WHERE name = 'dropped_full'", (len(rows),)
                     )
-                    return False
+                    return "full"
                 conn.executemany(
                     "INSERT INTO spooled (queue, message_id, payload, spooled_at, size)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -153,8 +173,8 @@ class Spool:
                 conn.execute("UPDATE counters SET value = value + ? WHERE name = 'spooled'", (len(rows),))
         except sqlite3.Error as exc:
             log.warning("spool %s could not be written: %s", self.path, exc)
-            return False
-        return True
+            return "failed"
+        return "stored"
 
     # -- replaying ---------------------------------------------------------------------
 
@@ -330,6 +350,37 @@ class Spool:
                 time.sleep(0.005)
         conn.execute(f"PRAGMA synchronous = {self._sync}")
         return conn
+
+
+_SETTING: Final = "FASHIONAI_SPOOL_DIR"
+
+
+def _usable(directory: str, path: str) -> None:
+    """Make `directory`, and make sure it and the spool file `path` in it can be written (SQLite
+    keeps its WAL files beside the spool), else raise ConfigurationError. Checked by writing,
+    not with os.access (which says yes to root whatever the mode bits) nor by SQLite alone
+    (which opens an unwritable file read-only, and whose open retries in `_connect` would wait
+    5 s before failing)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigurationError(f"{_SETTING}: {directory} is not a directory (a file by that name exists)")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"{_SETTING}: {directory}: cannot create it: {_reason(exc)}") from exc
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{_SETTING}: {directory}: cannot write the spool in it: {_reason(exc)}"
+        ) from exc
+
+
+def _reason(exc: OSError) -> str:
+    """The OS's words for `exc` ("Permission denied"), without the path it repeats."""
+    return exc.strerror or type(exc).__name__
 
 
 def _by_queue_in_order(rows: list[_Row]) -> list[tuple[str, list[_Row]]]:

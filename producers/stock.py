@@ -57,12 +57,19 @@ StockCallable = Callable[[Sequence[str]], Iterable[str] | Awaitable[Iterable[str
 FactsCallable = Callable[[Sequence[str]], Mapping[str, ProductFacts] | Awaitable[Mapping[str, ProductFacts]]]
 
 
+STOCK_KINDS: Final = ("set", "hash")  # RedisStock's kinds (module doc)
+
+
 @dataclass(frozen=True, slots=True)
 class RedisStock:
     """A stock structure in the storefront's Redis: a SET of ids in stock, or a HASH of units."""
 
     key: str
     kind: Literal["set", "hash"] = "set"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STOCK_KINDS:  # else any other word would be read as a hash
+            raise ValueError(f"kind: must be one of {', '.join(map(repr, STOCK_KINDS))}, not {self.kind!r}")
 
     def command(self, ids: Sequence[str]) -> tuple[str, ...]:
         return ("SMISMEMBER" if self.kind == "set" else "HMGET", self.key, *ids)

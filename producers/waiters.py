@@ -184,7 +184,9 @@ class AsyncReplyHub:
     Besides reply-channel waiters (`expect`), it lets readers wait for a
     ranking key (`watch`), subscribing to the key's channel while anyone
     waits for it (one SUBSCRIBE per key, shared by its waiters). Used from a
-    new event loop or in a forked child, it starts afresh with a new token.
+    new event loop or in a forked child, it starts afresh with a new token:
+    take the token to publish with from `bind()`, in the loop that waits,
+    never from `token` before the hub's first use there.
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 0.25) -> None:
@@ -205,12 +207,31 @@ class AsyncReplyHub:
         self._closed = False
         self._chores: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs in flight, kept alive
 
-    def _bind(self) -> asyncio.AbstractEventLoop:
+    def bind(self) -> str:
+        """The token to publish with from here: the one the hub listens on in this loop and process.
+
+        Binds the hub to the running event loop first. Its first use in a loop (or in a
+        forked child) starts afresh with a new token, so `token` read before that is not
+        listened on by anyone: a publisher asking for a notice takes its token from here,
+        in the loop it waits in. Cheap (the check `expect` makes); connects nothing.
+        """
+        self._own_loop()
+        return self.token
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, the hub's state made afresh (a new token) if it was another's."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._pid != os.getpid():
             self._loop, self._pid = loop, os.getpid()
             self._start_state()
-        if self._task is None and not self._closed:
+        return loop
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = self._own_loop()
+        task = self._task
+        if (task is None or task.done()) and not self._closed:
+            # A reader task that ended (cancelled from outside, say) is started again; it
+            # listens on the same reply channel, so tokens already handed out stay good.
             self._ready = asyncio.Event()
             self._task = loop.create_task(self._listen(), name="fashionai-waiters")
         return loop

@@ -103,15 +103,22 @@ def ranking_key(product: str, session: str) -> str:
 
 
 def plain_merge(raw: bytes | None, native: list[str]) -> list[str]:
-    """The DIY peer's merge: what a user writes in a few lines."""
+    """The raw and DIY pages' merge: the ranked ids that are on the page, in their order, then
+    the rest of the page in its own. A few lines a user would write, with sets: the same
+    lines with `pid in native` on lists cost 126 µs per page here instead of 14 µs, so the
+    floor and the peer would have carried a cost neither needs (docs/PERFORMANCE.md)."""
     if raw is None:
         return native
     ranked = json.loads(raw)[1:]
     if not ranked:
         return native
-    in_page = [pid for pid in ranked if pid in native]
-    rest = [pid for pid in native if pid not in in_page]
-    return in_page + rest
+    on_page, seen = set(native), set()
+    head = []
+    for pid in ranked:
+        if pid in on_page and pid not in seen:
+            seen.add(pid)
+            head.append(pid)
+    return head + [pid for pid in native if pid not in seen]
 
 
 def diy_app() -> Any:

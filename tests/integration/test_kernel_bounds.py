@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from fashionai_pipeline.producers.direct import KERNEL_TIMEOUTS, DirectRedis, NoReply
+from fashionai_pipeline.producers.direct import KERNEL_BOUND_MIN, KERNEL_TIMEOUTS, DirectRedis, NoReply
 from tests.conftest import CACHE_URL
 from tests.integration.proxy import Muted
 
@@ -53,3 +53,16 @@ def test_a_redis_gone_silent_fails_the_call_within_its_bound_as_a_timeout():
     finally:
         conn.close()
         proxy.close()
+
+
+def test_a_bound_shorter_than_the_kernel_keeps_to_the_millisecond_is_pythons():
+    """The kernel rounds SO_RCVTIMEO up to whole ticks (a 25 ms bound waited 32 ms here), so a
+    connection with a short bound (the reader's 25 ms) keeps Python's timeout, which polls."""
+    assert KERNEL_BOUND_MIN > 0.025
+    conn = DirectRedis(CACHE_URL, timeout=0.025, name="fashionai-kernel-test")
+    try:
+        assert conn.execute("PING") == b"PONG"
+        (kept,) = conn._idle.conns
+        assert kept._sock.gettimeout() == pytest.approx(0.025)
+    finally:
+        conn.close()

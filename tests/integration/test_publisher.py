@@ -366,3 +366,40 @@ def test_threads_publishing_at_once_on_redis_do_not_queue_behind_one_connection(
         assert len(_queued(settings)) == 9
     finally:
         proxy.close()
+
+
+def test_the_typed_helpers_refuse_what_no_event_can_carry_before_the_broker():
+    """A lone surrogate (no JSON encoder can send it: the worker would dead-letter it), an
+    unknown keyword (a typo of `message_id` would publish under a new id), a list that is
+    not one: each refused with its name, nothing published."""
+    settings = make_settings(BROKERS["redis"], "http://127.0.0.1:9/unused")
+
+    async def on_asyncio() -> None:
+        pub = AsyncPublisher(settings)
+        try:
+            with pytest.raises(InvalidEvent) as info:
+                await pub.product_view("s\udc00", "p1")
+            assert info.value.field == "sessionId"
+            with pytest.raises(TypeError, match="'messageid'"):
+                await pub.category_view("s", "c1", messageid="x")  # type: ignore[call-arg]
+            assert pub.stats.published == 0
+        finally:
+            await pub.aclose()
+
+    with Publisher(settings) as pub:
+        for call, field in (
+            (lambda: pub.product_view("sur\ud800x", "p1"), "sessionId"),
+            (lambda: pub.shop_the_look("s", "p\udfff"), "data.id"),
+            (lambda: pub.category_view("s", "c1", user_id="u\ud800"), "userId"),
+            (lambda: pub.publish_many(None), "events"),  # type: ignore[arg-type]
+            (lambda: pub.publish_many({"sessionId": "s"}), "events"),  # type: ignore[dict-item]  # not a list
+        ):
+            with pytest.raises(InvalidEvent) as info:
+                call()
+            assert info.value.field == field
+        with pytest.raises(TypeError, match="'messageid'"):
+            pub.product_view("s", "p1", messageid="m")  # type: ignore[call-arg]
+        assert pub.product_view("sé", "p1").outcome == "published"  # text beyond ASCII is fine
+        assert pub.stats.published == 1
+    asyncio.run(on_asyncio())
+    _queued(settings)  # the one published event, taken off the queue

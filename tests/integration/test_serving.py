@@ -216,3 +216,145 @@ def test_waiters_survive_a_cache_restart(sandbox, workers, tmp_path):
         server.close()
         cache.terminate()
         cache.wait(10)
+
+
+def _timed_async_view(server: AsyncRankingServer, session: str, item: str, wait_ms: int) -> tuple[str, float]:
+    """One AsyncRankingServer.view, the first call of a new event loop: (source, seconds). The
+    server is closed before its loop ends (as an app's shutdown does) and used again in the next."""
+
+    async def one() -> tuple[str, float]:
+        try:
+            started = time.monotonic()
+            served = await server.view(make_event("productView", session, item), CATALOG, wait_ms=wait_ms)
+            return served.source, time.monotonic() - started
+        finally:
+            await server.aclose()
+
+    return asyncio.run(one())
+
+
+def test_async_first_view_in_each_new_event_loop_is_woken_by_its_notice(sandbox, workers):
+    """The hub starts afresh (new token) on its first use in a loop: the event must carry *that*
+    token, or its notice goes to a channel nobody listens on and the view waits out its bound
+    (and, reading the cache then, still says "fresh": hence the timing check)."""
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    workers(settings)
+    with RankingServer(settings) as warm:  # the worker is up and consuming before anything is timed
+        assert warm.view(make_event("productView", "warm", "p0500"), CATALOG, wait_ms=5_000).source == "fresh"
+    server = AsyncRankingServer(settings)
+    bound_ms = 2_000
+    for n in range(3):  # each asyncio.run is a new event loop: the first call there, every time
+        session, item = f"loop-{settings.tenant}-{n}", f"p{n + 501:04d}"
+        source, elapsed = _timed_async_view(server, session, item, bound_ms)
+        assert source == "fresh", (n, source)
+        assert elapsed < bound_ms / 1000 / 2, (n, elapsed)  # woken by the notice, not the bound
+
+    async def twice_in_one_loop() -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        try:
+            for n in range(2):
+                started = time.monotonic()
+                event = make_event("productView", f"same-loop-{settings.tenant}-{n}", f"p{n + 601:04d}")
+                served = await server.view(event, CATALOG, wait_ms=bound_ms)
+                out.append((served.source, time.monotonic() - started))
+        finally:
+            await server.aclose()
+        return out
+
+    for source, elapsed in asyncio.run(twice_in_one_loop()):
+        assert source == "fresh" and elapsed < bound_ms / 1000 / 2, (source, elapsed)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_forked_childs_first_view_is_woken_by_its_notice(kind, sandbox, workers, request):
+    """gunicorn --preload with either server: used in the parent, then forked; the child's hub
+    takes a new token, and its first view must ask for its notice with that one."""
+    settings = make_settings(BROKERS["redis"], sandbox.url)
+    workers(settings)
+    bound_ms = 2_000
+    sync_server = RankingServer(settings)
+    request.addfinalizer(sync_server.close)
+    warm = sync_server.view(make_event("productView", "f-warm", "p0700"), CATALOG, wait_ms=5_000)
+    assert warm.source == "fresh"
+    async_server = AsyncRankingServer(settings) if kind == "async" else None
+    if async_server is not None:  # the parent's hub was bound (to a loop now closed) before the fork
+        source, _ = _timed_async_view(async_server, f"f-parent-{settings.tenant}", "p0701", 5_000)
+        assert source == "fresh"
+
+    def view_in_child(n: int) -> tuple[str, float]:
+        session, item = f"f-child-{settings.tenant}-{n}", f"p{n + 702:04d}"
+        if async_server is not None:
+            return _timed_async_view(async_server, session, item, bound_ms)
+        started = time.monotonic()
+        served = sync_server.view(make_event("productView", session, item), CATALOG, wait_ms=bound_ms)
+        return served.source, time.monotonic() - started
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without pytest's teardown
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps([view_in_child(0), view_in_child(1)]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = json.loads(pipe.read() or b"[]")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and len(reported) == 2
+    for source, elapsed in reported:
+        assert source == "fresh", reported
+        assert elapsed < bound_ms / 1000 / 2, reported  # woken by the notice, not the bound
+
+
+def test_async_views_are_woken_by_their_notices_again_after_the_hub_reconnects(sandbox, workers, tmp_path):
+    """The cache Redis restarts under a running loop: the hub's reader task reconnects and
+    subscribes again, on the channel of the token the views keep asking with."""
+    from fashionai_pipeline.worker.local import free_port
+
+    port = free_port()
+    cache = _redis_on(port, str(tmp_path))
+    settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=f"redis://127.0.0.1:{port}/0")
+    workers(settings)
+    bound_ms = 2_000
+
+    async def timed(server: AsyncRankingServer, session: str, item: str) -> tuple[str, float]:
+        started = time.monotonic()
+        served = await server.view(make_event("productView", session, item), CATALOG, wait_ms=bound_ms)
+        return served.source, time.monotonic() - started
+
+    async def main() -> None:
+        nonlocal cache
+        server = AsyncRankingServer(settings)
+        try:
+            with RankingServer(settings) as warm:  # the worker is up and consuming
+                event = make_event("productView", "rc-warm", "p0800")
+                assert warm.view(event, CATALOG, wait_ms=5_000).source == "fresh"
+            source, elapsed = await timed(server, "rc-before", "p0801")
+            assert source == "fresh" and elapsed < bound_ms / 1000 / 2, (source, elapsed)
+            token = server.hub.token
+            cache.terminate()
+            cache.wait(10)
+            await asyncio.sleep(0.3)  # the reader task notices and starts reconnecting
+            cache = _redis_on(port, str(tmp_path))
+            deadline = time.monotonic() + 60
+            while True:  # until the worker and the hub are both back
+                n = time.monotonic_ns()
+                source, elapsed = await timed(server, f"rc-after-{n}", "p0802")
+                if source == "fresh":
+                    break
+                assert time.monotonic() < deadline, "no fresh view after the restart"
+            assert server.hub.token == token  # the same loop and process: the same channel
+            for n in range(3):  # reconnected: woken by the notice again, not by the bound
+                source, elapsed = await timed(server, f"rc-woken-{n}", f"p{n + 803:04d}")
+                assert source == "fresh" and elapsed < bound_ms / 1000 / 2, (n, source, elapsed)
+        finally:
+            await server.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        cache.terminate()
+        cache.wait(10)

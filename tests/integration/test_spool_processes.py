@@ -134,7 +134,10 @@ def test_a_full_spool_leaves_the_event_to_the_callers_policy(tmp_path):
     )
     with Publisher(settings) as publisher:
         outcomes = []
-        with pytest.raises(BrokerUnavailable):  # the default policy: raise when not published
+        # the default policy: raise when not published, saying why the spool did not keep it
+        with pytest.raises(
+            BrokerUnavailable, match=r"^the disk spool is full \(FASHIONAI_SPOOL_MAX_BYTES=1024 "
+        ):
             for i in range(100):
                 outcomes.append(publisher.product_view(f"s{i}", "p0001").outcome)
     assert outcomes and set(outcomes) == {"spooled"}

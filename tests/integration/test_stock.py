@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -93,3 +94,91 @@ def test_a_storefront_redis_that_is_down_removes_nothing_and_is_counted(shop):
         assert served.products == ["n9", "n3", "n7", "n1"] and served.source == "cached"
         checks = reader.stats.snapshot()["checks"]
         assert checks["stock:failed"] == 1
+
+
+class _Raises:
+    def __iter__(self):
+        raise ValueError("the storefront's iterator broke")
+
+
+async def _async_none(ids):
+    return None
+
+
+async def _async_ids(ids):
+    return ids
+
+
+STOCK_MISTAKES: dict[str, Any] = {
+    "None": lambda ids: None,
+    "a count": lambda ids: 5,
+    "a str (read as its characters)": lambda ids: "n9",
+    "an iterable that raises": lambda ids: _Raises(),
+    "a coroutine on the sync reader": _async_ids,
+}
+
+
+@pytest.mark.parametrize("answer", list(STOCK_MISTAKES), ids=list(STOCK_MISTAKES))
+def test_a_stock_callable_that_answers_the_wrong_thing_removes_nothing_and_is_counted(shop, answer):
+    settings, _ = shop
+    with RankingReader(settings) as reader:
+        served = reader.serve("categoryView", "x", "s1", NATIVE, page_size=4, stock=STOCK_MISTAKES[answer])
+        assert (served.products, served.source) == (["n9", "n3", "n7", "n1"], "cached")
+        assert reader.stats.snapshot()["checks"]["stock:failed"] == 1
+
+
+def test_an_async_check_that_answers_none_on_the_async_reader_removes_nothing(shop):
+    settings, _ = shop
+
+    async def main() -> tuple[list[str], int]:
+        reader = AsyncRankingReader(settings)
+        try:
+            served = await reader.serve("categoryView", "x", "s1", NATIVE, page_size=4, stock=_async_none)
+            return served.products, reader.stats.snapshot()["checks"]["stock:failed"]
+        finally:
+            await reader.aclose()
+
+    assert asyncio.run(main()) == (["n9", "n3", "n7", "n1"], 1)
+
+
+@pytest.mark.parametrize(
+    "facts", [lambda ids: ["n9"], lambda ids: {"n9": {"price": 1}}, lambda ids: None],
+    ids=["a list", "plain dicts, not ProductFacts", "None"],
+)  # fmt: skip
+def test_a_facts_callable_that_answers_the_wrong_thing_filters_nothing_and_is_counted(shop, facts):
+    settings, _ = shop
+    above = TypeSettings.model_validate({"priceRange": {"mode": "above10k"}})
+    with RankingReader(settings) as reader:
+        served = reader.serve("productView", "x", "s1", NATIVE, facts=facts, filters=above)
+        assert served.products[:4] == ["n9", "n3", "n7", "n1"]
+        assert reader.stats.snapshot()["checks"]["facts:failed"] == 1
+
+
+def test_a_native_list_with_repeats_renders_each_product_once_and_fills_the_page(shop):
+    settings, _ = shop
+    with RankingReader(settings) as reader:
+        ranked = reader.serve("categoryView", "x", "s1", ["n1", "n1", "n2", "n9", "n9", "n4"])
+        assert ranked.products == ["n9", "n1", "n2", "n4"]
+        nothing = reader.serve(
+            "categoryView", "x", "nobody", ["a", "a", "b"], stock=lambda ids: ids, page_size=2
+        )
+        assert (nothing.products, nothing.source) == (["a", "b"], "native")
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("pageView", "x", "s1"), "event_type"),
+        (("productView", 5, "s1"), "item_id"),
+        (("productView", "x", None), "session_id"),
+        (("productView", "x", ""), "session_id"),
+        (("productView", "x", "s\ud800"), "session_id"),
+    ],
+)
+def test_a_read_no_ranking_can_answer_is_refused_naming_the_argument(shop, args: Any, field):
+    settings, _ = shop
+    with RankingReader(settings) as reader:
+        with pytest.raises(ValueError, match=rf"^{field}: "):
+            reader.serve(args[0], args[1], args[2], NATIVE)
+        with pytest.raises(ValueError, match=r"^user_id: "):
+            reader.serve("productView", "x", "s1", NATIVE, user_id="")

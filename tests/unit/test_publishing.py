@@ -157,8 +157,12 @@ def test_async_callers_of_an_unusable_broker_each_get_their_own_configuration_er
 
     from fashionai_pipeline.producers import AsyncPublisher
 
+    # Settings() refuses such a URL (tests/unit/test_config_errors.py); model_copy skips that
+    # check, to reach the publisher's own boundary behind it.
+    unusable = Settings().model_copy(update={"broker_url": "foo://nowhere"})
+
     async def main() -> list[BaseException | Receipt]:
-        pub = AsyncPublisher(Settings(broker_url="foo://nowhere"))
+        pub = AsyncPublisher(unusable)
         try:
             return list(
                 await asyncio.gather(*(pub.custom_shelf(f"s{i}") for i in range(3)), return_exceptions=True)

@@ -82,13 +82,17 @@ def test_pack_refuses_what_redis_py_refuses(bad):
 
 
 def _merge_by_definition(ranked, native):
-    """The rule, written plainly: ranked ids the page has (first occurrence), then the rest natively."""
+    """The rule, written plainly: ranked ids the page has (first occurrence), then the rest
+    natively (first occurrence): each product once."""
     page = set(native)
     head = []
     for pid in ranked:
         if pid in page and pid not in head:
             head.append(pid)
-    return head + [pid for pid in native if pid not in head]
+    for pid in native:
+        if pid not in head:
+            head.append(pid)
+    return head
 
 
 def test_merge_agrees_with_its_definition_on_random_pages():
