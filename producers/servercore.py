@@ -5,9 +5,19 @@
 notice or `Watch` a ranking key's channel, `Wait` for the hub's subscription or for the
 notice, `Serve` a query through the reader — and are sent each answer. They decide
 everything else: the checks of the arguments, the deadline, whether to wait at all (the
-holdout, an open breaker, a publish that was dropped), the message id an answer shows, the
-query the reader serves and when a ranking waited for is served. producers.serving's
-`RankingServer` and `AsyncRankingServer` only do the requests.
+holdout, an open breaker, a hub that cannot listen, a cache that does not answer, a publish
+that was dropped), the message id an answer shows, the query the reader serves and when a
+ranking waited for is served. producers.serving's `RankingServer` and `AsyncRankingServer`
+only do the requests.
+
+A notice comes through the cache Redis (the worker writes and announces rankings there), so
+a view waits for one only while that can happen: not while the cache's breaker is open, not
+while the hub says "down" (refused, failing, its subscription lost or never confirmed), and
+not when the hub has not confirmed its subscription within the reader's read bound and a
+read of the cache then fails. In each case the view publishes its event (without asking for
+a notice) and serves one read's answer: the best older ranking it could read, else the
+fallback, counted by the reader like any read. A waiter whose hub loses its connection
+meanwhile is released by the hub (producers.waiters) and reads the cache once.
 """
 
 from __future__ import annotations
@@ -69,8 +79,10 @@ class Watch:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Wait at most `timeout` seconds: "ready", for the hub to confirm its subscription (no
-    answer); "notice", for the notice expected or watched (answered with its value, or None)."""
+    """Wait at most `timeout` seconds: "ready", for the hub's verdict on its subscription
+    (answered with its state, producers.waiters.HubState: "listening", "down", or still
+    "connecting"); "notice", for the notice expected or watched (answered with its value, or
+    None: none within `timeout`, or the hub lost its connection)."""
 
     until: Literal["ready", "notice"]
     timeout: float
@@ -130,6 +142,7 @@ class ServerCore:
     def __init__(self, settings: Settings, reader: Gate) -> None:
         self.settings = settings
         self.reader = reader
+        self.read_bound = settings.read_timeout_ms / 1000
 
     def view_plan(
         self,
@@ -142,21 +155,34 @@ class ServerCore:
     ) -> Plan:
         """RankingServer.view (its doc), the notice asked for with the hub's `token`.
 
-        Raises InvalidEvent or ValueError before any request.
+        Waits for a notice only while one can come (module doc). Raises InvalidEvent or
+        ValueError before any request.
         """
         ev = parse_event(event)
         check_page_size(checks.page_size)
-        deadline = time.monotonic() + check_wait(wait_ms)
+        started = time.monotonic()
+        deadline = started + check_wait(wait_ms)
         if self.reader.in_holdout(ev.sessionId) or self.reader.cache_open:
-            outcome, msg_id = _outcome((yield Publish(ev, tenant)))
-            shown = msg_id if outcome != "dropped" else None
-            return (yield from _serve(checks.query(ev, native, tenant, message_id=shown)))
+            return (yield from _unwaited(ev, native, tenant, checks))
         msg_id = new_id()
         yield Expect(msg_id)  # before publishing: a notice can never come too early
         # The first call in a process waits for Redis to confirm the subscription, for at
         # most half the bound: past that the event is sent anyway, and a notice missed
-        # for want of the subscription is made up by the cache read at the bound.
-        yield Wait("ready", (deadline - time.monotonic()) / 2)
+        # for want of the subscription is made up by the cache read at the bound. Once the
+        # hub listens (the usual case) this answers at once; "down" also comes at once.
+        ready_by = started + (deadline - started) / 2
+        hub = yield Wait("ready", min(self.read_bound, ready_by - time.monotonic()))
+        if hub == "connecting" and wait_ms:
+            # Not confirmed within a read's bound: ask the cache itself, with one bounded read.
+            # A cache that does not answer it cannot confirm a subscription or carry a notice.
+            # (A cache that answers it is read once more at the end: a cold start's cost.)
+            probe = yield from _serve(checks.query(ev, native, tenant))
+            if probe.source == "fallback":
+                outcome, published = _outcome((yield Publish(ev, tenant)))
+                return replace(probe, message_id=published if outcome != "dropped" else None)
+            hub = yield Wait("ready", ready_by - time.monotonic())
+        if hub == "down":
+            return (yield from _unwaited(ev, native, tenant, checks))
         since_ms = int(time.time() * 1000)
         outcome, _ = _outcome((yield Publish(ev, tenant, msg_id, token)))
         notice = None
@@ -196,6 +222,13 @@ class ServerCore:
             return (yield from _serve(q))
         # Announced during this wait, so written after the read above found none: new.
         return (yield from _serve(replace(q, since_ms=0, notice=ranking)))
+
+
+def _unwaited(ev: Event, native: Sequence[str] | None, tenant: str | None, checks: Checks) -> Plan:
+    """Publish (asking for no notice) and serve one read's answer: no notice is waited for."""
+    outcome, msg_id = _outcome((yield Publish(ev, tenant)))
+    shown = msg_id if outcome != "dropped" else None
+    return (yield from _serve(checks.query(ev, native, tenant, message_id=shown)))
 
 
 def _serve(q: Query) -> Plan:

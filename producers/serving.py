@@ -17,10 +17,15 @@ helpers and the HTTP service answer alike; those of the waiting around it (the
 checks, the deadline, whether to wait, the query served) are publish-and-wait's
 own (producers.servercore.ServerCore). The two classes here only do the I/O their
 plans ask for. The reader's bound and circuit breaker protect every cache
-read made here; while the cache's breaker is open a view publishes its event
-and answers at once, without waiting for a notice that cannot come (the worker
-writes and announces rankings on that same Redis). A session in the holdout
-is published for but never waited for.
+read made here. A notice cannot come through a cache Redis that is down (the
+worker writes and announces rankings on that same Redis), so a view publishes
+its event and answers after one bounded read, without waiting, while the
+cache's breaker is open, while the hub cannot listen (its connection refused,
+failing, lost, or its SUBSCRIBE unanswered), or when the hub has not
+subscribed within the read bound and that read fails; a view already waiting
+when the hub loses its connection is released to read the cache once
+(producers.servercore, producers.waiters). A session in the holdout is
+published for but never waited for.
 
 """
 
@@ -95,8 +100,11 @@ class RankingServer(_Shell[Publisher, RankingReader]):
         """Publish `event`, wait up to `wait_ms` for its ranking, return the page's order.
 
         Returns within about `wait_ms` plus one bounded cache read (and the publish's
-        own bound when the broker is slow); at once, after the publish, for a session in
-        the holdout or while the cache's breaker is open. `page_size`, `stock`,
+        own bound when the broker is slow); after the publish and one bounded read
+        (`FASHIONAI_READ_TIMEOUT_MS`), without waiting, for a session in the holdout,
+        while the cache's breaker is open or the hub cannot listen (the cache refused,
+        failing, silent; for a hub not subscribed yet, after waiting one read bound for
+        it); and soon after the hub loses its connection mid-wait. `page_size`, `stock`,
         `facts`, `filters`: as in RankingReader.serve (producers.stock). Raises InvalidEvent
         (before anything is sent) and ValueError for a bad `wait_ms` or page size;
         raises the publisher's BrokerUnavailable when the broker does not take the
@@ -131,7 +139,7 @@ class RankingServer(_Shell[Publisher, RankingReader]):
                 elif isinstance(request, Expect):
                     expected, slot = request.message_id, self._hub.expect(request.message_id)
                 elif isinstance(request, Wait) and request.until == "ready":
-                    self._hub.wait_ready(request.timeout)
+                    answer = self._hub.wait_ready(request.timeout)
                 elif isinstance(request, Wait) and slot is not None:
                     answer = slot.value if slot.event.wait(request.timeout) else None
                 elif isinstance(request, Serve):
@@ -208,7 +216,7 @@ class AsyncRankingServer(_Shell[AsyncPublisher, AsyncRankingReader]):
         """RankingServer._run, awaited; a key watched is unwatched at the plan's end."""
         expected: str | None = None
         watched: str | None = None
-        future: asyncio.Future[str] | None = None
+        future: asyncio.Future[str | None] | None = None
         try:
             request = next(plan)
             while True:
@@ -224,7 +232,7 @@ class AsyncRankingServer(_Shell[AsyncPublisher, AsyncRankingReader]):
                 elif isinstance(request, Expect):
                     expected, future = request.message_id, self.hub.expect(request.message_id)
                 elif isinstance(request, Wait) and request.until == "ready":
-                    await self.hub.wait_ready(request.timeout)
+                    answer = await self.hub.wait_ready(request.timeout)
                 elif isinstance(request, Watch):
                     future = await self.hub.watch(request.key, request.timeout)
                     watched = request.key if future is not None else None
@@ -261,8 +269,9 @@ def _answer(publish: Callable[..., Receipt], r: Publish) -> Receipt | PublishUnk
         return exc
 
 
-async def _within(future: asyncio.Future[str], timeout: float) -> str | None:
-    """The future's value if it is set within `timeout` seconds, else None."""
+async def _within(future: asyncio.Future[str | None], timeout: float) -> str | None:
+    """The future's value if it is set within `timeout` seconds (None: the hub's connection
+    was lost), else None."""
     if timeout <= 0 and not future.done():
         return None
     try:

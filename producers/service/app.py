@@ -6,6 +6,8 @@
     POST /v1/views       ingest key   publish-and-wait for one page view
     GET  /metrics        ingest key   the reads' counters (sources, outcomes), Prometheus text
     GET  /openapi.json, /healthz, /readyz
+    (every GET answers HEAD too; a POST body is application/json, identity or gzip, bounded
+    in size and in time: http.read_json)
 
 A read with a publishable read key needs the shopper's signature (signing.py);
 CORS headers are given only on the read paths, only to listed origins, and
@@ -43,6 +45,7 @@ from fashionai_pipeline.producers.service.http import (
     native_list,
     page_size_of,
     problem,
+    query_of,
     read_json,
     served_json,
     shopper_key,
@@ -135,7 +138,7 @@ class Service:
         if found is None:
             raise ApiError(401, "unauthorized", "the key is not valid")
         if found[1] == "read" and not allow_read:
-            raise ApiError(403, "forbidden", "a read key cannot publish events")
+            raise ApiError(403, "forbidden", "a read key may only read rankings (/v1/rankings)")
         return Caller(*found)
 
     def check_shopper(self, caller: Caller, token: str | None, session_id: str, user_id: str | None) -> None:
@@ -171,8 +174,9 @@ class Routes:
         state, service = self.state, self.service
         caller = state.caller(request, allow_read=False)
         box.append(caller)
-        data = await read_json(request, service.serve_max_body)
-        if isinstance(data, dict) and "events" in data:
+        data = await read_json(request, service.serve_max_body, service.serve_body_timeout)
+        batch = isinstance(data, dict) and "events" in data
+        if batch:
             items = data["events"]
             if not isinstance(items, list) or set(data) != {"events"}:
                 raise ApiError(
@@ -187,6 +191,10 @@ class Routes:
         valid: list[tuple[int, Event]] = []
         refused: list[dict[str, Any]] = []
         for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                where = f"events[{i}]" if batch else "body"
+                refused.append({"index": i, "field": where, "message": "must be an event object"})
+                continue
             try:
                 valid.append((i, parse_event(item)))
             except InvalidEvent as exc:
@@ -217,8 +225,9 @@ class Routes:
         box.append(caller)
         params: dict[str, Any]
         native: list[str] | None = None
-        if request.method == "POST":
-            params = await read_json(request, self.service.serve_max_body)
+        query = request.method != "POST"  # GET, or HEAD: the same answer without its body
+        if not query:
+            params = await read_json(request, self.service.serve_max_body, self.service.serve_body_timeout)
             if not isinstance(params, dict):
                 raise ApiError(422, "invalid_request", "must be a JSON object", "body")
             unknown = set(params) - READ_FIELDS
@@ -227,16 +236,16 @@ class Routes:
             native = native_list(params.get("native", []))
             stock, facts = stock_of(params), facts_of(params)
         else:
-            params = dict(request.query)
+            params = query_of(request)
             stock, facts = None, None
         event_type, item_id, session_id, user_id = shopper_key(params)
-        wait_ms = wait_ms_of(params.get("wait_ms", 0), self.service)
+        wait_ms = wait_ms_of(params.get("wait_ms", 0), self.service, query=query)
         shopper = params.get("shopper")
         if "shopper" in params and (not isinstance(shopper, str) or len(shopper) > 100):
             raise ApiError(422, "invalid_request", "must be a string of at most 100 characters", "shopper")
         state.check_shopper(caller, shopper, session_id, user_id)
         assert state.server is not None
-        page_size = page_size_of(params, query=request.method == "GET")
+        page_size = page_size_of(params, query=query)
         served = await state.server.read(
             event_type, item_id, session_id, native, user_id, wait_ms=wait_ms, tenant=caller.tenant,
             page_size=page_size, stock=stock, facts=facts,
@@ -261,7 +270,7 @@ class Routes:
         state = self.state
         caller = state.caller(request, allow_read=False)
         box.append(caller)
-        data = await read_json(request, self.service.serve_max_body)
+        data = await read_json(request, self.service.serve_max_body, self.service.serve_body_timeout)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_request", "must be a JSON object", "body")
         unknown = set(data) - {"event", "native", "wait_ms", "page_size", "stock", "facts"}
@@ -269,6 +278,8 @@ class Routes:
             raise ApiError(422, "invalid_request", "unknown field", sorted(unknown)[0])
         if "event" not in data:
             raise ApiError(422, "invalid_request", "required", "event")
+        if not isinstance(data["event"], dict):
+            raise ApiError(422, "invalid_event", "must be an event object", "event")
         try:
             event = parse_event(data["event"])
         except InvalidEvent as exc:
@@ -291,6 +302,8 @@ class Routes:
             )
         except errors.PublishError as exc:
             raise ApiError(503, "broker_unavailable", "the broker did not take the event") from exc
+        if served.message_id is None:  # FASHIONAI_ON_BROKER_DOWN=drop dropped it: not taken either
+            raise ApiError(503, "broker_unavailable", "the broker did not take the event (dropped)")
         return json_response(200, served_json(served, with_id=True))
 
     async def refuse_preflight(self, request: web.Request, box: list[Caller]) -> web.Response:
@@ -316,8 +329,22 @@ class Routes:
         return json_response(200 if ok else 503, verdict)
 
 
+def server_options(service: ServiceSettings) -> dict[str, Any]:
+    """The options of aiohttp's server (web.run_app, AppRunner) that create_app's app needs.
+
+    `auto_decompress=False`: a body is decoded by http.read_json, within the body bound and
+    only for the encodings the service takes (identity, gzip). `keepalive_timeout`: aiohttp
+    arms it when a connection opens and after each answer, and closes a connection still
+    without a complete request when it fires, so it bounds slow or unfinished headers too.
+    """
+    return {"auto_decompress": False, "keepalive_timeout": service.serve_idle_timeout}
+
+
 def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
-    """The aiohttp app. Raises ServiceConfigError for bad keys before anything listens."""
+    """The aiohttp app. Raises ServiceConfigError for bad keys before anything listens.
+
+    Serve it with `server_options(service)` (run.serve does).
+    """
     state = Service(settings, service, Keys.from_settings(service, settings))
     routes = Routes(state)
     openapi_body = compact_json(state.spec).encode()
@@ -331,7 +358,10 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
                 headers = state.cors(request, caller_box[0] if caller_box else None)
                 if exc.status == 401:
                     headers["www-authenticate"] = "Bearer"
-                return json_response(exc.status, problem(exc), headers)
+                response = json_response(exc.status, problem(exc), headers)
+                if exc.status == 408:
+                    response.force_close()  # the rest of the body may still be on its way
+                return response
 
         return run
 
@@ -373,15 +403,15 @@ def create_app(settings: Settings, service: ServiceSettings) -> web.Application:
     app.on_response_prepare.append(server_header)
     app.router.add_post("/v1/events", guarded(routes.events))
     app.router.add_route("OPTIONS", "/v1/events", guarded(routes.refuse_preflight))
-    app.router.add_get("/v1/rankings", guarded(routes.rankings), allow_head=False)
+    app.router.add_get("/v1/rankings", guarded(routes.rankings))
     app.router.add_post("/v1/rankings", guarded(routes.rankings))
     app.router.add_route("OPTIONS", "/v1/rankings", guarded(routes.rankings))
     app.router.add_post("/v1/views", guarded(routes.views))
     app.router.add_route("OPTIONS", "/v1/views", guarded(routes.refuse_preflight))
-    app.router.add_get("/openapi.json", openapi, allow_head=False)
-    app.router.add_get("/metrics", guarded(routes.metrics), allow_head=False)
-    app.router.add_get("/healthz", routes.healthz, allow_head=False)
-    app.router.add_get("/readyz", routes.readyz, allow_head=False)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", guarded(routes.metrics))
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/readyz", routes.readyz)
     app[SERVICE] = state
     return app
 

@@ -7,7 +7,10 @@ validation error never shows them (a bad entry is named by its position).
 Key lists are comma-separated. In a multi-tenant deployment
 (FASHIONAI_TENANTS) each entry is `KEY@TENANT` and names a configured tenant;
 single-tenant, a bare `KEY` belongs to FASHIONAI_TENANT (and `KEY@TENANT` must
-name it). Several keys may belong to one tenant (rotation).
+name it). Several keys may belong to one tenant (rotation), but one key
+belongs to one tenant and one kind: a key listed twice (for two tenants, or
+as both an ingest and a read key) is refused, and so is a key that is the
+Fashion.AI token (FASHIONAI_APP_TOKEN or any tenant's app_token).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ class ServiceSettings(BaseSettings):
     serve_max_body: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     # Upper bound a caller may ask for in wait_ms.
     serve_max_wait_ms: int = Field(default=1_000, ge=0, le=5_000)
+    # Seconds a request's body may take to arrive in full (else 408, and the connection closes).
+    serve_body_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds a connection may stay without a complete request: idle between keep-alive
+    # requests, and from the connection (or the previous answer) to the end of the headers.
+    serve_idle_timeout: float = Field(default=75.0, gt=0, le=3_600)
 
     @field_validator("cors_origins")
     @classmethod
@@ -74,8 +82,22 @@ class Keys:
         read = _parse("FASHIONAI_READ_KEYS", service.read_keys, settings, tenants)
         if not ingest:
             raise ServiceConfigError("FASHIONAI_INGEST_KEYS: set at least one key (the service needs one)")
-        if {k for k, _ in ingest} & {k for k, _ in read}:
-            raise ServiceConfigError("FASHIONAI_READ_KEYS: a read key must not also be an ingest key")
+        tokens = {t.encode() for t in settings.secrets()}
+        for name, entries in (("FASHIONAI_INGEST_KEYS", ingest), ("FASHIONAI_READ_KEYS", read)):
+            for n, (key, _) in enumerate(entries, 1):
+                if key in tokens:
+                    raise ServiceConfigError(
+                        f"{name}: entry {n} is a Fashion.AI app token (FASHIONAI_APP_TOKEN or a tenant's"
+                        " app_token); a key of the service must be a secret of its own"
+                    )
+            _unique(name, entries)
+        for m, (key, _) in enumerate(read, 1):
+            for n, (other, _) in enumerate(ingest, 1):
+                if key == other:
+                    raise ServiceConfigError(
+                        f"FASHIONAI_READ_KEYS: entry {m} is also FASHIONAI_INGEST_KEYS entry {n}"
+                        " (a read key must not also be an ingest key)"
+                    )
         signing: dict[str, list[bytes]] = {}
         for secret, tenant in _parse(
             "FASHIONAI_SHOPPER_SIGNING_KEY", service.shopper_signing_key, settings, tenants
@@ -87,6 +109,17 @@ class Keys:
                 " reads only the shopper its page was signed for)"
             )
         return cls(tuple(ingest), tuple(read), {t: tuple(s) for t, s in signing.items()})
+
+
+def _unique(name: str, entries: list[tuple[bytes, str]]) -> None:
+    """One key, one tenant: a key listed twice (for one tenant or two) is refused, by positions."""
+    first: dict[bytes, int] = {}
+    for n, (key, _) in enumerate(entries, 1):
+        if key in first:
+            raise ServiceConfigError(
+                f"{name}: entry {n} repeats the key of entry {first[key]} (a key belongs to one tenant)"
+            )
+        first[key] = n
 
 
 def _split(value: str) -> list[str]:

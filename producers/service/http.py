@@ -6,10 +6,13 @@ and the field at fault; the app turns it into `{"error": {...}}`.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import re
+import zlib
+from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from fashionai_pipeline.producers.errors import InvalidEvent
 from fashionai_pipeline.producers.event import MAX_LEN, make_event
@@ -35,28 +38,121 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The JSON body, at most `limit` bytes. Raises ApiError 413 / 400."""
+JSON_TYPE: Final = "application/json"
+ENCODINGS: Final = frozenset({"identity", "gzip", "x-gzip"})  # what a request body may be sent as
+_DIGITS = re.compile(r"[0-9]{1,6}")  # a whole number in a query string: ASCII digits only
+
+
+def check_body_headers(request: web.Request) -> str:
+    """The body's encoding ("identity" or "gzip"), from its headers alone, before any byte is read.
+
+    Content-Type: absent or application/json (any parameters), else 415 `unsupported_media_type`.
+    Content-Encoding: absent, identity or gzip (one coding), else 415 `unsupported_encoding`.
+    """
+    types = request.headers.getall("content-type", [])
+    if types and (len(types) > 1 or types[0].partition(";")[0].strip().lower() != JSON_TYPE):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be sent as Content-Type: {JSON_TYPE}",
+            "Content-Type",
+        )
+    codings = [
+        c.strip().lower() for h in request.headers.getall("content-encoding", []) for c in h.split(",")
+    ]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return "identity"
+    if len(codings) > 1 or codings[0] not in ENCODINGS:
+        raise ApiError(
+            415,
+            "unsupported_encoding",
+            "a body may be sent as Content-Encoding: identity or gzip, nothing else",
+            "Content-Encoding",
+        )
+    return "gzip"
+
+
+async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+    """The JSON body: at most `limit` bytes (sent and decoded), in at most `timeout` seconds.
+
+    Raises ApiError 415 (check_body_headers), 413 (too large), 408 (not in time), 400 (not
+    JSON, a broken gzip stream, or a body the connection cut short).
+    """
+    encoding = check_body_headers(request)
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65_536):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(65_536):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408, "body_timeout", f"the body did not arrive in full within {timeout:g} s", "body"
+        ) from None
+    except (web.RequestPayloadError, ClientPayloadError, ConnectionError):
+        raise ApiError(400, "invalid_body", "the body is cut short or badly framed", "body") from None
+    raw = b"".join(chunks)
+    if encoding == "gzip":
+        raw = _gunzip(raw, limit)
+    try:
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the body is not valid JSON", "body") from None
 
 
-def wait_ms_of(value: object, service: ServiceSettings) -> int:
-    if isinstance(value, str):
-        value = int(value) if value.isdigit() and len(value) <= 6 else None
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema counts 24.0 as an integer
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the body is larger than {limit} bytes", "body")
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body (one member or several) decoded to at most `limit` bytes. Raises ApiError 400/413."""
+    out: list[bytes] = []
+    size = 0
+    while True:
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = stream.decompress(data, limit + 1 - size)
+        except zlib.error:
+            raise ApiError(400, "invalid_body", "the body is not a valid gzip stream", "body") from None
+        size += len(part)
+        if size > limit or stream.unconsumed_tail:
+            raise _too_large(limit)
+        if not stream.eof:
+            raise ApiError(400, "invalid_body", "the gzip stream is cut short", "body")
+        out.append(part)
+        data = stream.unused_data
+        if not data:
+            return b"".join(out)
+
+
+def query_of(request: web.Request) -> dict[str, str]:
+    """The query string as a dict; a parameter given twice is refused (400), never guessed."""
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in params:
+            raise ApiError(400, "duplicate_parameter", "given more than once", name[:MAX_LEN])
+        params[name] = value
+    return params
+
+
+def _whole(value: object, *, query: bool) -> object:
+    """A whole number as JSON has it (an integer; 24.0 counts, as in JSON Schema), or in a
+    query string its ASCII digits; anything else is returned as is, for the caller to refuse."""
+    if query and isinstance(value, str):
+        return int(value) if _DIGITS.fullmatch(value) else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def wait_ms_of(value: object, service: ServiceSettings, *, query: bool = False) -> int:
+    value = _whole(value, query=query)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= service.serve_max_wait_ms:
         raise ApiError(
             422, "invalid_request", f"must be an integer from 0 to {service.serve_max_wait_ms}", "wait_ms"
@@ -79,11 +175,7 @@ def page_size_of(params: dict[str, Any], *, query: bool = False) -> int | None:
     """The optional `page_size`: a whole number from 1 to MAX_NATIVE (in a query string, its digits)."""
     if "page_size" not in params:
         return None
-    value = params["page_size"]
-    if isinstance(value, str) and query:
-        value = int(value) if value.isdigit() and len(value) <= 6 else None
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)
+    value = _whole(params["page_size"], query=query)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NATIVE:
         raise ApiError(422, "invalid_request", f"must be an integer from 1 to {MAX_NATIVE}", "page_size")
     return value

@@ -226,8 +226,13 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         ),
     }
     bad = {
-        "400": _error("The body is not JSON."),
-        "413": _error("The body, or the list of events, is larger than the service accepts."),
+        "400": _error("The body is not JSON, or not a whole gzip stream, or cut short by the connection."),
+        "408": _error("The body did not arrive in full within FASHIONAI_SERVE_BODY_TIMEOUT."),
+        "413": _error("The body, or the list of events, is larger than the service accepts (decoded too)."),
+        "415": _error(
+            "The body is not sent as Content-Type: application/json (or without one), or with a"
+            " Content-Encoding other than identity or gzip."
+        ),
         "422": _error("A field is invalid; `error.field` names it."),
     }
     return {
@@ -235,7 +240,10 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
         "info": {
             "title": "fashionai-pipeline service",
             "version": "1",
-            "description": "Storefront events in, rankings out, for any backend (docs/SERVICE.md).",
+            "description": (
+                "Storefront events in, rankings out, for any backend (docs/SERVICE.md). Every GET"
+                " is answered to HEAD as well, without the body."
+            ),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -297,6 +305,7 @@ def spec(*, max_events: int = 1_000, max_wait_ms: int = 1_000) -> dict[str, Any]
                     "parameters": read_query,
                     "responses": {
                         "200": _json(_ref("Served"), "The ranking, or [] with source native."),
+                        "400": _error("A query parameter is given more than once; `error.field` names it."),
                         **auth_errors,
                         "422": bad["422"],
                     },

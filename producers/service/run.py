@@ -18,12 +18,14 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
     """Serve until SIGINT/SIGTERM. Returns 2 (and prints why) when the settings are wrong.
 
     On SIGTERM aiohttp stops accepting, lets requests in flight finish (at most
-    10 s), then closes the publisher and the subscriber.
+    10 s), then closes the publisher and the subscriber. A connection without a
+    complete request is closed after FASHIONAI_SERVE_IDLE_TIMEOUT; a body is read
+    within FASHIONAI_SERVE_BODY_TIMEOUT (app.server_options, http.read_json).
     """
     try:
         from aiohttp import web
 
-        from fashionai_pipeline.producers.service.app import create_app
+        from fashionai_pipeline.producers.service.app import create_app, server_options
     except ImportError as exc:
         print(
             f"error: serve needs the extra: pip install 'fashionai-pipeline[serve]' ({exc.name})",
@@ -31,7 +33,8 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         )
         return 2
     try:
-        app = create_app(settings, ServiceSettings())
+        service = ServiceSettings()
+        app = create_app(settings, service)
     except ServiceConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -50,6 +53,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         print=lambda _: log.info("serving on http://%s:%d", host, port),
         shutdown_timeout=10,
         loop=_loop(),
+        **server_options(service),
     )
     return 0
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -356,5 +359,129 @@ def test_async_views_are_woken_by_their_notices_again_after_the_hub_reconnects(s
     try:
         asyncio.run(main())
     finally:
+        cache.terminate()
+        cache.wait(10)
+
+
+class _Views:
+    """One server of either kind, its views awaited alike: (source, seconds). A sync view
+    blocks the loop while it runs, which is what a sync page does to its thread."""
+
+    def __init__(self, kind: str, settings) -> None:
+        self.kind = kind
+        self.server: RankingServer | AsyncRankingServer = (
+            RankingServer(settings) if kind == "sync" else AsyncRankingServer(settings)
+        )
+
+    async def view(self, session: str, item: str, native: list[str], wait_ms: int) -> tuple[str, float]:
+        event = make_event("productView", session, item)
+        started = time.monotonic()
+        if isinstance(self.server, RankingServer):
+            served = self.server.view(event, native, wait_ms=wait_ms)
+        else:
+            served = await self.server.view(event, native, wait_ms=wait_ms)
+        return served.source, time.monotonic() - started
+
+    async def close(self) -> None:
+        if isinstance(self.server, RankingServer):
+            self.server.close()
+        else:
+            await self.server.aclose()
+
+
+async def _while_waiting(
+    views: _Views, outage: Callable[[], object], session: str, wait_ms: int
+) -> tuple[str, float]:
+    """One view of `views` (a sync one in a thread of its own), `outage()` done 0.3 s into its wait."""
+    if views.kind == "sync":
+        result: list[tuple[str, float]] = []
+        thread = threading.Thread(
+            target=lambda: result.append(asyncio.run(views.view(session, "p0902", ["n1"], wait_ms)))
+        )
+        thread.start()
+        await asyncio.sleep(0.3)
+        outage()
+        thread.join(10)
+        return result[0]
+    pending = asyncio.ensure_future(views.view(session, "p0902", ["n1"], wait_ms))
+    await asyncio.sleep(0.3)
+    outage()
+    return await pending
+
+
+@pytest.mark.parametrize("outage", ["refused", "frozen"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_views_do_not_wait_for_a_notice_a_down_cache_cannot_carry(kind, outage, sandbox, workers, tmp_path):
+    """The cache Redis refuses (stopped: its port closed) or is frozen (SIGSTOP: it accepts and
+    never answers). A notice cannot come through it, so a view does not wait for one: the
+    first views of a server whose hub was never subscribed, with wait_ms=2000, answer
+    "fallback" after about one read bound, not at 2 s; a view already waiting when its hub
+    loses the connection is released. The reads are counted as the reader counts them.
+    Back, the views are fresh again."""
+    from fashionai_pipeline.worker.local import free_port
+
+    port = free_port()
+    cache = _redis_on(port, str(tmp_path))
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = make_settings(BROKERS["redis"], sandbox.url, redis_url=url)
+    idle = make_settings(BROKERS["redis"], sandbox.url, redis_url=url)  # a queue nobody consumes
+    workers(settings)
+    bound_ms = 2_000
+    frozen = False
+
+    async def main() -> None:
+        nonlocal cache, frozen
+        with RankingServer(settings) as warm:  # the worker is up and consuming
+            assert (
+                warm.view(make_event("productView", "d-warm", "p0900"), CATALOG, wait_ms=5_000).source
+                == "fresh"
+            )
+        cold = _Views(kind, settings)  # not used before the outage: its hub has never subscribed
+        waiting = _Views(kind, idle)
+        try:
+            # Subscribed (its view waits out its short bound: nobody consumes its queue).
+            assert (await waiting.view("d-idle", "p0901", ["n1"], 200))[0] == "native"
+            if outage == "refused":
+                # A view waiting when the connection goes is released, not left to its bound.
+                source, elapsed = await _while_waiting(
+                    waiting, lambda: (cache.terminate(), cache.wait(10)), "d-mid", bound_ms
+                )
+                assert source == "fallback" and elapsed < 1.0, (source, elapsed)
+            else:
+                os.kill(cache.pid, signal.SIGSTOP)
+                frozen = True
+            failed = "unavailable" if outage == "refused" else "timeout"
+            for n in range(4):
+                source, elapsed = await cold.view(f"d-down-{n}", "p0903", ["n1", "n2"], bound_ms)
+                assert source == "fallback", (n, source)
+                assert elapsed < 1.0, (n, elapsed)  # about one read bound (25 ms), far from 2 s
+            reads = cold.server.reader.stats.reads
+            assert cold.server.reader.stats.served["fallback"] == 4
+            assert reads[failed] >= 1 and reads[failed] + reads["short_circuit"] == 4, reads
+            if outage == "refused":
+                cache = _redis_on(port, str(tmp_path))
+            else:
+                os.kill(cache.pid, signal.SIGCONT)
+                frozen = False
+            deadline = time.monotonic() + 60
+            while True:  # until the worker and the hub are both back
+                n = time.monotonic_ns()
+                source, elapsed = await cold.view(f"d-after-{n}", "p0904", CATALOG, bound_ms)
+                if source == "fresh":
+                    break
+                assert time.monotonic() < deadline, "no fresh view after the cache came back"
+                await asyncio.sleep(0.05)  # a view while the hub reconnects answers at once
+            for n in range(2):  # subscribed again: woken by the notice, not by the bound
+                source, elapsed = await cold.view(f"d-woken-{n}", f"p{n + 905:04d}", CATALOG, bound_ms)
+                assert source == "fresh" and elapsed < bound_ms / 1000 / 2, (n, source, elapsed)
+        finally:
+            await cold.close()
+            await waiting.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if frozen:
+            os.kill(cache.pid, signal.SIGCONT)
         cache.terminate()
         cache.wait(10)
