@@ -16,8 +16,10 @@ page (time.process_time over the block / pages), its overhead above `none` and a
 `cpu_vs_none` (none's CPU per page / the mode's: the requests/s ratio a server bound by this
 CPU would show), the garbage collections each mode's blocks ran per 1,000 pages (gc.callbacks),
 and what the pages did (events pushed to the queue, pages served a ranked order), so a mode
-that skips its round trip shows. `--gc-off` runs the blocks with the collector disabled: what
-collections cost, by difference.
+that skips its round trip shows. With `--kind threads`, the modes `direct`, `publisher` and
+`reader` take the project's page call apart (_Layers): what its transport, its publisher's
+layers and its reader's layers each add to a page. `--gc-off` runs the blocks with the
+collector disabled: what collections cost, by difference.
 
     python -m benchmarks.page_inprocess [--kind asyncio,threads] [--block 160] [--blocks 40]
         [--modes none,raw,project,diy] [--inflight 16] [--threads 8] [--gc-off] [--json]
@@ -47,6 +49,9 @@ from typing import Any
 
 KINDS = ("asyncio", "threads")
 MODES = ("none", "raw", "project", "diy")
+# threads only: the project's page call taken apart, layer by layer, each one page's publish +
+# read sharing a round trip as the page call's do (_Layers)
+LAYERS = ("direct", "publisher", "reader")
 
 
 @dataclass
@@ -107,6 +112,8 @@ class Harness:
         self.n = itertools.count()
 
     def parts(self, mode: str, asyncio_: bool) -> Any:
+        if mode in LAYERS:
+            return self.common.Parts(raw=_Layers(mode, self.common))
         os.environ["PAGE_MODE"] = mode
         return self.common.parts(asyncio=asyncio_)
 
@@ -135,6 +142,53 @@ class Harness:
             self.client.delete(*names[i : i + 500])
         self.client.delete(self.queue, self.diy_queue)
         gc.callbacks.remove(self.gc)
+
+
+class _Layers:
+    """A sync page's publish + read through the project's own parts, up to one layer (LAYERS):
+
+    - `direct`: its Redis transport (producers.direct: LPUSH of the bare event and GET in one
+      round trip), then its decode and merge: what the transport adds above `raw`;
+    - `publisher`: `Publisher.publish_with_read` (validation, envelope, id, outcome) with the
+      GET along, then decode and merge: what the publisher's layers add above `direct`;
+    - `reader`: the transport's round trip, then `RankingReader.serve_query` on its reply
+      (the plan, the breaker, the counts, `Served`): what the reader's layers add above `direct`.
+
+    `project` is all of them and `PageViews` around them. Same interface as benchmarks.pages.raw.Raw.
+    """
+
+    def __init__(self, layer: str, common: Any) -> None:
+        from fashionai_pipeline.producers.direct import DirectRedis
+        from fashionai_pipeline.producers.publisher import Publisher
+        from fashionai_pipeline.producers.reader import RankingReader
+
+        self.layer, self.queue = layer, common.QUEUE
+        self.direct = DirectRedis(common.CACHE_URL, timeout=0.5, name="fashionai-bench-layers")
+        self.publisher = Publisher() if layer == "publisher" else None
+        self.reader = RankingReader() if layer == "reader" else None
+
+    def order(self, key: str, session: str, product: str, native: list[str]) -> list[str]:
+        from fashionai_pipeline.producers.readcore import Query, decode_ranking, merge
+
+        body = {"sessionId": session, "eventType": "productView", "data": {"id": product}}
+        if self.publisher is not None:
+            url = self.publisher.settings.redis_url  # the broker's: the GET goes along
+            _, value = self.publisher.publish_with_read(body, ("GET", key), read_url=url)
+        elif self.reader is not None:
+            q = Query("productView", product, session, None, None, native, None)
+            first = self.reader.first_read(q)
+            assert first is not None
+            _, (reply,) = self.direct.execute_along(("LPUSH", self.queue, json.dumps(body)), [first])
+            return self.reader.serve_query(q, (first, reply)).products
+        else:
+            _, (value,) = self.direct.execute_along(("LPUSH", self.queue, json.dumps(body)), [("GET", key)])
+        return native if value is None else merge(decode_ranking(value).products, native)
+
+    def close(self) -> None:
+        self.direct.close()
+        for part in (self.publisher, self.reader):
+            if part is not None:
+                part.close()
 
 
 def _ranked(html: str, first_native: str) -> int:
@@ -241,7 +295,7 @@ def run_threads(h: Harness, modes: list[str], block: int, blocks: int, threads: 
         for mode, p in parts.items():
             if mode == "project":
                 p.views.close()
-            elif mode == "raw":
+            elif mode == "raw" or mode in LAYERS:
                 p.raw.close()
     return out
 
@@ -299,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.page_inprocess", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--kind", default=",".join(KINDS), help="comma-separated: asyncio, threads")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    parser.add_argument(
+        "--modes", default=",".join(MODES),
+        help=f"comma-separated, from {', '.join(MODES)}; threads only: {', '.join(LAYERS)} (_Layers)",
+    )  # fmt: skip
     parser.add_argument("--block", type=int, default=160, help="pages per block")
     parser.add_argument("--blocks", type=int, default=40, help="blocks per mode")
     parser.add_argument("--inflight", type=int, default=16, help="asyncio: pages in flight")
@@ -312,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if bad := [k for k in kinds if k not in KINDS]:
         parser.error(f"--kind: unknown {', '.join(bad)}; known: {', '.join(KINDS)}")
-    if bad := [m for m in modes if m not in MODES]:
-        parser.error(f"--modes: unknown {', '.join(bad)}; known: {', '.join(MODES)}")
+    if bad := [m for m in modes if m not in MODES + LAYERS]:
+        parser.error(f"--modes: unknown {', '.join(bad)}; known: {', '.join(MODES + LAYERS)}")
+    if "asyncio" in kinds and (layers := [m for m in modes if m in LAYERS]):
+        parser.error(f"--modes: {', '.join(layers)}: layers of the sync page call, for --kind threads only")
     if args.block < 1 or args.blocks < 1 or args.inflight < 1 or args.threads < 1:
         parser.error("--block, --blocks, --inflight and --threads must be at least 1")
     h = Harness(args.redis, args.gc_off)

@@ -181,3 +181,9 @@ def test_the_in_process_page_benchmark_runs_every_mode_for_real():
         for m in modes.values():
             assert m["pages"] == 16 and m["blocks"] == 2 and _positive(m["cpu_us"])
             assert "above_raw_us" in m and _positive(m["cpu_vs_none"])
+    layers = _run(
+        "benchmarks.page_inprocess", "--kind", "threads", "--modes", "direct,publisher,reader",
+        "--block", "8", "--blocks", "2", "--redis", "redis://127.0.0.1:6379/15", timeout=300,
+    )["kinds"]["threads"]  # fmt: skip
+    for mode in ("direct", "publisher", "reader"):
+        assert layers[mode]["pushed_per_page"] == 1 and layers[mode]["ranked_share"] > 0.5, mode
