@@ -15,33 +15,76 @@ Commands talk to a running sandbox's control routes (``--url``, default
 - ``openapi``: print the OpenAPI description (no server needed).
 
 Exit status: 0 done, 1 the sandbox refused or could not be reached (the reason
-on stderr), 2 a bad flag.
+on stderr), 2 a bad flag: one line on stderr naming the flag (or
+``FASHIONAI_SANDBOX_URL``), never a traceback — a port outside 0-65535 or in
+use, a host that does not resolve, an unreadable or refused ``--config`` or
+``--catalog`` (a refused catalog lists its bad rows, one a line), a ``--url``
+that is not an http(s) URL, ``--json`` together with the per-field flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import http.client
 import json
 import os
+import re
+import socket
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from fashionai_pipeline.producers.recsettings import REC_TYPES
+from fashionai_pipeline.sandbox.bodies import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    MAX_TIMEOUT_S,
+    check_timeout,
+)
 from fashionai_pipeline.sandbox.catalog import CatalogError, load_catalog
 from fashionai_pipeline.sandbox.config import ConfigError, SandboxConfig, load_config_file
 from fashionai_pipeline.sandbox.contract import EVENT_TYPES
 
 COMMANDS = ("settings", "explain", "openapi")
 _DEFAULT_URL = "http://127.0.0.1:8080"
+_URL_ENV = "FASHIONAI_SANDBOX_URL"
+_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")  # what http.client refuses in a URL
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: message`` (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be an integer from 0 to 65535 (0 picks a free one)")
+    return port
+
+
+def _timeout(text: str) -> float:
+    try:
+        return check_timeout("", float(text))
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}"
+        ) from None
 
 
 def _serve_parser() -> argparse.ArgumentParser:
     defaults = SandboxConfig()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fashionai-pipeline sandbox",
         description="Fashion.AI-compatible sandbox: the recommendation endpoint over a fashion catalog, "
         "a strict contract check, per-storefront settings and CORS, and failure injection. "
@@ -49,7 +92,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one")
+    p.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
     p.add_argument("--token", default=defaults.token, help="the default storefront's X-FashionAI-APP-Token")
     p.add_argument(
         "--authorize-domain",
@@ -130,6 +173,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warm", action="store_true", help="compute every product's similar and look lists before serving"
     )
+    p.add_argument(
+        "--body-timeout-s",
+        type=_timeout,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="a request body not fully received within this is answered 408 and the connection closed",
+    )
+    p.add_argument(
+        "--idle-timeout-s",
+        type=_timeout,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        help="close a connection that sends no complete request head within this of opening or of "
+        "its last answer",
+    )
     return p
 
 
@@ -165,24 +221,65 @@ def _serve(argv: Sequence[str]) -> None:
 
     parser = _serve_parser()
     args = parser.parse_args(argv)
+    knobs: dict[str, object] = {}
+    if args.config:
+        try:
+            knobs = load_config_file(args.config)
+        except (ConfigError, OSError) as exc:
+            parser.error(f"--config: {_reason(exc)}")
+    knobs.update(_given(parser, args))
+    if args.authorize_domain:
+        earlier = knobs.get("authorized_domains", [])
+        knobs["authorized_domains"] = [
+            *(earlier if isinstance(earlier, list) else []),
+            *args.authorize_domain,
+        ]
+    config = SandboxConfig()
     try:
-        knobs: dict[str, object] = load_config_file(args.config) if args.config else {}
-        knobs.update(_given(parser, args))
-        if args.authorize_domain:
-            earlier = knobs.get("authorized_domains", [])
-            knobs["authorized_domains"] = [
-                *(earlier if isinstance(earlier, list) else []),
-                *args.authorize_domain,
-            ]
-        config = SandboxConfig()
         config.update(knobs)
-        catalog = load_catalog(args.catalog) if args.catalog else None
-    except (ConfigError, CatalogError, OSError) as exc:
+    except ConfigError as exc:  # names the knob: a flag's or the --config file's
         parser.error(str(exc))
+    catalog = None
+    if args.catalog:
+        try:
+            catalog = load_catalog(args.catalog)
+        except (CatalogError, OSError) as exc:
+            parser.error(f"--catalog: {_reason(exc)}")
     engine = RankingEngine(catalog, config=config)
     if args.warm:
         engine.warm()
-    run_sandbox(config, host=args.host, port=args.port, engine=engine)
+    try:
+        run_sandbox(
+            config,
+            host=args.host,
+            port=args.port,
+            engine=engine,
+            body_timeout_s=args.body_timeout_s,
+            idle_timeout_s=args.idle_timeout_s,
+        )
+    except OSError as exc:
+        parser.error(_bind_error(exc, args.host, args.port))
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a message: an ``OSError``'s reason and file, not its errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> str:
+    """Why the sandbox could not listen, naming the flag to change."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return f"--host: {host!r} does not resolve ({exc.strerror or exc})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"--port: {port} is already in use on {host} (0 picks a free port)"
+    if exc.errno == errno.EACCES:
+        return f"--port: not allowed to listen on {where} (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"--host: {host!r} is not an address of this machine"
+    return f"--host/--port: cannot listen on {where} ({exc.strerror or exc})"
 
 
 # -- commands against a running sandbox ------------------------------------------------
@@ -191,14 +288,14 @@ def _serve(argv: Sequence[str]) -> None:
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url",
-        default=os.environ.get("FASHIONAI_SANDBOX_URL", _DEFAULT_URL),
-        help="the sandbox's base URL ($FASHIONAI_SANDBOX_URL)",
+        default=None,
+        help=f"the sandbox's base URL (default ${_URL_ENV}, else {_DEFAULT_URL})",
     )
     p.add_argument("--storefront", default="default", help="the storefront (a name from the config file)")
 
 
 def _commands_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fashionai-pipeline sandbox", description="sandbox commands")
+    p = _Parser(prog="fashionai-pipeline sandbox", description="sandbox commands")
     sub = p.add_subparsers(dest="command", required=True)
     settings = sub.add_parser("settings", help="read, save or clear a storefront's recommendation settings")
     actions = settings.add_subparsers(dest="action", required=True)
@@ -210,14 +307,16 @@ def _commands_parser() -> argparse.ArgumentParser:
     )
     save.add_argument("--type", choices=REC_TYPES, required=True)
     save.add_argument("--full-size-run", action="store_true", help="prefer products with every size in stock")
-    save.add_argument("--discount", choices=("all", "onlyWith", "onlyWithout"), default="all")
+    save.add_argument(
+        "--discount", choices=("all", "onlyWith", "onlyWithout"), help="the discount filter (default all)"
+    )
     save.add_argument("--price-min", help="custom price range: lowest price in R$ (with --price-max)")
     save.add_argument("--price-max", help="custom price range: highest price in R$ (with --price-min)")
     save.add_argument("--above-10k", action="store_true", help="only products above R$ 10,000.00")
     save.add_argument(
         "--low-stock", type=int, metavar="LIMIT", help="leave out products with LIMIT units or fewer"
     )
-    save.add_argument("--json", help="the settings as JSON instead of the flags above")
+    save.add_argument("--json", help="the settings as JSON instead of the flags above (excludes them)")
     _client_args(save)
     clear = actions.add_parser("clear", help="clear one type's settings (no filters)")
     clear.add_argument("--type", choices=REC_TYPES, required=True)
@@ -232,10 +331,23 @@ def _commands_parser() -> argparse.ArgumentParser:
     return p
 
 
+_FIELD_FLAGS: tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...] = (
+    ("--full-size-run", lambda a: bool(a.full_size_run)),
+    ("--discount", lambda a: a.discount is not None),
+    ("--price-min", lambda a: a.price_min is not None),
+    ("--price-max", lambda a: a.price_max is not None),
+    ("--above-10k", lambda a: bool(a.above_10k)),
+    ("--low-stock", lambda a: a.low_stock is not None),
+)
+
+
 def _settings_body(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bytes:
     if args.json is not None:
+        given = [flag for flag, present in _FIELD_FLAGS if present(args)]
+        if given:
+            parser.error(f"--json and {given[0]} exclude each other: give the settings as JSON or as flags")
         return str(args.json).encode()
-    body: dict[str, object] = {"fullSizeRun": args.full_size_run, "discount": args.discount}
+    body: dict[str, object] = {"fullSizeRun": args.full_size_run, "discount": args.discount or "all"}
     if args.above_10k and (args.price_min is not None or args.price_max is not None):
         parser.error("--above-10k and --price-min/--price-max exclude each other")
     if args.above_10k:
@@ -251,20 +363,44 @@ def _call(method: str, url: str, body: bytes | None = None) -> int:
     request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - the user's --url
     if body is not None:
         request.add_header("Content-Type", "application/json")
+    where = url.split("/_sandbox", maxsplit=1)[0]
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-            print(json.dumps(json.loads(answer.read()), indent=2, ensure_ascii=False))
-            return 0
+            shown = json.loads(answer.read())
     except urllib.error.HTTPError as refused:
         detail = refused.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError, KeyError, TypeError):
             detail = json.loads(detail)["error"]
-        print(f"error: the sandbox answered {refused.code}: {detail}", file=sys.stderr)
+        print(f"error: the sandbox answered {refused.code}: {' '.join(str(detail).split())}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError) as exc:
-        where = url.split("/_sandbox", maxsplit=1)[0]
-        print(f"error: no sandbox answers at {where} ({exc}); start one or pass --url", file=sys.stderr)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = " ".join(str(getattr(exc, "reason", exc) or type(exc).__name__).split())
+        print(f"error: no sandbox answers at {where} ({reason}); start one or pass --url", file=sys.stderr)
         return 1
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8): something else answers there
+        print(f"error: the answer from {where} is not JSON: is it a sandbox? (pass --url)", file=sys.stderr)
+        return 1
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _sandbox_url(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The base URL from ``--url``, else ``$FASHIONAI_SANDBOX_URL``, else the default; checked."""
+    if args.url is not None:
+        url, source = str(args.url), "--url"
+    elif os.environ.get(_URL_ENV):
+        url, source = os.environ[_URL_ENV], _URL_ENV
+    else:
+        url, source = _DEFAULT_URL, "--url"
+    example = f"an http:// or https:// URL with a host, such as {_DEFAULT_URL}"
+    try:
+        split = urllib.parse.urlsplit(url)
+        split.port  # noqa: B018 - raises ValueError for a bad or out-of-range port
+    except ValueError as exc:
+        parser.error(f"{source}: not a valid URL ({exc}); give {example}")
+    if split.scheme not in ("http", "https") or not split.hostname or _URL_CHARS.search(url):
+        parser.error(f"{source}: must be {example}")
+    return url.rstrip("/")
 
 
 def _command(argv: Sequence[str]) -> int:
@@ -275,7 +411,7 @@ def _command(argv: Sequence[str]) -> int:
 
         print(json.dumps(openapi(), indent=2, sort_keys=True))
         return 0
-    base = str(args.url).rstrip("/") + "/_sandbox"
+    base = _sandbox_url(args, parser) + "/_sandbox"
     query = "?" + urllib.parse.urlencode({"storefront": args.storefront})
     if args.command == "explain":
         event: dict[str, object] = {

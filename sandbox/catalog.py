@@ -167,7 +167,10 @@ def load_catalog(path: str | Path) -> Catalog:
     suffix = path.suffix.lower()
     if suffix not in {".jsonl", ".csv"}:
         raise CatalogError(f"{path.name}: the file must end in .jsonl or .csv")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
     return parse_catalog(text, "csv" if suffix == ".csv" else "jsonl")
 
 
@@ -210,6 +213,9 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, Mapping[str, object] | str]]:
             obj = json.loads(raw)
         except ValueError:
             yield line, "body: not valid JSON"
+            continue
+        except RecursionError:
+            yield line, "body: not valid JSON (nested too deeply)"
             continue
         yield line, obj if isinstance(obj, dict) else "body: must be a JSON object"
 

@@ -242,8 +242,11 @@ class SandboxConfig:
     """Knobs of one sandbox; see the module docstring for how changes apply.
 
     - ``token``: the accepted ``X-FashionAI-APP-Token``.
-    - ``latency_ms`` / ``latency_jitter_ms``: sleep added to every request that
-      passes auth and validation: ``latency_ms`` plus uniform ``[0, jitter]``.
+    - ``latency_ms`` / ``latency_jitter_ms``: sleep added to every answer on the
+      API path, refusals (400, 401, 403, 413, 415, 429, 405) and preflights
+      included, as the real API's latency is: ``latency_ms`` plus uniform
+      ``[0, jitter]``. An injected 504 sleeps ``timeout_sleep_s`` instead; a
+      408 (body not received in time) does not sleep.
     - ``rate_429`` / ``rate_5xx`` / ``rate_timeout``: probabilities (0..1) of an
       injected 429 (with ``Retry-After``), 500/502/503, or a sleep of
       ``timeout_sleep_s`` followed by 504. One draw decides; if the rates sum
@@ -348,14 +351,16 @@ def load_config_file(path: str | Path) -> dict[str, object]:
          "authorized_domains": ["localhost:3000"]}
 
     Any knob of :class:`SandboxConfig` may appear. Raises :class:`ConfigError`
-    naming the file for bad JSON or an unknown knob (values are checked when
+    naming the file for bad JSON (nested too deeply included) or an unknown knob (values are checked when
     applied), ``OSError`` when it cannot be read.
     """
     path = Path(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: must be a JSON object of knob -> value")
     for name in values:

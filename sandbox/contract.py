@@ -82,14 +82,16 @@ def decode_json(raw: bytes) -> object:
     """Parse ``raw`` as strict UTF-8 JSON (no BOM, NaN/Infinity or duplicate keys).
 
     Raises :class:`ContractError` (``body: not valid JSON`` or
-    ``<key>: duplicate key``). Pure; does not check the contract itself.
+    ``<key>: duplicate key``). A body nested too deeply for the parser's
+    recursion (``[`` x 30,000) is ``body: not valid JSON`` too, never a
+    ``RecursionError``. Pure; does not check the contract itself.
     """
     try:
         return _DECODER.decode(raw.decode("utf-8"))
     except ContractError:
         raise
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
-        raise ContractError("body: not valid JSON") from exc
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ContractError("body: not valid JSON") from None
 
 
 def _non_empty_string(obj: dict[str, object], key: str, label: str) -> str:

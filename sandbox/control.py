@@ -27,18 +27,24 @@ by ``?storefront=NAME``, else the default storefront; an unknown one is 404
 - ``GET /_sandbox/catalog`` -> product counts per category;
   ``GET /_sandbox/products/{id}`` -> one product
 - ``GET /_sandbox/openapi.json`` -> the OpenAPI description of all of this
+
+Bodies are read as on the API path (:mod:`sandbox.bodies`): over 64 KiB is a
+413, not arrived within ``body_timeout_s`` a 408 on a closed connection, and
+they are parsed strictly (:func:`sandbox.contract.decode_json`): not JSON,
+nested too deeply for the parser, NaN/Infinity or a duplicate key is a 400
+(``body: not valid JSON``, ``discount: duplicate key``), as on the API path.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 from aiohttp import web
 
 from fashionai_pipeline.producers.recsettings import REC_TYPES, RecType, SettingsError, parse_type_settings
+from fashionai_pipeline.sandbox.bodies import BodyRefused, answer_and_close, read_body
 from fashionai_pipeline.sandbox.config import ConfigError
-from fashionai_pipeline.sandbox.contract import ContractError, parse_body
+from fashionai_pipeline.sandbox.contract import ContractError, decode_json, validate
 from fashionai_pipeline.sandbox.explain import explain
 from fashionai_pipeline.sandbox.openapi import openapi
 from fashionai_pipeline.sandbox.state import STATE
@@ -79,6 +85,29 @@ def _storefront(request: web.Request) -> Storefront:
     return store
 
 
+class _BadBody(Exception):
+    """The body could not be read or parsed; ``response`` says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _json_body(request: web.Request) -> tuple[bytes, object]:
+    """``(raw, parsed)``: the body read within bounds and parsed strictly; raises :class:`_BadBody`."""
+    try:
+        raw = await read_body(request, request.app[STATE].body_timeout_s)
+    except BodyRefused as refused:
+        response = web.Response(status=refused.status, body=refused.reply, content_type="application/json")
+        if refused.status == 408:
+            await answer_and_close(request, response)
+        raise _BadBody(response) from None
+    try:
+        return raw, decode_json(raw)
+    except ContractError as exc:
+        raise _BadBody(_bad_request(exc.reason)) from None
+
+
 def _rec_type(request: web.Request) -> RecType:
     name = request.match_info["type"]
     for rec_type in REC_TYPES:
@@ -115,9 +144,9 @@ async def _config(request: web.Request) -> web.Response:
 async def _patch_config(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        changes = json.loads(await request.read())
-    except ValueError:
-        return _bad_request("body: not valid JSON")
+        _, changes = await _json_body(request)
+    except _BadBody as bad:
+        return bad.response
     if not isinstance(changes, dict):
         return _bad_request("body: must be a JSON object of knob -> value")
     try:
@@ -172,7 +201,13 @@ async def _save_settings(request: web.Request) -> web.Response:
     except _NotFound as missing:
         return _not_found(missing.message)
     try:
-        settings = parse_type_settings(await request.read())
+        # parsed here first only to refuse what pydantic lets through (a duplicate key keeps the
+        # last value there); the schema then reads the same bytes as always
+        raw, _ = await _json_body(request)
+    except _BadBody as bad:
+        return bad.response
+    try:
+        settings = parse_type_settings(raw)
     except SettingsError as exc:
         return _bad_request(str(exc))
     request.app[STATE].storefronts.save(store, rec_type, settings)
@@ -194,7 +229,10 @@ async def _explain(request: web.Request) -> web.Response:
     except _NotFound as missing:
         return _not_found(missing.message)
     try:
-        event = parse_body(await request.read())
+        _, body = await _json_body(request)
+        event = validate(body)
+    except _BadBody as bad:
+        return bad.response
     except ContractError as exc:
         return _bad_request(exc.reason)
     return web.json_response(explain(request.app[STATE].engine, event, store))

@@ -2,9 +2,11 @@
 
 Decisions come from one ``random.Random`` seeded by ``config.seed``, so with a
 seed the sequence of outcomes is reproducible request by request. The server
-asks only for requests that passed auth and validation — a refused body is
-refused whatever the knobs say — and records nothing into session history for
-an injected failure, because the upstream would not have processed it.
+draws a fault only for requests that passed auth and validation — a refused
+body is refused whatever the knobs say — and records nothing into session
+history for an injected failure, because the upstream would not have processed
+it. Latency jitter (:meth:`FaultInjector.latency_s`) is drawn for every answer
+on the API path, refusals included, from the same sequence.
 """
 
 from __future__ import annotations

@@ -153,6 +153,7 @@ def _recommendation() -> dict[str, Any]:
                 "400": _error("the body broke the contract (the error names the field)"),
                 "401": _error("missing or wrong X-FashionAI-APP-Token"),
                 "403": _error("a browser Origin not authorised for this token"),
+                "408": _error("the body did not arrive within the body timeout (the connection is closed)"),
                 "413": _error("body larger than 64 KiB"),
                 "415": _error("Content-Type is not application/json"),
                 "429": {**_error("rate limited (injected, or over rate_limit_rps)"), "headers": _RETRY_AFTER},

@@ -5,6 +5,12 @@
   process can start it with ``--port 0`` and parse the line.
 - :class:`SandboxServer` runs it on its own event loop in a daemon thread, for
   tests and the demo inside one process.
+
+Both take ``body_timeout_s`` (default 10: a request body that has not fully
+arrived by then is answered 408 and its connection closed) and
+``idle_timeout_s`` (default 75: a connection that has not sent a complete
+request head within that long of opening, or of its last answer, is closed;
+aiohttp's ``keepalive_timeout``). See :mod:`sandbox.bodies`.
 """
 
 from __future__ import annotations
@@ -21,13 +27,21 @@ from typing import Any, Final, TextIO
 
 from aiohttp import web
 
-from fashionai_pipeline.sandbox.config import SandboxConfig
+from fashionai_pipeline.sandbox.bodies import DEFAULT_BODY_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, check_timeout
+from fashionai_pipeline.sandbox.config import ConfigError, SandboxConfig
 from fashionai_pipeline.sandbox.ranking import RankingEngine
 from fashionai_pipeline.sandbox.server import RECOMMENDATION_PATH, create_app
 from fashionai_pipeline.sandbox.state import STATE, SandboxState
 
 _BACKLOG: Final = 1024  # benchmarks open hundreds of connections at once
 _SHUTDOWN_S: Final = 1.0  # an injected 30 s "timeout" must not hold up shutdown
+
+
+def check_port(port: object) -> int:
+    """``port`` if it is an integer from 0 to 65535; raises :class:`ConfigError` naming ``port``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError("port: must be an integer from 0 to 65535 (0 picks a free one)")
+    return port
 
 
 def _base_url(host: str, port: int) -> str:
@@ -40,9 +54,16 @@ async def _serve(
     port: int,
     on_ready: Callable[[int], None],
     stop: asyncio.Event,
+    idle_timeout_s: float,
 ) -> None:
     # access_log=None: a log line per request would cost more than the ranking
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_S)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=_SHUTDOWN_S,
+        keepalive_timeout=idle_timeout_s,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=_BACKLOG)
@@ -61,15 +82,21 @@ def run_sandbox(
     *,
     engine: RankingEngine | None = None,
     out: TextIO | None = None,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
 ) -> None:
     """Serve the sandbox until SIGINT or SIGTERM; blocks. Port 0 picks a free port.
 
     Prints ``sandbox listening on <base url>`` to ``out`` (default stdout) once
-    bound. Raises ``OSError`` if the address cannot be bound. Must run in the
-    main thread for signals to be handled (elsewhere, only KeyboardInterrupt is).
+    bound. Raises ``ConfigError`` (a ``ValueError``) for a port outside 0-65535
+    or a bad timeout, ``OSError`` if the address cannot be bound (in use, a
+    host that does not resolve: ``socket.gaierror``). Must run in the main
+    thread for signals to be handled (elsewhere, only KeyboardInterrupt is).
     """
     stream = out if out is not None else sys.stdout
-    app = create_app(config, engine=engine)
+    check_port(port)
+    idle_s = check_timeout("idle_timeout_s", idle_timeout_s)
+    app = create_app(config, engine=engine, body_timeout_s=body_timeout_s)
 
     def announce(bound: int) -> None:
         # Everything built so far (catalog, app, aiohttp) lives as long as the
@@ -85,7 +112,7 @@ def run_sandbox(
             # not the main thread, or no signal support: Ctrl-C still raises
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, stop.set)
-        await _serve(app, host, port, announce, stop)
+        await _serve(app, host, port, announce, stop, idle_s)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
@@ -97,7 +124,8 @@ class SandboxServer:
     ``with SandboxServer() as sb: post(sb.url, ...)``. ``config`` is live: change
     knobs with :meth:`configure` (validated) between requests. ``start`` raises
     ``RuntimeError`` if the server does not come up within ``start_timeout``,
-    or re-raises the bind error. ``stop`` is idempotent.
+    or re-raises the bind error. ``stop`` is idempotent. The constructor raises
+    ``ConfigError`` (a ``ValueError``) for a bad port or timeout.
     """
 
     def __init__(
@@ -108,12 +136,15 @@ class SandboxServer:
         port: int = 0,
         engine: RankingEngine | None = None,
         start_timeout: float = 10.0,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.config = config if config is not None else SandboxConfig()
         self.host = host
-        self._requested_port = port
+        self._requested_port = check_port(port)
         self._start_timeout = start_timeout
-        self._app = create_app(self.config, engine=engine)
+        self._idle_timeout_s = check_timeout("idle_timeout_s", idle_timeout_s)
+        self._app = create_app(self.config, engine=engine, body_timeout_s=body_timeout_s)
         self._port: int | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -233,7 +264,7 @@ class SandboxServer:
             self._port = bound
             self._ready.set()
 
-        await _serve(self._app, self.host, self._requested_port, ready, self._stop)
+        await _serve(self._app, self.host, self._requested_port, ready, self._stop, self._idle_timeout_s)
 
     def __enter__(self) -> SandboxServer:
         return self.start()

@@ -10,6 +10,7 @@ from typing import Final
 
 from aiohttp import web
 
+from fashionai_pipeline.sandbox.bodies import DEFAULT_BODY_TIMEOUT_S
 from fashionai_pipeline.sandbox.config import SandboxConfig
 from fashionai_pipeline.sandbox.fault import FaultInjector
 from fashionai_pipeline.sandbox.limits import SlidingWindowLimit
@@ -33,6 +34,8 @@ class SandboxState:
         self.faults = FaultInjector(config)
         self.limit = SlidingWindowLimit()
         self.storefronts = Storefronts(config, engine.catalog)
+        #: seconds a request body may take to arrive (``create_app(body_timeout_s=...)``)
+        self.body_timeout_s = DEFAULT_BODY_TIMEOUT_S
 
     def storefront(self, presented: str | None) -> Storefront | None:
         """The storefront whose token was ``presented``; ``None`` when missing or wrong."""

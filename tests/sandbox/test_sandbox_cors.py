@@ -87,8 +87,11 @@ def test_each_token_has_its_own_domains(client: httpx.Client, shops: SandboxServ
     # ... but the actual call is checked against its own token's domains
     as_a = client.post(shops.url, json=BODY, headers={TOKEN_HEADER: "tok-a", "Origin": OTHER})
     assert as_a.status_code == 403 and _cors(as_a) == {}
+    # a wrong token has no storefront: an origin some storefront authorised may read its 401
     wrong_token = client.post(shops.url, json=BODY, headers={TOKEN_HEADER: "nope", "Origin": SHOP})
-    assert wrong_token.status_code == 401 and _cors(wrong_token) == {}
+    assert wrong_token.status_code == 401 and wrong_token.headers["access-control-allow-origin"] == SHOP
+    evil = client.post(shops.url, json=BODY, headers={TOKEN_HEADER: "nope", "Origin": "https://evil.example"})
+    assert evil.status_code == 401 and _cors(evil) == {}
 
 
 def test_server_to_server_calls_without_origin_pass(client: httpx.Client, shops: SandboxServer) -> None:
