@@ -16,7 +16,7 @@ import json
 import os
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -46,16 +46,25 @@ BROKER_SCHEMES: tuple[str, ...] = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 REDIS_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
 HTTP_SCHEMES: tuple[str, ...] = ("http", "https")
 
+# Upper bounds of the numeric settings: far above any sane value, low enough that every use
+# (a socket timeout, a Redis EXPIRE, time arithmetic) stays in range.
+MAX_TIMEOUT = 3_600.0  # seconds: one wait (a request, a publish, a retry step)
+MAX_SECONDS = 366 * 86_400  # seconds: a lifetime or an age (TTLs, windows, ages)
+MAX_RATE = 1_000_000  # events per second, and a burst
+MAX_REDIS_BYTES = 512 * 1024 * 1024  # the largest value Redis stores
+# The level names both logging and Celery's --loglevel accept (WARN is read as WARNING).
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+
 
 class TenantConfig(BaseModel):
     """One storefront in a multi-tenant deployment; unset fields inherit the top level."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     app_token: SecretStr
     api_url: str | None = None
-    rate_limit: float | None = Field(default=None, ge=0)
-    rate_burst: int | None = Field(default=None, ge=1)
+    rate_limit: float | None = Field(default=None, ge=0, le=MAX_RATE)
+    rate_burst: int | None = Field(default=None, ge=1, le=MAX_RATE)
 
     @field_validator("api_url")
     @classmethod
@@ -66,13 +75,17 @@ class TenantConfig(BaseModel):
 class Settings(BaseSettings):
     """Every knob of the pipeline. Times are seconds unless the name says ms."""
 
-    model_config = SettingsConfigDict(env_prefix="FASHIONAI_", extra="ignore", frozen=True)
+    # allow_inf_nan=False: `inf`, `nan` and a literal that overflows a float (1e400) are refused
+    # at start, not met later as an OverflowError. Every number has an upper bound as well.
+    model_config = SettingsConfigDict(
+        env_prefix="FASHIONAI_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     # Upstream
     api_url: str = SEED_API_URL
     app_token: SecretStr = SecretStr("")
-    connect_timeout: float = Field(default=2.0, gt=0)
-    request_timeout: float = Field(default=5.0, gt=0)
+    connect_timeout: float = Field(default=2.0, gt=0, le=MAX_TIMEOUT)
+    request_timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT)
 
     # Broker and cache. The cache defaults to its own database: the broker's Redis
     # must run with noeviction, the cache may evict (docs/ARCHITECTURE.md).
@@ -86,7 +99,7 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
 
     # Producer side
-    publish_timeout: float = Field(default=0.5, gt=0)
+    publish_timeout: float = Field(default=0.5, gt=0, le=MAX_TIMEOUT)
     on_broker_down: Literal["raise", "drop"] = "raise"
     amqp_confirm_publish: bool = True
     # The request path's three optimisations, each switchable alone (producers.transport;
@@ -104,8 +117,8 @@ class Settings(BaseSettings):
     # not take, replayed when it answers again. Bounded by size (bytes) and age (seconds);
     # spool_fsync flushes each write to disk (survives a power loss, costs a disk flush).
     spool_dir: str = ""
-    spool_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
-    spool_max_age: float = Field(default=24 * 3600.0, gt=0)
+    spool_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=2**50)
+    spool_max_age: float = Field(default=24 * 3600.0, gt=0, le=MAX_SECONDS)
     spool_fsync: bool = False
 
     # Reads on the request path (producers.reader). The bound of one ranking read, the whole
@@ -134,8 +147,9 @@ class Settings(BaseSettings):
     # Crowd fallback (worker/crowd.py builds it; readers use it when a shopper has none):
     # off by default, as the API reference advises the native ordering (docs/UPSTREAM.md).
     crowd: bool = False
-    crowd_half_life: float = Field(default=3600.0, gt=0)  # seconds for a contribution to weigh half
-    crowd_ttl: int = Field(default=86_400, ge=1)  # seconds a crowd ranking lives after its last update
+    # Seconds for a contribution to weigh half; seconds a crowd ranking lives after its last update.
+    crowd_half_life: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
+    crowd_ttl: int = Field(default=86_400, ge=1, le=MAX_SECONDS)
     crowd_size: int = Field(default=100, ge=1, le=1_000)  # products kept per (type, id)
     crowd_min_shoppers: int = Field(default=3, ge=1, le=100)  # distinct shoppers before it is served
     # Holdout (producers.holdout): this share of sessions always gets the native ordering.
@@ -146,22 +160,22 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     # 10 ms: lower enqueue->cache latency at half load than 20 ms (docs/PERFORMANCE.md);
     # a backlog fills batches by size, so throughput is the same.
-    batch_interval_ms: int = Field(default=10, ge=1)
+    batch_interval_ms: int = Field(default=10, ge=1, le=60_000)
     concurrency: int = Field(default=100, ge=1, le=2_000)
-    visibility_timeout: int = Field(default=60, ge=10)
-    shutdown_timeout: float = Field(default=10.0, gt=0)
+    visibility_timeout: int = Field(default=60, ge=10, le=MAX_SECONDS)
+    shutdown_timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT)
 
     # Cache
-    ranking_ttl: int = Field(default=1800, ge=1)
+    ranking_ttl: int = Field(default=1800, ge=1, le=MAX_SECONDS)
 
     # Delivery under pressure (issue 3): 0 means no global limit.
-    rate_limit: float = Field(default=0.0, ge=0)
-    rate_burst: int = Field(default=10, ge=1)
-    max_attempts: int = Field(default=8, ge=1)
-    max_age: float = Field(default=900.0, gt=0)
-    retry_base: float = Field(default=0.5, gt=0)
-    retry_cap: float = Field(default=60.0, gt=0)
-    coalesce_window_ms: int = Field(default=0, ge=0)
+    rate_limit: float = Field(default=0.0, ge=0, le=MAX_RATE)
+    rate_burst: int = Field(default=10, ge=1, le=MAX_RATE)
+    max_attempts: int = Field(default=8, ge=1, le=1_000)
+    max_age: float = Field(default=900.0, gt=0, le=MAX_SECONDS)
+    retry_base: float = Field(default=0.5, gt=0, le=MAX_TIMEOUT)
+    retry_cap: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
+    coalesce_window_ms: int = Field(default=0, ge=0, le=60_000)
 
     # Durable worker state (retries and leases, dead letters, limiter and cooldown,
     # duplicate-id marks, counters): a Redis run with persistence and noeviction
@@ -171,16 +185,16 @@ class Settings(BaseSettings):
     # Seconds a recorded message id is remembered, so a producer's publish retried
     # after an "unknown" outcome, or a redelivery after a crash between recording and
     # ack, is dropped instead of sent again.
-    duplicate_window: int = Field(default=300, ge=1)
+    duplicate_window: int = Field(default=300, ge=1, le=MAX_SECONDS)
     # Envelope timestamps later than the worker's clock plus this are clamped to it.
-    clock_skew: float = Field(default=30.0, ge=0)
+    clock_skew: float = Field(default=30.0, ge=0, le=MAX_TIMEOUT)
     # Size bounds on what the worker stores (docs/ARCHITECTURE.md, "Size bounds").
-    max_message_bytes: int = Field(default=32_768, ge=1_024)
-    max_response_bytes: int = Field(default=1_048_576, ge=1_024)
-    max_ranking_items: int = Field(default=500, ge=1)
+    max_message_bytes: int = Field(default=32_768, ge=1_024, le=MAX_REDIS_BYTES)
+    max_response_bytes: int = Field(default=1_048_576, ge=1_024, le=MAX_REDIS_BYTES)
+    max_ranking_items: int = Field(default=500, ge=1, le=100_000)
     # Backoff while outcomes cannot be recorded: equal jitter over min(cap, base*2^n).
-    store_retry_base: float = Field(default=0.2, gt=0)
-    store_retry_cap: float = Field(default=5.0, gt=0)
+    store_retry_base: float = Field(default=0.2, gt=0, le=MAX_TIMEOUT)
+    store_retry_cap: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT)
 
     log_level: str = "INFO"
     # The delivery thread's event loop: uvloop when installed ("auto"), or forced.
@@ -220,8 +234,12 @@ class Settings(BaseSettings):
 
     @field_validator("log_level")
     @classmethod
-    def _upper(cls, value: str) -> str:
-        return value.upper()
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        level = "WARNING" if level == "WARN" else level
+        if level not in LOG_LEVELS:  # the value is not shown: it may be anything
+            raise ValueError(f"not a log level: use one of {', '.join(LOG_LEVELS)} (any case)")
+        return level
 
     @field_validator("local_filters")
     @classmethod
@@ -347,6 +365,7 @@ def check_url(url: str, schemes: tuple[str, ...], kind: str) -> str:
             " '?' as %3F and '#' as %23)"
         )
     if scheme in REDIS_SCHEMES:
+        _check_db(parts.path if scheme != "unix" else "", parts.query, kind, shown)
         from redis.connection import parse_url
 
         try:
@@ -355,6 +374,26 @@ def check_url(url: str, schemes: tuple[str, ...], kind: str) -> str:
             rule = f"not {kind} redis-py accepts: {shown}: {exc}"
             raise ValueError(redact(rule, [parts.password or ""])) from None
     return url
+
+
+_DB_PATH = re.compile(r"/?(\d{1,9}/?)?")
+_DB = re.compile(r"\d{1,9}")
+
+
+def _check_db(path: str, query: str, kind: str, shown: str) -> None:
+    """The database a Redis URL names, `/N` after the host or `?db=N`, must be a number >= 0.
+
+    redis-py reads anything else in the path as database 0 without a word (`/abc`), and a
+    negative one (`/-1`, `?db=-1`) fails only at the first command. A unix:// URL's path is
+    the socket's, its database only `?db=N`.
+    """
+    dbs = parse_qs(query).get("db", [])
+    if dbs and not _DB.fullmatch(dbs[0]):
+        raise ValueError(f"not {kind}: {shown}: its db= is not a database number (0, 1, 2, ...)")
+    if not dbs and not _DB_PATH.fullmatch(path):
+        raise ValueError(
+            f"not {kind}: {shown}: the path after the host must be a database number (/0, /1, ...)"
+        )
 
 
 def _shown(url: str) -> str:
@@ -375,6 +414,12 @@ def _shown(url: str) -> str:
 
 def _variable(field: str) -> str:
     return f"FASHIONAI_{field.upper()}"
+
+
+def environment_secrets() -> list[str]:
+    """The tokens FASHIONAI_APP_TOKEN and FASHIONAI_TENANTS hold, read raw (even when they fail
+    validation): for redacting output produced before, or without, a Settings."""
+    return _raw_secrets({})
 
 
 def _explain(exc: ValidationError, values: dict[str, Any]) -> ConfigurationError:

@@ -59,7 +59,7 @@ class ServiceSettings(BaseSettings):
     def _origins(cls, value: str) -> str:
         for origin in _split(value):
             if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"cors_origins: {origin!r} is not an exact origin like https://shop.example")
+                raise ValueError(f"{origin!r} is not an exact origin like https://shop.example")
         return value
 
     def origins(self) -> frozenset[str]:

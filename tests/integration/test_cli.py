@@ -236,3 +236,168 @@ def test_a_tenant_setting_that_fails_validation_never_prints_its_token(tenants):
         assert done.returncode == 2, output
         assert "FASHIONAI_TENANTS" in output and "Traceback" not in output
         assert SECRET not in output and SECRET[:10] not in output and SECRET[-10:] not in output
+
+
+# -- hostile input, third round: one line naming the option or variable, never a traceback ---
+
+PROBE_TOKEN = "TOKEN_SHOULD_NOT_LEAK_" + "123"
+
+
+def _clean(done: subprocess.CompletedProcess[bytes], *names: str) -> str:
+    """stderr, which must be one line naming `names`, with no traceback and no token."""
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert "Traceback" not in out + err and PROBE_TOKEN not in out + err and SECRET not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], err
+    return lines[0]
+
+
+def test_an_unreachable_state_store_is_named_not_the_cache():
+    from tests.conftest import CACHE_URL
+
+    dead = "redis://:hunter2hunter2@127.0.0.1:24999/7"
+    env = _cli_env(FASHIONAI_APP_TOKEN=PROBE_TOKEN, FASHIONAI_STATE_URL=dead)
+    for args in (["stats"], ["dlq", "list"], ["dlq", "show", "1-0"], ["dlq", "purge", "--yes"]):
+        done = _cli(args, env)
+        line = _clean(done, "FASHIONAI_STATE_URL", "redis://:***@127.0.0.1:24999/7")
+        assert done.returncode == 1, line
+        assert CACHE_URL not in line and "hunter2" not in line
+    # Unset, the state store is the broker's Redis, and the broker's variable is named.
+    done = _cli(["stats"], _cli_env(FASHIONAI_BROKER_URL="redis://127.0.0.1:24999/7"))
+    assert done.returncode == 1
+    assert "FASHIONAI_BROKER_URL" in _clean(done, "redis://127.0.0.1:24999/7")
+
+
+def test_dlq_list_limit_zero_lists_nothing_and_a_negative_limit_is_refused():
+    import json
+
+    import redis
+
+    from fashionai_pipeline.producers import keys
+
+    state = "redis://127.0.0.1:6379/13"
+    client = redis.Redis.from_url(state)
+    entry = {
+        "kind": "rejected",
+        "reason": "probe",
+        "status": 400,
+        "attempts": 1,
+        "dead_at": 1.0,
+        "event": None,
+    }
+    entry_id = client.xadd(keys.dead_letters(), {"entry": json.dumps(entry)})
+    try:
+        env = _cli_env(FASHIONAI_STATE_URL=state)
+        none = _cli(["dlq", "list", "--limit", "0"], env)
+        assert none.returncode == 0 and none.stdout == b"", none.stdout + none.stderr
+        assert b"0 shown" in none.stderr
+        one = _cli(["dlq", "list", "--limit", "1"], env)
+        assert one.returncode == 0 and len(one.stdout.splitlines()) == 1, one.stdout + one.stderr
+        refused = _cli(["dlq", "list", "--limit", "-1"], env)
+        assert refused.returncode == 2 and refused.stdout == b""
+        _clean(refused, "--limit")
+    finally:
+        client.xdel(keys.dead_letters(), entry_id)
+        client.close()
+
+
+def test_ctrl_c_during_publish_from_stdin_stops_cleanly_and_says_what_was_published():
+    import signal
+    import time
+
+    env = _cli_env(FASHIONAI_APP_TOKEN=PROBE_TOKEN)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONAI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fashionai_pipeline.worker.cli", "publish", "--file", "-"],
+        env={**base, **env, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(_body("c1"))
+    proc.stdin.flush()
+    first = proc.stdout.readline()  # published; stdin stays open, as `sleep 10 | ...` keeps it
+    assert first.startswith(b"line 1: published"), first
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+    assert re.search(rb"^interrupted: published 1 event\(s\)", err, re.MULTILINE), err
+    assert PROBE_TOKEN.encode() not in out + err
+    assert [b["sessionId"] for b in _queued(env)] == ["c1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["worker", "--bogus"], "--bogus"),
+        (["worker", "-c", "-1"], "--concurrency"),
+        (["worker", "-c", "abc"], "--concurrency"),
+        (["worker", "-l", "LOUD"], "--loglevel"),
+    ],
+)
+def test_a_bad_worker_option_is_one_line_and_status_two(args, option):
+    done = _cli(args, _cli_env(FASHIONAI_APP_TOKEN=PROBE_TOKEN))
+    assert done.returncode == 2, done.stderr
+    _clean(done, option)
+
+
+def test_a_bad_log_level_is_refused_naming_the_variable():
+    env = _cli_env(FASHIONAI_APP_TOKEN=PROBE_TOKEN, FASHIONAI_LOG_LEVEL="LOUD")
+    for args in (["worker"], ["stats"]):
+        done = _cli(args, env)
+        assert done.returncode == 2, done.stderr
+        _clean(done, "FASHIONAI_LOG_LEVEL")
+    # The app module Celery's own command line loads refuses it the same way.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONAI_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "fashionai_pipeline.worker.main", "worker"],
+        env={**base, **env},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    _clean(done, "FASHIONAI_LOG_LEVEL")
+
+
+def test_serve_on_port_zero_logs_the_port_it_listens_on():
+    import time
+    import urllib.request
+
+    env = _cli_env(FASHIONAI_APP_TOKEN=PROBE_TOKEN, FASHIONAI_INGEST_KEYS="probekey_0123456789abcdef")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONAI_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fashionai_pipeline.worker.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        env={**base, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        line = b""
+        while b"serving on" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "serve ended"
+        match = re.search(rb"serving on http://127\.0\.0\.1:(\d+)", line)
+        assert match is not None, line
+        port = int(match.group(1))
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)  # closes the pipe
