@@ -95,6 +95,31 @@ def event_body(
     not, goes through make_event, so every error is the model's own (InvalidEvent
     naming the field; a lone surrogate, which no JSON encoder can send, among them).
     """
+    body = _plain(event_type, session_id, item_id, user_id)
+    return body if body is not None else make_event(event_type, session_id, item_id, user_id).body()
+
+
+_ABSENT: Final = object()
+_KEYS: Final = frozenset({"sessionId", "eventType", "data", "userId"})
+
+
+def body_of(raw: Mapping[str, Any] | Event) -> dict[str, Any]:
+    """parse_event(raw).body(), without building the model for a plain dict whose parts are
+    plainly valid (the page views' events, the HTTP service's): the same body, or the same
+    InvalidEvent, since anything else goes through parse_event."""
+    if type(raw) is dict and raw.keys() <= _KEYS:
+        data, user = raw.get("data"), raw.get("userId", _ABSENT)
+        if type(data) is dict and len(data) == 1 and user is not None:
+            body = _plain(
+                raw.get("eventType"), raw.get("sessionId"), data.get("id"), None if user is _ABSENT else user
+            )
+            if body is not None:
+                return body
+    return parse_event(raw).body()
+
+
+def _plain(event_type: object, session_id: object, item_id: object, user_id: object) -> dict[str, Any] | None:
+    """The body of plainly valid parts (exact ASCII `str`s within the model's limits), else None."""
     if (
         type(session_id) is str
         and 0 < len(session_id) <= MAX_LEN
@@ -102,12 +127,13 @@ def event_body(
         and type(item_id) is str
         and len(item_id) <= MAX_LEN
         and item_id.isascii()
+        and type(event_type) is str
         and event_type in _TYPES
         and (item_id == "") is (event_type == "customShelf")
         and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_LEN and user_id.isascii()))
     ):
         return _body(user_id, session_id, event_type, item_id)
-    return make_event(event_type, session_id, item_id, user_id).body()
+    return None
 
 
 def _validated(raw: Mapping[str, Any]) -> Event:

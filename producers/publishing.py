@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent, PublishError, PublishUnknown
-from fashionai_pipeline.producers.event import Event, event_body, parse_event
+from fashionai_pipeline.producers.event import Event, body_of, event_body
 from fashionai_pipeline.producers.message import check_id, check_notify, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
 from fashionai_pipeline.producers.spool import Send, Spool
@@ -117,7 +117,7 @@ class PublisherCore:
     ) -> tuple[list[dict[str, Any]], list[str] | None]:
         """publish()'s event and `message_id`, checked (InvalidEvent naming the field, the id first)."""
         ids = _one_id(message_id)
-        return [parse_event(event).body()], ids
+        return [body_of(event)], ids
 
     @staticmethod
     def typed(
@@ -135,7 +135,7 @@ class PublisherCore:
         out = []
         for i, event in enumerate(events):
             try:
-                out.append(parse_event(event).body())
+                out.append(body_of(event))
             except InvalidEvent as exc:
                 raise InvalidEvent(f"events[{i}].{exc.field}", exc.rule) from None
         return out
