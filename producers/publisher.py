@@ -237,8 +237,8 @@ class Publisher(_Shell):
             if core.spool is None:
                 return core.failed(exc, batch.ids), []
             rest = core.unconfirmed(exc, batch.messages, batch.ids)
-            accepted = core.put_in_spool(batch.queue, rest, deadline - time.monotonic())
-            return core.after_spool(exc, batch.ids, accepted), []
+            stored = core.put_in_spool(batch.queue, rest, deadline - time.monotonic())
+            return core.after_spool(exc, batch.ids, stored), []
         return core.published(batch.ids), along
 
     def close(self) -> None:
@@ -397,8 +397,8 @@ class AsyncPublisher(_Shell):
         core = self._core
         rest = core.unconfirmed(error, item.messages, msg_ids)
         timeout = item.deadline - loop.time()
-        accepted = await loop.run_in_executor(None, core.put_in_spool, queue, rest, timeout)
-        return core.after_spool(error, msg_ids, accepted)
+        stored = await loop.run_in_executor(None, core.put_in_spool, queue, rest, timeout)
+        return core.after_spool(error, msg_ids, stored)
 
     async def aclose(self) -> None:
         """Wait for publishes in flight, then close the broker connection."""

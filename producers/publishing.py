@@ -17,7 +17,7 @@ from fashionai_pipeline.producers.errors import BrokerUnavailable, InvalidEvent,
 from fashionai_pipeline.producers.event import Event, body_of, event_body
 from fashionai_pipeline.producers.message import check_id, check_notify, new_id
 from fashionai_pipeline.producers.settings import Settings, redact_url
-from fashionai_pipeline.producers.spool import Send, Spool
+from fashionai_pipeline.producers.spool import Send, Spool, Stored
 from fashionai_pipeline.producers.transport import Tuning
 
 log = logging.getLogger("fashionai.publisher")
@@ -72,7 +72,6 @@ def _one_id(message_id: str | None) -> list[str] | None:
 # not the publish bound, and each process tries the broker at most once per window.
 SPOOL_WINDOW_S = 2.0
 SKIPPED = "the broker failed moments ago (spooling)"  # the reason of `skipped`
-FULL_IDS_KEPT = 10_000  # ids the spool refused as full, until `after_spool` names the reason
 
 
 class PublisherCore:
@@ -95,7 +94,6 @@ class PublisherCore:
                 fsync=settings.spool_fsync,
             )
         self._spool_until = 0.0  # monotonic: spool without trying the broker until then
-        self._full: set[str] = set()  # ids the spool refused as full (put_in_spool -> after_spool)
 
     def describe(self, cls: str) -> str:
         return f"<{cls} broker={redact_url(self.settings.broker_url)} queue={self.settings.queue}>"
@@ -223,25 +221,21 @@ class PublisherCore:
         concerned = set(exc.message_ids) or set(ids)
         return [m for m in messages if m[1] in concerned]
 
-    def put_in_spool(self, queue: str, messages: Sequence[tuple[str, str]], timeout: float) -> bool:
-        """The spool's write (I/O: the shells run it where blocking is allowed)."""
+    def put_in_spool(self, queue: str, messages: Sequence[tuple[str, str]], timeout: float) -> Stored:
+        """The spool's write (I/O: the shells run it where blocking is allowed): what became of it."""
         if self.spool is None:
-            return False
-        stored = self.spool.store(queue, messages, timeout=max(0.01, timeout))
-        if stored == "full":  # for after_spool's message; run in a thread, so ids, not a flag
-            if len(self._full) > FULL_IDS_KEPT:  # callers cancelled before after_spool: forget
-                self._full.clear()
-            self._full.update(msg_id for _, msg_id in messages)
-        return stored == "stored"
+            return "failed"
+        return self.spool.store(queue, messages, timeout=max(0.01, timeout))
 
-    def after_spool(self, exc: PublishError, ids: Sequence[str], accepted: bool) -> list[Receipt]:
-        """Receipts once the spool took the messages `exc` names (`accepted`), else `failed`.
+    def after_spool(self, exc: PublishError, ids: Sequence[str], stored: Stored) -> list[Receipt]:
+        """Receipts once the spool took the messages `exc` names (`stored`), else `failed`.
 
-        A spool that is full, or could not be written within the publish's bound, leaves them
-        to `failed` (raised, or dropped/unknown in drop mode).
+        A spool that is full (the error then says so, and its limit), or could not be written
+        within the publish's bound, leaves them to `failed` (raised, or dropped/unknown in drop
+        mode).
         """
-        if not accepted or self.spool is None:
-            return self.failed(self._spool_full(exc, ids), ids)
+        if stored != "stored" or self.spool is None:
+            return self.failed(self._spool_full(exc) if stored == "full" else exc, ids)
         concerned = set(exc.message_ids) or set(ids)
         if not self.spooling():
             log.warning(
@@ -257,14 +251,10 @@ class PublisherCore:
         self.stats.spooled += len(ids) - len(done)
         return [Receipt(msg_id, "spooled" if msg_id in concerned else "published") for msg_id in ids]
 
-    def _spool_full(self, exc: PublishError, ids: Sequence[str]) -> PublishError:
-        """`exc`, saying the spool is full (and its limit) when the spool refused `ids` for
-        their size; as it is when it refused them for another reason (logged by the spool).
-        The broker's own reason follows, as redacted as it was."""
-        full = self._full.intersection(ids)
-        if not full or self.spool is None:
-            return exc
-        self._full.difference_update(full)
+    def _spool_full(self, exc: PublishError) -> PublishError:
+        """`exc`, saying the spool is full and its limit; the broker's own reason follows, as
+        redacted as it was."""
+        assert self.spool is not None
         broker = "the broker failed moments ago" if exc.reason == SKIPPED else exc.reason
         limit = f"FASHIONAI_SPOOL_MAX_BYTES={self.spool.max_bytes} bytes"
         out = type(exc)(

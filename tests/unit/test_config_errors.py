@@ -202,7 +202,7 @@ def test_a_full_spool_says_it_is_full_and_its_limit_after_the_brokers_reason(tmp
     accepted = core.put_in_spool(batch.queue, batch.messages, 1.0)
     with pytest.raises(error) as info:
         core.after_spool(error(reason, batch.ids), batch.ids, accepted)
-    assert not accepted and info.value.message_ids == tuple(batch.ids)
+    assert accepted == "full" and info.value.message_ids == tuple(batch.ids)
     assert str(info.value) == (
         f"the disk spool is full (FASHIONAI_SPOOL_MAX_BYTES=1024 bytes) and cannot keep the event; {reason}"
     )
@@ -210,7 +210,7 @@ def test_a_full_spool_says_it_is_full_and_its_limit_after_the_brokers_reason(tmp
 
 def test_a_full_spool_while_skipping_the_broker_says_it_is_full(tmp_path):
     core = _full_core(tmp_path)
-    core.after_spool(BrokerUnavailable("down", ["a" * 32]), ["a" * 32], True)  # spooling now
+    core.after_spool(BrokerUnavailable("down", ["a" * 32]), ["a" * 32], "stored")  # spooling now
     batch = _batch(core)
     skipped = core.skipped(batch)
     assert skipped is not None  # the broker is not tried: the spool takes the event, or not
