@@ -323,7 +323,7 @@ class ReaderCore:
         if q.native is None:
             order = list(dict.fromkeys(ranked)) if ranked else []
         else:
-            order = list(dict.fromkeys(q.native)) if ranked is None else merge(ranked, q.native)
+            order = merge(ranked or (), q.native)  # no ranking: the native order, each id once
         if q.stock is not None or self.stock is not None:
             products = yield from self._in_stock(q, order)
         else:

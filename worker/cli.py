@@ -296,10 +296,7 @@ def _worker(rest: list[str]) -> int:
     # come out as exceptions. One line each, naming the option, status 2 like ours.
     try:
         code = app.start(argv=["worker", *rest])
-    except click.UsageError as exc:  # NoSuchOption, BadParameter, MissingParameter, ...
-        print(f"error: worker: {redact(exc.format_message(), settings.secrets())}", file=sys.stderr)
-        return 2
-    except click.ClickException as exc:
+    except click.ClickException as exc:  # a UsageError (NoSuchOption, BadParameter, ...) exits 2
         print(f"error: worker: {redact(exc.format_message(), settings.secrets())}", file=sys.stderr)
         return exc.exit_code or 1
     except click.Abort:  # Ctrl-C or end of input at one of click's prompts
