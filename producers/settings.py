@@ -208,7 +208,7 @@ class Settings(BaseSettings):
             super().__init__(**values)
             return
         except ValidationError as exc:
-            error = _explain(exc, values)
+            error = explain(exc, values)
         except SettingsError as exc:  # a JSON-valued variable that is not JSON
             field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
             error = ConfigurationError(f"{_variable(field)}: not valid JSON")
@@ -422,8 +422,10 @@ def environment_secrets() -> list[str]:
     return _raw_secrets({})
 
 
-def _explain(exc: ValidationError, values: dict[str, Any]) -> ConfigurationError:
-    """One line per error: the variable, where inside it, the rule; never the input."""
+def explain(exc: ValidationError, values: dict[str, Any] | None = None) -> ConfigurationError:
+    """One line per error: the variable, where inside it, the rule; never the input (any
+    FASHIONAI_* settings class: Settings, the service's ServiceSettings). `values`: the
+    keyword arguments the settings were given, whose tokens are redacted too."""
     lines = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         field, *inner = [str(part) for part in err["loc"]] or ["settings"]
@@ -431,7 +433,7 @@ def _explain(exc: ValidationError, values: dict[str, Any]) -> ConfigurationError
         rule = err["msg"].removeprefix("Value error, ")
         rule = rule[:1].lower() + rule[1:]
         lines.append(f"{_variable(field)}: {where + ': ' if where else ''}{rule}")
-    return ConfigurationError(redact("; ".join(lines), _raw_secrets(values)))
+    return ConfigurationError(redact("; ".join(lines), _raw_secrets(values or {})))
 
 
 _TOKEN_IN_JSON = re.compile(r'"app_token"\s*:\s*"((?:[^"\\]|\\.)*)')

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from fashionai_pipeline.producers.redaction import redact
 from fashionai_pipeline.producers.service.config import ServiceConfigError, ServiceSettings
-from fashionai_pipeline.producers.settings import Settings
+from fashionai_pipeline.producers.settings import Settings, explain
 
 log = logging.getLogger("fashionai.service")
 
@@ -42,7 +42,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         return 2
     except ValidationError as exc:
         # Only the variables and rules, never the values (pydantic echoes input).
-        print(f"error: configuration: {redact(_explain(exc), settings.secrets())}", file=sys.stderr)
+        print(f"error: configuration: {redact(str(explain(exc)), settings.secrets())}", file=sys.stderr)
         return 2
     try:
         socks = listen(host, port)
@@ -136,17 +136,6 @@ class _MalformedRequests(logging.Filter):
             )
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
-
-
-def _explain(exc: ValidationError) -> str:
-    """`FASHIONAI_CORS_ORIGINS: 'x' is not an exact origin ...`: each failing variable and rule."""
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        field, *inner = [str(part) for part in err["loc"]] or ["settings"]
-        rule = err["msg"].removeprefix("Value error, ")
-        rule = rule[:1].lower() + rule[1:]
-        lines.append(f"FASHIONAI_{field.upper()}: {'.'.join(inner) + ': ' if inner else ''}{rule}")
-    return "; ".join(lines)
 
 
 def _loop() -> asyncio.AbstractEventLoop:
